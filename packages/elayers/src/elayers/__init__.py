@@ -1,0 +1,5 @@
+"""elayers."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
