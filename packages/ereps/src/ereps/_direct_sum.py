@@ -1,0 +1,45 @@
+"""Direct sums of representations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ereps._escnn import Representation, directsum
+from ereps._validation import check_representation, check_same_group
+
+__all__ = ["direct_sum"]
+
+
+def direct_sum(reps: Sequence[Representation], name: str | None = None) -> Representation:
+    r"""Return the direct sum :math:`\rho = \bigoplus_i \rho_i` of representations of one group.
+
+    :math:`\rho(g)` is block diagonal with blocks :math:`\rho_i(g)` in the order given, so a feature
+    vector is the concatenation of the features of each summand. The change of basis is the block
+    diagonal of the summands' changes of basis.
+
+    Args:
+        reps: The summands, all of the same finite group.
+        name: Name of the result. Defaults to the summands' names joined by ``⊕``.
+
+    Returns:
+        A representation of size ``Σ_i reps[i].size``.
+
+    Raises:
+        ValueError: If ``reps`` is empty or the summands are of different groups.
+        TypeError: If a summand is not an escnn representation.
+
+    Examples:
+        >>> import escnn.group as eg
+        >>> G = eg.cyclic_group(4)
+        >>> direct_sum([G.regular_representation, G.trivial_representation]).size
+        5
+    """
+    reps = list(reps)
+    if not reps:
+        raise ValueError("direct_sum expects at least one representation; got an empty sequence.")
+    for i, rep in enumerate(reps):
+        check_representation(rep, f"reps[{i}]")
+    check_same_group(reps, [f"reps[{i}]" for i in range(len(reps))])
+    if name is None:
+        name = "⊕".join(rep.name for rep in reps)
+    return directsum(reps, name=name)

@@ -1,0 +1,95 @@
+"""Recognizing copies of the regular representation, and the group's Cayley table."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ereps._escnn import Group, Representation
+from ereps._group_action import group_elements, rep_matrices
+
+__all__ = ["cayley_index", "is_permutation_representation", "regular_multiplicity"]
+
+
+# escnn groups are unhashable singletons: key the cache on their identity and keep them alive.
+_CAYLEY: dict[int, tuple[Group, np.ndarray]] = {}
+
+
+def _cayley_np(group: Group) -> np.ndarray:
+    cached = _CAYLEY.get(id(group))
+    if cached is not None:
+        return cached[1]
+    elements = group_elements(group)
+    index = {g: i for i, g in enumerate(elements)}
+    table = np.empty((len(elements), len(elements)), dtype=np.int64)
+    for a, ga in enumerate(elements):
+        inv = ~ga
+        for b, gb in enumerate(elements):
+            table[a, b] = index[inv @ gb]
+    _CAYLEY[id(group)] = (group, table)
+    return table
+
+
+def cayley_index(group: Group) -> Tensor:
+    r"""Return the table ``T[a, b] = index(g_a⁻¹ g_b)`` of a finite group.
+
+    A linear map ``W`` on the regular representation (``ρ(g) e_h = e_{gh}``) commutes with the group
+    action iff ``W[ga, gb] = W[a, b]`` for all ``g``, i.e. iff ``W[a, b] = w(g_a^{-1} g_b)`` for a
+    function ``w`` on the group: a group convolution. ``w[T]`` builds that matrix with one gather.
+
+    Args:
+        group: A finite escnn group.
+
+    Returns:
+        Long tensor of shape ``(|G|, |G|)``.
+    """
+    return torch.from_numpy(_cayley_np(group))
+
+
+def regular_multiplicity(rep: Representation) -> int | None:
+    """Return ``c`` if ``ρ(g) = I_c ⊗ ρ_reg(g)`` for every ``g``, else ``None``.
+
+    Such a representation is ``c`` copies of the regular representation in escnn's basis: features are
+    ``c`` functions on the group, stored one after another, each as ``|G|`` values.
+
+    Args:
+        rep: A representation of a finite group.
+
+    Returns:
+        The number of regular copies, or ``None`` if ``rep`` is not of that form.
+    """
+    group = rep.group
+    order = group.order()
+    if rep.size % order != 0:
+        return None
+    copies = rep.size // order
+    key = "_ereps_regular_multiplicity"
+    cached = rep.attributes.get(key)
+    if cached is not None:
+        return int(cached) if cached >= 0 else None
+    mats = rep_matrices(rep)
+    reg = rep_matrices(group.regular_representation)
+    expected = torch.stack([torch.block_diag(*([m] * copies)) for m in reg])
+    result = copies if torch.allclose(mats, expected, rtol=0.0, atol=1e-9) else None
+    rep.attributes[key] = -1 if result is None else result
+    return result
+
+
+def is_permutation_representation(rep: Representation) -> bool:
+    """Return whether every ``ρ(g)`` is a permutation matrix.
+
+    Exactly on such representations a pointwise nonlinearity ``σ`` commutes with the group action,
+    ``σ(ρ(g) x) = ρ(g) σ(x)``, for every ``σ``.
+
+    Args:
+        rep: A representation of a finite group.
+
+    Returns:
+        Whether all matrices of ``rep`` are permutation matrices.
+    """
+    mats = rep_matrices(rep)
+    binary = bool(torch.all((mats.abs() < 1e-9) | ((mats - 1).abs() < 1e-9)))
+    return binary and bool(torch.all(mats.round().sum(dim=-1) == 1)) and bool(
+        torch.all(mats.round().sum(dim=-2) == 1)
+    )
