@@ -1,0 +1,117 @@
+"""Equivariant per-irrep scaling with an invariant bias."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from ereps import InitScheme, Representation, regular_multiplicity
+from ereps._validation import check_orthogonal, check_representation
+from torch import Tensor, nn
+
+from elayers._linear import InvariantBias, trivial_columns
+from elayers._module import eModule
+
+__all__ = ["eAffine"]
+
+
+class eAffine(eModule):  # noqa: N801 (the name users know)
+    r"""Scale each irreducible copy by a learnable scalar and add an invariant bias.
+
+    With :math:`\rho = Q (\bigoplus_i \rho_{k_i}) Q^\top`,
+
+    .. math::
+        y = Q\, \mathrm{diag}(s_i \mathbf{1}_{d_{k_i}})\, Q^\top x + b, \qquad \rho(g) b = b,
+
+    which commutes with :math:`\rho(g)` because a scalar commutes with every :math:`\rho_{k_i}(g)`.
+    It is the equivariant analogue of the elementwise affine map of a normalization layer: for a
+    representation that is a plain direct sum of irreps (``Q = I``) it is elementwise.
+
+    For ``c`` copies of the regular representation the map is block diagonal, one ``|G| × |G|``
+    block per copy, and is applied as such (``c·|G|²`` per token instead of ``(c|G|)²``).
+
+    Args:
+        rep: An orthogonal representation of a finite group.
+        bias: Whether to add an invariant bias (ignored if ``rep`` has no trivial irrep).
+
+    Raises:
+        ValueError: If the change of basis of ``rep`` is not orthogonal.
+    """
+
+    def __init__(self, rep: Representation, bias: bool = True) -> None:
+        check_representation(rep, "rep")
+        check_orthogonal(rep, "rep")
+        super().__init__(rep, rep)
+        group = rep.group
+        dims = [group.irrep(*i).size for i in rep.irreps]
+        self.scale = nn.Parameter(torch.ones(len(dims)))
+        self.register_buffer(
+            "expand",
+            torch.repeat_interleave(torch.arange(len(dims)), torch.tensor(dims)),
+            persistent=False,
+        )
+        self.expand: Tensor
+        copies = regular_multiplicity(rep)
+        self.copies = copies
+        self.elementwise = False
+        if copies is not None:
+            # Every regular copy has the same change of basis Q_reg.
+            q = torch.as_tensor(group.regular_representation.change_of_basis, dtype=torch.float64)
+            self.register_exact_buffer("q", q)
+        else:
+            q = torch.as_tensor(rep.change_of_basis, dtype=torch.float64)
+            self.elementwise = bool(torch.allclose(q, torch.eye(rep.size, dtype=torch.float64)))
+            self.register_exact_buffer("q", q)
+        self.q: Tensor
+        has_trivial = trivial_columns(rep).shape[1] > 0
+        self.invariant_bias = InvariantBias(rep) if bias and has_trivial else None
+
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
+        """Set the scales to one and the bias to zero."""
+        with torch.no_grad():
+            self.scale.fill_(1.0)
+        if self.invariant_bias is not None:
+            self.invariant_bias.reset_parameters()
+
+    def matrix(self) -> Tensor:
+        """The dense matrix ``Q diag(s) Qᵀ``, shape ``(rep.size, rep.size)``."""
+        s = self.scale[self.expand]
+        q = self.q.to(s.dtype)
+        if self.copies is None:
+            return (q * s) @ q.T
+        blocks = (q * s.view(self.copies, 1, -1)) @ q.T  # (c, |G|, |G|)
+        return torch.block_diag(*blocks.unbind(0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the per-irrep scaling and the bias.
+
+        Args:
+            x: Tensor of shape ``(..., rep.size)``.
+
+        Returns:
+            Tensor of shape ``(..., rep.size)``.
+        """
+        self._check_input(x)
+        s = self.scale[self.expand].to(x.dtype)
+        if self.elementwise:
+            y = x * s
+        elif self.copies is None:
+            q = self.q.to(x.dtype)
+            y = ((x @ q) * s) @ q.T
+        else:
+            q = self.q.to(x.dtype)
+            order = q.shape[0]
+            # Per-copy symmetric blocks M_c = Q diag(s_c) Qᵀ, applied as one batched product.
+            blocks = (q * s.view(self.copies, 1, order)) @ q.T  # (c, |G|, |G|)
+            xc = x.reshape(*x.shape[:-1], self.copies, order)
+            y = torch.einsum("...ci,cij->...cj", xc, blocks).reshape(x.shape)
+        if self.invariant_bias is not None:
+            y = y + self.invariant_bias.bias.to(x.dtype)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.in_rep.name} | {self.scale.numel()} scales, bias={self.invariant_bias is not None}"
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...

@@ -1,0 +1,253 @@
+"""Equivariant multi-head attention."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from ereps import InitScheme, Representation, direct_sum, regular_multiplicity
+from ereps._hom_basis import check_init_scheme
+from ereps._validation import check_representation
+from torch import Tensor, nn
+
+from elayers._linear import eLinear
+from elayers._module import eModule
+
+__all__ = ["eMultiheadAttention", "valid_head_counts"]
+
+
+def valid_head_counts(copies: int) -> list[int]:
+    """Head counts that split ``copies`` regular copies into equal groups of whole copies."""
+    return [h for h in range(1, copies + 1) if copies % h == 0]
+
+
+def check_regular_copies(rep: Representation, who: str) -> int:
+    """Return the number of regular copies of ``rep`` or raise ``ValueError``."""
+    check_representation(rep, "in_rep")
+    copies = regular_multiplicity(rep)
+    if copies is None:
+        order = rep.group.order()
+        raise ValueError(
+            f"{who} expects in_rep to be copies of the regular representation of {rep.group.name} "
+            f"(size a multiple of |G| = {order}, e.g. ereps.direct_sum([G.regular_representation] * c)); "
+            f"got {rep.name!r} of size {rep.size}. Embed other representations first with eLinear."
+        )
+    return copies
+
+
+def _merge_masks(
+    attn_mask: Tensor | None,
+    key_padding_mask: Tensor | None,
+    batch: int,
+    heads: int,
+    t_q: int,
+    t_k: int,
+    dtype: torch.dtype,
+) -> Tensor | None:
+    """Turn torch.nn.MultiheadAttention-style masks into one additive float mask (B, H|1, Tq, Tk)."""
+    merged: Tensor | None = None
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            mask = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
+            mask = mask.masked_fill(attn_mask, float("-inf"))
+        else:
+            mask = attn_mask.to(dtype)
+        if mask.ndim == 2:
+            if tuple(mask.shape) != (t_q, t_k):
+                raise ValueError(
+                    f"attn_mask of shape (L, S) must be ({t_q}, {t_k}); got {tuple(mask.shape)}."
+                )
+            mask = mask.view(1, 1, t_q, t_k)
+        elif mask.ndim == 3:
+            if tuple(mask.shape) != (batch * heads, t_q, t_k):
+                raise ValueError(
+                    f"attn_mask of shape (N·num_heads, L, S) must be ({batch * heads}, {t_q}, {t_k}); "
+                    f"got {tuple(mask.shape)}."
+                )
+            mask = mask.view(batch, heads, t_q, t_k)
+        else:
+            raise ValueError(f"attn_mask must be 2-D or 3-D; got shape {tuple(mask.shape)}.")
+        merged = mask
+    if key_padding_mask is not None:
+        if tuple(key_padding_mask.shape) != (batch, t_k):
+            raise ValueError(
+                f"key_padding_mask must have shape (N, S) = ({batch}, {t_k}); "
+                f"got {tuple(key_padding_mask.shape)}."
+            )
+        if key_padding_mask.dtype == torch.bool:
+            pad = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
+            pad = pad.masked_fill(key_padding_mask, float("-inf"))
+        else:
+            pad = key_padding_mask.to(dtype)
+        pad = pad.view(batch, 1, 1, t_k)
+        merged = pad if merged is None else merged + pad
+    return merged
+
+
+class eMultiheadAttention(eModule):  # noqa: N801 (the name users know)
+    r"""Equivariant multi-head attention over tokens on copies of the regular representation.
+
+    Queries, keys and values are group convolutions :math:`W_q, W_k, W_v \in \mathrm{Hom}_G` of the
+    tokens, and every head takes whole regular copies. The representation of each head is then a
+    permutation :math:`P_g`, so the scores are invariant,
+
+    .. math::
+        \langle P_g W_q x_i, P_g W_k x_j \rangle = \langle W_q x_i, W_k x_j \rangle,
+
+    the values transform by :math:`P_g`, and the output projection is equivariant:
+    ``MHA(ρ(g)Q, ρ(g)K, ρ(g)V) = ρ(g) MHA(Q, K, V)``. The call follows
+    :class:`torch.nn.MultiheadAttention` (masks with ``True`` = not allowed, or additive floats).
+
+    Args:
+        in_rep: ``c`` copies of the regular representation (the embedding).
+        num_heads: Number of heads; must divide ``c``.
+        dropout: Dropout probability on the attention weights.
+        bias: Whether the projections have invariant biases.
+        batch_first: Whether inputs are ``(N, L, E)`` (else ``(L, N, E)``).
+        init_scheme: Initialization scheme of the projections.
+
+    Raises:
+        ValueError: If ``in_rep`` is not copies of the regular representation or ``num_heads`` does
+            not divide the number of copies (the message lists the valid head counts).
+    """
+
+    def __init__(
+        self,
+        in_rep: Representation,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        batch_first: bool = True,
+        *,
+        init_scheme: InitScheme = "xavier_normal",
+    ) -> None:
+        copies = check_regular_copies(in_rep, "eMultiheadAttention")
+        check_init_scheme(init_scheme)
+        if not isinstance(num_heads, int) or num_heads <= 0 or copies % num_heads != 0:
+            raise ValueError(
+                f"eMultiheadAttention: num_heads must divide the {copies} regular copies of in_rep "
+                f"so that every head takes whole copies; got {num_heads}. Valid head counts: "
+                f"{valid_head_counts(copies)}."
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"eMultiheadAttention expects 0 <= dropout < 1; got {dropout}.")
+        super().__init__(in_rep, in_rep)
+        self.num_heads = num_heads
+        self.embed_dim = in_rep.size
+        self.head_dim = in_rep.size // num_heads
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self._qkv_same_embed_dim = True
+        group = in_rep.group
+        qkv_rep = direct_sum([group.regular_representation] * (3 * copies))
+        # One fused projection for q, k and v (one gather, one matmul), like torch's in_proj.
+        self.in_proj = eLinear(in_rep, qkv_rep, bias=bias, init_scheme=init_scheme)
+        self.out_proj = eLinear(in_rep, in_rep, bias=bias, init_scheme=init_scheme)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` to ``key``/``value``.
+
+        Args:
+            query: ``(N, L, E)`` if ``batch_first`` else ``(L, N, E)``; ``E = in_rep.size``.
+            key: ``(N, S, E)`` (or ``(S, N, E)``).
+            value: Same shape as ``key``.
+            key_padding_mask: ``(N, S)``; ``True`` (or ``-inf``) marks padding keys.
+            need_weights: Whether to also return the attention weights.
+            attn_mask: ``(L, S)`` or ``(N·num_heads, L, S)``; ``True``/``-inf`` forbids attending.
+            average_attn_weights: Average the returned weights over heads.
+            is_causal: Apply a causal mask (query ``i`` sees keys ``≤ i``) when ``attn_mask`` is None.
+
+        Returns:
+            ``(output, weights)``: output of the query's shape; weights ``(N, L, S)`` (averaged) or
+            ``(N, num_heads, L, S)``, or ``None`` if ``need_weights`` is false.
+        """
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if t.ndim != 3 or t.shape[-1] != self.embed_dim:
+                layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
+                raise ValueError(
+                    f"eMultiheadAttention expects {name} of shape {layout} with E = "
+                    f"{self.embed_dim}; got {tuple(t.shape)}."
+                )
+        if key.shape != value.shape:
+            raise ValueError(
+                f"key and value must have the same shape; got {tuple(key.shape)} and "
+                f"{tuple(value.shape)}."
+            )
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        if query.shape[0] != key.shape[0]:
+            raise ValueError(
+                f"query and key must have the same batch size; got {query.shape[0]} and {key.shape[0]}."
+            )
+        n, t_q, e = query.shape
+        t_k = key.shape[1]
+        h, d = self.num_heads, self.head_dim
+        w = self.in_proj.weight
+        b = self.in_proj.bias
+        if query is key and key is value:
+            q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
+        else:
+            wq, wk, wv = w.chunk(3, dim=0)
+            bq, bk, bv = b.chunk(3) if b is not None else (None, None, None)
+            q = F.linear(query, wq, bq)
+            if key is value and b is not None:
+                kv = F.linear(key, torch.cat([wk, wv]), torch.cat([b.chunk(3)[1], b.chunk(3)[2]]))
+                k, v = kv.chunk(2, dim=-1)
+            elif key is value:
+                k, v = F.linear(key, torch.cat([wk, wv])).chunk(2, dim=-1)
+            else:
+                k, v = F.linear(key, wk, bk), F.linear(value, wv, bv)
+        q = q.reshape(n, t_q, h, d).transpose(1, 2)
+        k = k.reshape(n, t_k, h, d).transpose(1, 2)
+        v = v.reshape(n, t_k, h, d).transpose(1, 2)
+        mask = _merge_masks(attn_mask, key_padding_mask, n, h, t_q, t_k, q.dtype)
+        causal = is_causal and mask is None
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / (d**0.5)
+            if causal:
+                allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril()
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            elif mask is not None:
+                scores = scores + mask
+            weights = scores.softmax(dim=-1)
+            out = F.dropout(weights, p=p, training=self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal
+            )
+            weights = None
+        out = self.out_proj(out.transpose(1, 2).reshape(n, t_q, e))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(dim=1)
+        return out, weights
+
+    def extra_repr(self) -> str:
+        return f"{self.in_rep.name}, num_heads={self.num_heads}, dropout={self.dropout}"
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            query: Tensor,
+            key: Tensor,
+            value: Tensor,
+            key_padding_mask: Tensor | None = None,
+            need_weights: bool = True,
+            attn_mask: Tensor | None = None,
+            average_attn_weights: bool = True,
+            is_causal: bool = False,
+        ) -> tuple[Tensor, Tensor | None]: ...

@@ -1,0 +1,215 @@
+"""Equivariant linear maps and invariant biases."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from ereps import (
+    GroupHomomorphismBasis,
+    InitScheme,
+    Representation,
+    cayley_index,
+    init_std,
+    regular_multiplicity,
+)
+from ereps._hom_basis import check_init_scheme, sample_init
+from ereps._validation import check_orthogonal, check_representation, check_same_group
+from torch import Tensor, nn
+
+from elayers._module import eModule
+
+__all__ = ["InvariantBias", "eLinear", "trivial_columns"]
+
+
+def trivial_columns(rep: Representation) -> Tensor:
+    """Columns of the change of basis spanning the invariant subspace, shape ``(rep.size, m_trivial)``."""
+    trivial = tuple(rep.group.trivial_representation.irreps[0])
+    cols, offset = [], 0
+    for irrep_id in rep.irreps:
+        size = rep.group.irrep(*irrep_id).size
+        if tuple(irrep_id) == trivial:
+            cols.append(offset)
+        offset += size
+    q = torch.as_tensor(rep.change_of_basis, dtype=torch.float64)
+    return q[:, cols].contiguous()
+
+
+class InvariantBias(eModule):
+    r"""A learnable vector in the invariant subspace of ``rep``: ``b = Q_0 β`` with ``ρ(g) b = b``.
+
+    ``Q_0`` holds the columns of the change of basis that span the trivial isotypic subspace, so the
+    bias has one parameter per copy of the trivial irrep (for ``c`` regular copies: one per copy,
+    the constant function on the group). Adding it commutes with the group action.
+
+    Args:
+        rep: An orthogonal representation of a finite group with at least one trivial irrep.
+
+    Raises:
+        ValueError: If ``rep`` has no trivial irrep (its only invariant vector is 0).
+    """
+
+    def __init__(self, rep: Representation) -> None:
+        check_representation(rep, "rep")
+        check_orthogonal(rep, "rep")
+        super().__init__(rep, rep)
+        basis = trivial_columns(rep)
+        if basis.shape[1] == 0:
+            raise ValueError(
+                f"InvariantBias needs a representation with a trivial irrep; {rep.name!r} "
+                f"(irreps {rep.irreps}) has none, so its only invariant vector is 0. Use bias=False."
+            )
+        self.register_exact_buffer("basis", basis)
+        self.basis: Tensor
+        self.coeffs = nn.Parameter(torch.zeros(basis.shape[1]))
+
+    @property
+    def bias(self) -> Tensor:
+        """The dense invariant vector, shape ``(rep.size,)``."""
+        return self.basis.to(self.coeffs.dtype) @ self.coeffs
+
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
+        """Set the bias to zero (as ``torch.nn.Linear`` users expect from a fresh bias)."""
+        with torch.no_grad():
+            self.coeffs.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Add the bias.
+
+        Args:
+            x: Tensor of shape ``(..., rep.size)``.
+
+        Returns:
+            Tensor of shape ``(..., rep.size)``.
+        """
+        self._check_input(x)
+        return x + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_rep.name} | {self.coeffs.numel()} weights"
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class eLinear(eModule):  # noqa: N801 (the name users know)
+    r"""An equivariant affine map ``y = W x + b`` with ``W ∈ Hom_G(ρ_in, ρ_out)`` and ``ρ_out(g) b = b``.
+
+    .. math::
+        \rho_{out}(g)\, W = W \rho_{in}(g) \quad \forall g \in G.
+
+    ``W`` is learned through its coefficients in a basis of :math:`\mathrm{Hom}_G`:
+
+    * between copies of the regular representation, ``W`` is a group convolution: block ``(i, j)`` is
+      ``W_ij[a, b] = w_ij(g_a⁻¹ g_b)``, read from the Cayley table with one gather
+      (``c_out · c_in · |G|`` parameters, no change of basis);
+    * otherwise, through the isotypic basis of :class:`ereps.GroupHomomorphismBasis`.
+
+    ``weight`` and ``bias`` are the dense tensors, and ``forward(x) == F.linear(x, weight, bias)``.
+
+    Args:
+        in_rep: Representation of the input features.
+        out_rep: Representation of the output features, of the same group.
+        bias: Whether to add a learnable invariant bias (ignored if ``out_rep`` has no trivial irrep).
+        init_scheme: ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform`` or ``kaiming_normal``;
+            the dense weight gets the variance of the unconstrained scheme.
+
+    Raises:
+        ValueError: If the groups differ, ``Hom_G(in_rep, out_rep) = 0`` or the scheme is unknown.
+
+    Examples:
+        >>> import torch, escnn.group as eg
+        >>> G = eg.cyclic_group(4)
+        >>> layer = eLinear(G.regular_representation, G.regular_representation)
+        >>> layer(torch.randn(2, 4)).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        in_rep: Representation,
+        out_rep: Representation,
+        bias: bool = True,
+        init_scheme: InitScheme = "xavier_normal",
+    ) -> None:
+        check_representation(in_rep, "in_rep")
+        check_representation(out_rep, "out_rep")
+        check_same_group([in_rep, out_rep], ["in_rep", "out_rep"])
+        self.init_scheme = check_init_scheme(init_scheme)
+        super().__init__(in_rep, out_rep)
+        group = in_rep.group
+        c_in, c_out = regular_multiplicity(in_rep), regular_multiplicity(out_rep)
+        self.basis: GroupHomomorphismBasis | None = None
+        if c_in is not None and c_out is not None:
+            self.c_in, self.c_out, self.order = c_in, c_out, group.order()
+            self.register_buffer("cayley", cayley_index(group), persistent=False)
+            self.cayley: Tensor
+            self.weight_params = nn.Parameter(torch.empty(c_out, c_in, self.order))
+        else:
+            self.basis = GroupHomomorphismBasis(in_rep, out_rep)
+            if self.basis.dim == 0:
+                raise ValueError(
+                    f"eLinear: Hom_G({in_rep.name}, {out_rep.name}) is zero-dimensional (the two "
+                    f"representations share no irrep: in {in_rep.irreps}, out {out_rep.irreps}), "
+                    "so the only equivariant linear map is 0."
+                )
+            self.weight_params = nn.Parameter(torch.empty(self.basis.dim))
+        has_trivial = trivial_columns(out_rep).shape[1] > 0
+        self.invariant_bias = InvariantBias(out_rep) if bias and has_trivial else None
+        self.reset_parameters()
+
+    @property
+    def num_weights(self) -> int:
+        """Number of free parameters of ``W``."""
+        return self.weight_params.numel()
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense equivariant matrix ``W``, shape ``(out_rep.size, in_rep.size)``."""
+        if self.basis is None:
+            w = self.weight_params[:, :, self.cayley]  # (c_out, c_in, |G|, |G|)
+            return w.permute(0, 2, 1, 3).reshape(self.out_rep.size, self.in_rep.size)
+        return self.basis(self.weight_params)
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The dense invariant bias, shape ``(out_rep.size,)``, or ``None``."""
+        return None if self.invariant_bias is None else self.invariant_bias.bias
+
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
+        """Redraw ``W`` with ``scheme`` (default: the constructor's) and zero the bias."""
+        scheme = check_init_scheme(scheme or self.init_scheme)
+        p = self.weight_params
+        with torch.no_grad():
+            if self.basis is None:
+                std = init_std(scheme, self.in_rep.size, self.out_rep.size)
+                p.copy_(sample_init(scheme, tuple(p.shape), std, dtype=p.dtype, device=p.device))
+            else:
+                p.copy_(self.basis.initialize_params(scheme, dtype=p.dtype, device=p.device))
+        if self.invariant_bias is not None:
+            self.invariant_bias.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply ``y = W x + b`` on the last axis.
+
+        Args:
+            x: Tensor of shape ``(..., in_rep.size)``.
+
+        Returns:
+            Tensor of shape ``(..., out_rep.size)``.
+        """
+        self._check_input(x)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        kind = "group conv" if self.basis is None else "isotypic basis"
+        return (
+            f"{self.in_rep.name} -> {self.out_rep.name} | {self.num_weights} weights, {kind}, "
+            f"bias={self.invariant_bias is not None}"
+        )
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...

@@ -1,0 +1,124 @@
+"""Equivariant multi-layer perceptron."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ereps import (
+    InitScheme,
+    Representation,
+    direct_sum,
+    is_permutation_representation,
+)
+from ereps._hom_basis import check_init_scheme
+from ereps._validation import check_representation, check_same_group
+from torch import Tensor, nn
+
+from elayers._activation import Activation, resolve_activation
+from elayers._linear import eLinear
+from elayers._module import eModule
+
+__all__ = ["eMLP", "regular_copies"]
+
+
+def regular_copies(rep_group_rep: Representation, units: int, what: str) -> Representation:
+    """``units / |G|`` copies of the regular representation of ``rep_group_rep.group``."""
+    group = rep_group_rep.group
+    order = group.order()
+    if units <= 0 or units % order != 0:
+        raise ValueError(
+            f"{what} must be a positive multiple of the group order |G| = {order} ({group.name}) so "
+            f"that it holds whole copies of the regular representation; got {units}."
+        )
+    return direct_sum([group.regular_representation] * (units // order))
+
+
+class eMLP(eModule):  # noqa: N801 (the name users know)
+    r"""An equivariant MLP: ``eLinear → σ → dropout → … → eLinear``.
+
+    A pointwise activation :math:`\sigma` commutes with :math:`\rho(g)` for every :math:`\sigma`
+    exactly when :math:`\rho(g)` is a permutation matrix, so hidden features live on permutation
+    representations: by default copies of the regular representation (features are functions on
+    the group). A hidden representation that is not a permutation representation is rejected.
+
+    Args:
+        in_rep: Representation of the input.
+        out_rep: Representation of the output, of the same group.
+        hidden_units: Width of each hidden layer, each a multiple of ``|G|``.
+        hidden_reps: Alternatively, the hidden representations themselves (permutation ones).
+        activation: Pointwise activation, by name (``relu``, ``gelu``, ``silu``, ...) or callable.
+        bias: Whether the linear maps have invariant biases.
+        dropout: Dropout probability after each activation.
+        init_scheme: Initialization scheme of the linear maps.
+
+    Raises:
+        ValueError: On widths that are not multiples of ``|G|``, non-permutation hidden
+            representations, both or neither of ``hidden_units``/``hidden_reps`` given, mixed groups.
+    """
+
+    def __init__(
+        self,
+        in_rep: Representation,
+        out_rep: Representation,
+        hidden_units: Sequence[int] | None = None,
+        *,
+        hidden_reps: Sequence[Representation] | None = None,
+        activation: Activation = "gelu",
+        bias: bool = True,
+        dropout: float = 0.0,
+        init_scheme: InitScheme = "xavier_normal",
+    ) -> None:
+        check_representation(in_rep, "in_rep")
+        check_representation(out_rep, "out_rep")
+        check_same_group([in_rep, out_rep], ["in_rep", "out_rep"])
+        check_init_scheme(init_scheme)
+        if (hidden_units is None) == (hidden_reps is None):
+            raise ValueError(
+                "eMLP expects exactly one of hidden_units (widths, multiples of |G|) or hidden_reps; "
+                f"got hidden_units={hidden_units!r}, hidden_reps={hidden_reps!r}."
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"eMLP expects 0 <= dropout < 1; got {dropout}.")
+        if hidden_units is not None:
+            reps = [
+                regular_copies(in_rep, int(u), f"hidden_units[{i}]")
+                for i, u in enumerate(hidden_units)
+            ]
+        else:
+            reps = list(hidden_reps or ())
+            for i, rep in enumerate(reps):
+                check_representation(rep, f"hidden_reps[{i}]")
+                check_same_group([in_rep, rep], ["in_rep", f"hidden_reps[{i}]"])
+                if not is_permutation_representation(rep):
+                    raise ValueError(
+                        f"hidden_reps[{i}] ({rep.name!r}) is not a permutation representation, so a "
+                        "pointwise activation would break equivariance on it. Use copies of the "
+                        "regular representation (hidden_units) or another permutation representation."
+                    )
+        super().__init__(in_rep, out_rep)
+        self.activation = resolve_activation(activation)
+        sizes = [in_rep, *reps, out_rep]
+        self.layers = nn.ModuleList(
+            eLinear(a, b, bias=bias, init_scheme=init_scheme) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the MLP on the last axis.
+
+        Args:
+            x: Tensor of shape ``(..., in_rep.size)``.
+
+        Returns:
+            Tensor of shape ``(..., out_rep.size)``.
+        """
+        self._check_input(x)
+        *hidden, last = self.layers
+        for layer in hidden:
+            x = self.dropout(self.activation(layer(x)))
+        return last(x)
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...

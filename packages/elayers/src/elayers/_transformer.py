@@ -1,0 +1,441 @@
+"""Equivariant transformer encoder and decoder layers, and their stacks."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Literal, get_args
+
+
+from ereps import InitScheme, Representation
+from ereps._hom_basis import check_init_scheme
+from torch import Tensor, nn
+
+from elayers._activation import Activation, resolve_activation
+from elayers._attention import check_regular_copies, eMultiheadAttention
+from elayers._linear import eLinear
+from elayers._mlp import regular_copies
+from elayers._module import eModule
+from elayers._norm import eLayerNorm, eRMSNorm
+
+__all__ = [
+    "NORM_MODULES",
+    "NormModule",
+    "eTransformerDecoder",
+    "eTransformerDecoderLayer",
+    "eTransformerEncoder",
+    "eTransformerEncoderLayer",
+    "make_norm",
+]
+
+NormModule = Literal["rmsnorm", "layernorm"]
+NORM_MODULES: tuple[str, ...] = get_args(NormModule)
+
+
+def make_norm(norm_module: str, rep: Representation, eps: float, bias: bool = True) -> eModule:
+    """Build the equivariant norm named by ``norm_module`` (``rmsnorm`` or ``layernorm``)."""
+    if norm_module == "rmsnorm":
+        return eRMSNorm(rep, eps=eps)
+    if norm_module == "layernorm":
+        return eLayerNorm(rep, eps=eps, bias=bias)
+    raise ValueError(f"Unknown norm_module {norm_module!r}; expected one of {list(NORM_MODULES)}.")
+
+
+def _check_common(norm_module: str, dropout: float, init_scheme: str) -> None:
+    if norm_module not in NORM_MODULES:
+        raise ValueError(
+            f"Unknown norm_module {norm_module!r}; expected one of {list(NORM_MODULES)}."
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
+    check_init_scheme(init_scheme)
+
+
+class _FeedForward(nn.Module):
+    def __init__(
+        self,
+        rep: Representation,
+        dim_feedforward: int,
+        dropout: float,
+        activation: Activation,
+        bias: bool,
+        init_scheme: InitScheme,
+    ) -> None:
+        super().__init__()
+        hidden = regular_copies(rep, dim_feedforward, "dim_feedforward")
+        self.linear1 = eLinear(rep, hidden, bias=bias, init_scheme=init_scheme)
+        self.linear2 = eLinear(hidden, rep, bias=bias, init_scheme=init_scheme)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = resolve_activation(activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+class eTransformerEncoderLayer(eModule):  # noqa: N801 (the name users know)
+    r"""Equivariant version of :class:`torch.nn.TransformerEncoderLayer`.
+
+    Self-attention (:class:`eMultiheadAttention`) and a feed-forward block (group convolutions
+    around a pointwise activation on ``dim_feedforward / |G|`` regular copies), each with a residual
+    connection and an equivariant norm, before (``norm_first``) or after the block. Every part
+    commutes with the action, so ``layer(ρ(g) x) = ρ(g) layer(x)`` token-wise.
+
+    Args:
+        in_rep: ``c`` copies of the regular representation (the model width is ``in_rep.size``).
+        nhead: Number of attention heads; must divide ``c``.
+        dim_feedforward: Width of the feed-forward block, a multiple of ``|G|``.
+        dropout: Dropout probability.
+        activation: Pointwise activation (name or callable).
+        layer_norm_eps: ``eps`` of the norms.
+        batch_first: Whether inputs are ``(N, L, E)``.
+        norm_first: Pre-norm (``True``) or post-norm (``False``) residual blocks.
+        norm_module: ``"layernorm"`` (:class:`eLayerNorm`) or ``"rmsnorm"`` (:class:`eRMSNorm`).
+        bias: Whether linear maps and norms have invariant biases.
+        init_scheme: Initialization scheme of the linear maps.
+
+    Raises:
+        ValueError: On a non-regular ``in_rep``, invalid head count, ``dim_feedforward`` not a
+            multiple of ``|G|``, unknown ``norm_module``/``init_scheme``/activation.
+    """
+
+    def __init__(
+        self,
+        in_rep: Representation,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: Activation = "relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        norm_module: NormModule = "layernorm",
+        bias: bool = True,
+        init_scheme: InitScheme = "xavier_normal",
+    ) -> None:
+        check_regular_copies(in_rep, type(self).__name__)
+        _check_common(norm_module, dropout, init_scheme)
+        super().__init__(in_rep, in_rep)
+        self.self_attn = eMultiheadAttention(
+            in_rep,
+            nhead,
+            dropout=dropout,
+            bias=bias,
+            batch_first=batch_first,
+            init_scheme=init_scheme,
+        )
+        self.ff = _FeedForward(in_rep, dim_feedforward, dropout, activation, bias, init_scheme)
+        self.norm1 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
+        self.norm2 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm_first = norm_first
+        self.batch_first = batch_first
+
+    def _sa_block(
+        self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
+    ) -> Tensor:
+        out, _ = self.self_attn(
+            x,
+            x,
+            x,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=False,
+            is_causal=is_causal,
+        )
+        return self.dropout1(out)
+
+    def forward(
+        self,
+        src: Tensor,
+        src_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        """Run the layer.
+
+        Args:
+            src: ``(N, S, E)`` if ``batch_first`` else ``(S, N, E)``.
+            src_mask: ``(S, S)`` or ``(N·nhead, S, S)`` attention mask (``True`` = forbidden).
+            src_key_padding_mask: ``(N, S)``, ``True`` marks padding.
+            is_causal: Use a causal mask when ``src_mask`` is None.
+
+        Returns:
+            Tensor of the shape of ``src``.
+        """
+        self._check_input(src, "src")
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            x = x + self.dropout2(self.ff(self.norm2(x)))
+        else:
+            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+            x = self.norm2(x + self.dropout2(self.ff(x)))
+        return x
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            src: Tensor,
+            src_mask: Tensor | None = None,
+            src_key_padding_mask: Tensor | None = None,
+            is_causal: bool = False,
+        ) -> Tensor: ...
+
+
+class eTransformerDecoderLayer(eModule):  # noqa: N801 (the name users know)
+    r"""Equivariant version of :class:`torch.nn.TransformerDecoderLayer`.
+
+    Self-attention over the target, cross-attention to the memory (both on copies of the regular
+    representation of the same group) and a feed-forward block, with residual connections and
+    equivariant norms: ``layer(ρ(g) tgt, ρ(g) mem) = ρ(g) layer(tgt, mem)``.
+
+    Args:
+        in_rep: ``c`` copies of the regular representation, for target and memory tokens.
+        nhead: Number of attention heads; must divide ``c``.
+        dim_feedforward: Width of the feed-forward block, a multiple of ``|G|``.
+        dropout: Dropout probability.
+        activation: Pointwise activation (name or callable).
+        layer_norm_eps: ``eps`` of the norms.
+        batch_first: Whether inputs are ``(N, L, E)``.
+        norm_first: Pre-norm (``True``) or post-norm (``False``) residual blocks.
+        norm_module: ``"layernorm"`` or ``"rmsnorm"``.
+        bias: Whether linear maps and norms have invariant biases.
+        init_scheme: Initialization scheme of the linear maps.
+
+    Raises:
+        ValueError: As :class:`eTransformerEncoderLayer`.
+    """
+
+    def __init__(
+        self,
+        in_rep: Representation,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: Activation = "relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        norm_module: NormModule = "layernorm",
+        bias: bool = True,
+        init_scheme: InitScheme = "xavier_normal",
+    ) -> None:
+        check_regular_copies(in_rep, type(self).__name__)
+        _check_common(norm_module, dropout, init_scheme)
+        super().__init__(in_rep, in_rep)
+        kw = {"dropout": dropout, "bias": bias, "batch_first": batch_first}
+        self.self_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
+        self.multihead_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
+        self.ff = _FeedForward(in_rep, dim_feedforward, dropout, activation, bias, init_scheme)
+        self.norm1 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
+        self.norm2 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
+        self.norm3 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.norm_first = norm_first
+        self.batch_first = batch_first
+
+    def _sa_block(
+        self, x: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
+    ) -> Tensor:
+        out, _ = self.self_attn(
+            x,
+            x,
+            x,
+            attn_mask=mask,
+            key_padding_mask=padding,
+            need_weights=False,
+            is_causal=is_causal,
+        )
+        return self.dropout1(out)
+
+    def _mha_block(
+        self, x: Tensor, mem: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
+    ) -> Tensor:
+        out, _ = self.multihead_attn(
+            x,
+            mem,
+            mem,
+            attn_mask=mask,
+            key_padding_mask=padding,
+            need_weights=False,
+            is_causal=is_causal,
+        )
+        return self.dropout2(out)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        tgt_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        memory_is_causal: bool = False,
+    ) -> Tensor:
+        """Run the layer.
+
+        Args:
+            tgt: ``(N, T, E)`` if ``batch_first`` else ``(T, N, E)``.
+            memory: ``(N, S, E)`` if ``batch_first`` else ``(S, N, E)``.
+            tgt_mask: ``(T, T)`` or ``(N·nhead, T, T)`` self-attention mask (``True`` = forbidden).
+            memory_mask: ``(T, S)`` or ``(N·nhead, T, S)`` cross-attention mask.
+            tgt_key_padding_mask: ``(N, T)``.
+            memory_key_padding_mask: ``(N, S)``.
+            tgt_is_causal: Causal self-attention when ``tgt_mask`` is None.
+            memory_is_causal: Causal cross-attention when ``memory_mask`` is None.
+
+        Returns:
+            Tensor of the shape of ``tgt``.
+        """
+        self._check_input(tgt, "tgt")
+        self._check_input(memory, "memory")
+        x = tgt
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+            x = x + self._mha_block(
+                self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal
+            )
+            x = x + self.dropout3(self.ff(self.norm3(x)))
+        else:
+            x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+            x = self.norm2(
+                x
+                + self._mha_block(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal)
+            )
+            x = self.norm3(x + self.dropout3(self.ff(x)))
+        return x
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            tgt: Tensor,
+            memory: Tensor,
+            tgt_mask: Tensor | None = None,
+            memory_mask: Tensor | None = None,
+            tgt_key_padding_mask: Tensor | None = None,
+            memory_key_padding_mask: Tensor | None = None,
+            tgt_is_causal: bool = False,
+            memory_is_causal: bool = False,
+        ) -> Tensor: ...
+
+
+def _clones(layer: eModule, num_layers: int) -> nn.ModuleList:
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer; got {num_layers!r}.")
+    layers = [copy.deepcopy(layer) for _ in range(num_layers)]
+    # Independent draws per layer (torch's stacks repeat one draw; that wastes the depth at init).
+    for one in layers:
+        one.reset_parameters()
+    return nn.ModuleList(layers)
+
+
+class eTransformerEncoder(eModule):  # noqa: N801 (the name users know)
+    """A stack of ``num_layers`` independently initialized :class:`eTransformerEncoderLayer`.
+
+    Args:
+        encoder_layer: The layer to replicate.
+        num_layers: Depth of the stack.
+        norm: Optional final equivariant norm on the same representation.
+    """
+
+    def __init__(
+        self, encoder_layer: eTransformerEncoderLayer, num_layers: int, norm: eModule | None = None
+    ) -> None:
+        if not isinstance(encoder_layer, eTransformerEncoderLayer):
+            raise TypeError(
+                f"encoder_layer must be an eTransformerEncoderLayer; got {type(encoder_layer).__name__}."
+            )
+        super().__init__(encoder_layer.in_rep, encoder_layer.out_rep)
+        self.layers = _clones(encoder_layer, num_layers)
+        self.norm = norm
+
+    def forward(
+        self,
+        src: Tensor,
+        mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        """Run every layer, then the final norm. Shapes as :class:`eTransformerEncoderLayer`."""
+        x = src
+        for layer in self.layers:
+            x = layer(
+                x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+            )
+        return x if self.norm is None else self.norm(x)
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            src: Tensor,
+            mask: Tensor | None = None,
+            src_key_padding_mask: Tensor | None = None,
+            is_causal: bool = False,
+        ) -> Tensor: ...
+
+
+class eTransformerDecoder(eModule):  # noqa: N801 (the name users know)
+    """A stack of ``num_layers`` independently initialized :class:`eTransformerDecoderLayer`.
+
+    Args:
+        decoder_layer: The layer to replicate.
+        num_layers: Depth of the stack.
+        norm: Optional final equivariant norm on the same representation.
+    """
+
+    def __init__(
+        self, decoder_layer: eTransformerDecoderLayer, num_layers: int, norm: eModule | None = None
+    ) -> None:
+        if not isinstance(decoder_layer, eTransformerDecoderLayer):
+            raise TypeError(
+                f"decoder_layer must be an eTransformerDecoderLayer; got {type(decoder_layer).__name__}."
+            )
+        super().__init__(decoder_layer.in_rep, decoder_layer.out_rep)
+        self.layers = _clones(decoder_layer, num_layers)
+        self.norm = norm
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        tgt_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        memory_is_causal: bool = False,
+    ) -> Tensor:
+        """Run every layer, then the final norm. Shapes as :class:`eTransformerDecoderLayer`."""
+        x = tgt
+        for layer in self.layers:
+            x = layer(
+                x,
+                memory,
+                tgt_mask=tgt_mask,
+                memory_mask=memory_mask,
+                tgt_key_padding_mask=tgt_key_padding_mask,
+                memory_key_padding_mask=memory_key_padding_mask,
+                tgt_is_causal=tgt_is_causal,
+                memory_is_causal=memory_is_causal,
+            )
+        return x if self.norm is None else self.norm(x)
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            tgt: Tensor,
+            memory: Tensor,
+            tgt_mask: Tensor | None = None,
+            memory_mask: Tensor | None = None,
+            tgt_key_padding_mask: Tensor | None = None,
+            memory_key_padding_mask: Tensor | None = None,
+            tgt_is_causal: bool = False,
+            memory_is_causal: bool = False,
+        ) -> Tensor: ...
