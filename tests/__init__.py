@@ -1,0 +1,1 @@
+"""Tests of the workspace packages (one subpackage per package, plus typing contracts)."""

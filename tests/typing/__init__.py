@@ -1,0 +1,1 @@
+"""Typing contracts: what users of escnn, ereps, elayers and eregressors see under mypy --strict."""
