@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from ereps import InitScheme, Representation, regular_multiplicity
-from ereps._validation import check_orthogonal, check_representation
 from torch import Tensor, nn
 
 from elayers._linear import InvariantBias, trivial_columns
 from elayers._module import eModule
+from ereps import InitScheme, Representation, regular_multiplicity
+from ereps._validation import check_orthogonal, check_representation
 
 __all__ = ["eAffine"]
 
 
-class eAffine(eModule):  # noqa: N801 (the name users know)
+class eAffine(eModule):
     r"""Scale each irreducible copy by a learnable scalar and add an invariant bias.
 
     With :math:`\rho = Q (\bigoplus_i \rho_{k_i}) Q^\top`,
@@ -80,7 +80,8 @@ class eAffine(eModule):  # noqa: N801 (the name users know)
         if self.copies is None:
             return (q * s) @ q.T
         blocks = (q * s.view(self.copies, 1, -1)) @ q.T  # (c, |G|, |G|)
-        return torch.block_diag(*blocks.unbind(0))
+        dense: Tensor = torch.block_diag(*blocks.unbind(0))  # type: ignore[no-untyped-call]
+        return dense
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the per-irrep scaling and the bias.
@@ -110,7 +111,8 @@ class eAffine(eModule):  # noqa: N801 (the name users know)
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.in_rep.name} | {self.scale.numel()} scales, bias={self.invariant_bias is not None}"
+        has_bias = self.invariant_bias is not None
+        return f"{self.in_rep.name} | {self.scale.numel()} scales, bias={has_bias}"
 
     if TYPE_CHECKING:
 

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from ereps import InitScheme, Representation, direct_sum, regular_multiplicity
-from ereps._hom_basis import check_init_scheme
-from ereps._validation import check_representation
-from torch import Tensor, nn
+from torch import Tensor
 
 from elayers._linear import eLinear
 from elayers._module import eModule
+from ereps import InitScheme, Representation, direct_sum, regular_multiplicity
+from ereps._hom_basis import check_init_scheme
+from ereps._validation import check_representation
 
 __all__ = ["eMultiheadAttention", "valid_head_counts"]
 
@@ -30,7 +30,8 @@ def check_regular_copies(rep: Representation, who: str) -> int:
         order = rep.group.order()
         raise ValueError(
             f"{who} expects in_rep to be copies of the regular representation of {rep.group.name} "
-            f"(size a multiple of |G| = {order}, e.g. ereps.direct_sum([G.regular_representation] * c)); "
+            f"(size a multiple of |G| = {order}, e.g. ereps.direct_sum([G.regular_representation] "
+            "* c)); "
             f"got {rep.name!r} of size {rep.size}. Embed other representations first with eLinear."
         )
     return copies
@@ -45,7 +46,7 @@ def _merge_masks(
     t_k: int,
     dtype: torch.dtype,
 ) -> Tensor | None:
-    """Turn torch.nn.MultiheadAttention-style masks into one additive float mask (B, H|1, Tq, Tk)."""
+    """Merge torch.nn.MultiheadAttention-style masks into one additive mask (B, H|1, Tq, Tk)."""
     merged: Tensor | None = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
@@ -62,7 +63,8 @@ def _merge_masks(
         elif mask.ndim == 3:
             if tuple(mask.shape) != (batch * heads, t_q, t_k):
                 raise ValueError(
-                    f"attn_mask of shape (N·num_heads, L, S) must be ({batch * heads}, {t_q}, {t_k}); "
+                    f"attn_mask of shape (N·num_heads, L, S) must be ({batch * heads}, {t_q}, "
+                    f"{t_k}); "
                     f"got {tuple(mask.shape)}."
                 )
             mask = mask.view(batch, heads, t_q, t_k)
@@ -85,7 +87,7 @@ def _merge_masks(
     return merged
 
 
-class eMultiheadAttention(eModule):  # noqa: N801 (the name users know)
+class eMultiheadAttention(eModule):
     r"""Equivariant multi-head attention over tokens on copies of the regular representation.
 
     Queries, keys and values are group convolutions :math:`W_q, W_k, W_v \in \mathrm{Hom}_G` of the
@@ -166,7 +168,8 @@ class eMultiheadAttention(eModule):  # noqa: N801 (the name users know)
             need_weights: Whether to also return the attention weights.
             attn_mask: ``(L, S)`` or ``(N·num_heads, L, S)``; ``True``/``-inf`` forbids attending.
             average_attn_weights: Average the returned weights over heads.
-            is_causal: Apply a causal mask (query ``i`` sees keys ``≤ i``) when ``attn_mask`` is None.
+            is_causal: Apply a causal mask (query ``i`` sees keys ``≤ i``) when ``attn_mask`` is
+            None.
 
         Returns:
             ``(output, weights)``: output of the query's shape; weights ``(N, L, S)`` (averaged) or
@@ -188,7 +191,8 @@ class eMultiheadAttention(eModule):  # noqa: N801 (the name users know)
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if query.shape[0] != key.shape[0]:
             raise ValueError(
-                f"query and key must have the same batch size; got {query.shape[0]} and {key.shape[0]}."
+                f"query and key must have the same batch size; got {query.shape[0]} and "
+                f"{key.shape[0]}."
             )
         n, t_q, e = query.shape
         t_k = key.shape[1]

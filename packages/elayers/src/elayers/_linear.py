@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+from elayers._module import eModule
 from ereps import (
     GroupHomomorphismBasis,
     InitScheme,
@@ -16,15 +19,12 @@ from ereps import (
 )
 from ereps._hom_basis import check_init_scheme, sample_init
 from ereps._validation import check_orthogonal, check_representation, check_same_group
-from torch import Tensor, nn
-
-from elayers._module import eModule
 
 __all__ = ["InvariantBias", "eLinear", "trivial_columns"]
 
 
 def trivial_columns(rep: Representation) -> Tensor:
-    """Columns of the change of basis spanning the invariant subspace, shape ``(rep.size, m_trivial)``."""
+    """Columns of the change of basis spanning the invariant subspace: ``(rep.size, m_trivial)``."""
     trivial = tuple(rep.group.trivial_representation.irreps[0])
     cols, offset = [], 0
     for irrep_id in rep.irreps:
@@ -34,6 +34,18 @@ def trivial_columns(rep: Representation) -> Tensor:
         offset += size
     q = torch.as_tensor(rep.change_of_basis, dtype=torch.float64)
     return q[:, cols].contiguous()
+
+
+def _group_conv_index(cayley: Tensor, c_out: int, c_in: int) -> Tensor:
+    """Flat index ``I`` with ``W = w.reshape(-1)[I].view(c_out·|G|, c_in·|G|)`` for kernels ``w``.
+
+    ``W[(i, a), (j, b)] = w[i, j, T[a, b]]``, where ``T[a, b] = index(g_a⁻¹ g_b)``.
+    """
+    n = cayley.shape[0]
+    i = torch.arange(c_out).view(c_out, 1, 1, 1)
+    j = torch.arange(c_in).view(1, 1, c_in, 1)
+    index = (i * c_in + j) * n + cayley.view(1, n, 1, n)
+    return index.reshape(-1)
 
 
 class InvariantBias(eModule):
@@ -58,7 +70,8 @@ class InvariantBias(eModule):
         if basis.shape[1] == 0:
             raise ValueError(
                 f"InvariantBias needs a representation with a trivial irrep; {rep.name!r} "
-                f"(irreps {rep.irreps}) has none, so its only invariant vector is 0. Use bias=False."
+                f"(irreps {rep.irreps}) has none, so its only invariant vector is 0. Use "
+                "bias=False."
             )
         self.register_exact_buffer("basis", basis)
         self.basis: Tensor
@@ -94,15 +107,16 @@ class InvariantBias(eModule):
         def __call__(self, x: Tensor) -> Tensor: ...
 
 
-class eLinear(eModule):  # noqa: N801 (the name users know)
-    r"""An equivariant affine map ``y = W x + b`` with ``W ∈ Hom_G(ρ_in, ρ_out)`` and ``ρ_out(g) b = b``.
+class eLinear(eModule):
+    r"""An equivariant affine map ``y = W x + b``: ``W ∈ Hom_G(ρ_in, ρ_out)``, ``ρ_out(g) b = b``.
 
     .. math::
         \rho_{out}(g)\, W = W \rho_{in}(g) \quad \forall g \in G.
 
     ``W`` is learned through its coefficients in a basis of :math:`\mathrm{Hom}_G`:
 
-    * between copies of the regular representation, ``W`` is a group convolution: block ``(i, j)`` is
+    * between copies of the regular representation, ``W`` is a group convolution: block ``(i, j)``
+    is
       ``W_ij[a, b] = w_ij(g_a⁻¹ g_b)``, read from the Cayley table with one gather
       (``c_out · c_in · |G|`` parameters, no change of basis);
     * otherwise, through the isotypic basis of :class:`ereps.GroupHomomorphismBasis`.
@@ -112,8 +126,10 @@ class eLinear(eModule):  # noqa: N801 (the name users know)
     Args:
         in_rep: Representation of the input features.
         out_rep: Representation of the output features, of the same group.
-        bias: Whether to add a learnable invariant bias (ignored if ``out_rep`` has no trivial irrep).
-        init_scheme: ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform`` or ``kaiming_normal``;
+        bias: Whether to add a learnable invariant bias (ignored if ``out_rep`` has no trivial
+        irrep).
+        init_scheme: ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform`` or
+        ``kaiming_normal``;
             the dense weight gets the variance of the unconstrained scheme.
 
     Raises:
@@ -144,8 +160,10 @@ class eLinear(eModule):  # noqa: N801 (the name users know)
         self.basis: GroupHomomorphismBasis | None = None
         if c_in is not None and c_out is not None:
             self.c_in, self.c_out, self.order = c_in, c_out, group.order()
-            self.register_buffer("cayley", cayley_index(group), persistent=False)
-            self.cayley: Tensor
+            self.register_buffer(
+                "flat_index", _group_conv_index(cayley_index(group), c_out, c_in), persistent=False
+            )
+            self.flat_index: Tensor
             self.weight_params = nn.Parameter(torch.empty(c_out, c_in, self.order))
         else:
             self.basis = GroupHomomorphismBasis(in_rep, out_rep)
@@ -158,6 +176,7 @@ class eLinear(eModule):  # noqa: N801 (the name users know)
             self.weight_params = nn.Parameter(torch.empty(self.basis.dim))
         has_trivial = trivial_columns(out_rep).shape[1] > 0
         self.invariant_bias = InvariantBias(out_rep) if bias and has_trivial else None
+        self._dense_cache: tuple[tuple[object, ...], Tensor, Tensor] | None = None
         self.reset_parameters()
 
     @property
@@ -167,10 +186,32 @@ class eLinear(eModule):  # noqa: N801 (the name users know)
 
     @property
     def weight(self) -> Tensor:
-        """The dense equivariant matrix ``W``, shape ``(out_rep.size, in_rep.size)``."""
+        """The dense equivariant matrix ``W``, shape ``(out_rep.size, in_rep.size)``.
+
+        Synthesized from the coefficients on each access. When no gradient is needed (inference
+        under ``torch.no_grad``/``inference_mode``, outside ``torch.compile``) the result is reused
+        while the coefficient tensor is unchanged: the cache is keyed on the tensor's identity,
+        storage, in-place version counter, dtype and device, and holds a reference to that storage
+        so its address cannot be reused. Any optimizer step, ``load_state_dict``, in-place edit,
+        ``.to()``, ``deepcopy`` or reassignment of ``.data`` therefore misses the cache.
+        """
+        p = self.weight_params
+        if (torch.is_grad_enabled() and p.requires_grad) or torch.compiler.is_compiling():
+            return self._synthesize()
+        key = (id(p), p.data_ptr(), p._version, p.dtype, p.device)
+        cached = self._dense_cache
+        if cached is not None and cached[0] == key:
+            return cached[2]
+        dense = self._synthesize()
+        self._dense_cache = (key, p.detach(), dense)
+        return dense
+
+    def _synthesize(self) -> Tensor:
         if self.basis is None:
-            w = self.weight_params[:, :, self.cayley]  # (c_out, c_in, |G|, |G|)
-            return w.permute(0, 2, 1, 3).reshape(self.out_rep.size, self.in_rep.size)
+            # One gather straight into the dense layout: cheaper than any change of basis, and
+            # cheap enough that no cached copy (which could go stale) is needed.
+            w = self.weight_params.reshape(-1).index_select(0, self.flat_index)
+            return w.view(self.out_rep.size, self.in_rep.size)
         return self.basis(self.weight_params)
 
     @property

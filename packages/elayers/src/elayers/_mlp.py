@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from torch import Tensor, nn
+
+from elayers._activation import Activation, resolve_activation
+from elayers._linear import eLinear
+from elayers._module import eModule
 from ereps import (
     InitScheme,
     Representation,
@@ -13,11 +19,6 @@ from ereps import (
 )
 from ereps._hom_basis import check_init_scheme
 from ereps._validation import check_representation, check_same_group
-from torch import Tensor, nn
-
-from elayers._activation import Activation, resolve_activation
-from elayers._linear import eLinear
-from elayers._module import eModule
 
 __all__ = ["eMLP", "regular_copies"]
 
@@ -28,13 +29,14 @@ def regular_copies(rep_group_rep: Representation, units: int, what: str) -> Repr
     order = group.order()
     if units <= 0 or units % order != 0:
         raise ValueError(
-            f"{what} must be a positive multiple of the group order |G| = {order} ({group.name}) so "
+            f"{what} must be a positive multiple of the group order |G| = {order} ({group.name}) "
+            "so "
             f"that it holds whole copies of the regular representation; got {units}."
         )
     return direct_sum([group.regular_representation] * (units // order))
 
 
-class eMLP(eModule):  # noqa: N801 (the name users know)
+class eMLP(eModule):
     r"""An equivariant MLP: ``eLinear → σ → dropout → … → eLinear``.
 
     A pointwise activation :math:`\sigma` commutes with :math:`\rho(g)` for every :math:`\sigma`
@@ -54,7 +56,8 @@ class eMLP(eModule):  # noqa: N801 (the name users know)
 
     Raises:
         ValueError: On widths that are not multiples of ``|G|``, non-permutation hidden
-            representations, both or neither of ``hidden_units``/``hidden_reps`` given, mixed groups.
+            representations, both or neither of ``hidden_units``/``hidden_reps`` given, mixed
+            groups.
     """
 
     def __init__(
@@ -75,7 +78,8 @@ class eMLP(eModule):  # noqa: N801 (the name users know)
         check_init_scheme(init_scheme)
         if (hidden_units is None) == (hidden_reps is None):
             raise ValueError(
-                "eMLP expects exactly one of hidden_units (widths, multiples of |G|) or hidden_reps; "
+                "eMLP expects exactly one of hidden_units (widths, multiples of |G|) or "
+                "hidden_reps; "
                 f"got hidden_units={hidden_units!r}, hidden_reps={hidden_reps!r}."
             )
         if not 0.0 <= dropout < 1.0:
@@ -92,15 +96,17 @@ class eMLP(eModule):  # noqa: N801 (the name users know)
                 check_same_group([in_rep, rep], ["in_rep", f"hidden_reps[{i}]"])
                 if not is_permutation_representation(rep):
                     raise ValueError(
-                        f"hidden_reps[{i}] ({rep.name!r}) is not a permutation representation, so a "
+                        f"hidden_reps[{i}] ({rep.name!r}) is not a permutation representation, so "
+                        "a "
                         "pointwise activation would break equivariance on it. Use copies of the "
-                        "regular representation (hidden_units) or another permutation representation."
+                        "regular representation (hidden_units) or another permutation "
+                        "representation."
                     )
         super().__init__(in_rep, out_rep)
         self.activation = resolve_activation(activation)
         sizes = [in_rep, *reps, out_rep]
         self.layers = nn.ModuleList(
-            eLinear(a, b, bias=bias, init_scheme=init_scheme) for a, b in zip(sizes[:-1], sizes[1:])
+            eLinear(a, b, bias=bias, init_scheme=init_scheme) for a, b in itertools.pairwise(sizes)
         )
         self.dropout = nn.Dropout(dropout)
 
@@ -117,7 +123,8 @@ class eMLP(eModule):  # noqa: N801 (the name users know)
         *hidden, last = self.layers
         for layer in hidden:
             x = self.dropout(self.activation(layer(x)))
-        return last(x)
+        out: Tensor = last(x)
+        return out
 
     if TYPE_CHECKING:
 

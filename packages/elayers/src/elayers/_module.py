@@ -6,8 +6,9 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from ereps import ExactBuffersModule, InitScheme, Representation
 from torch import Tensor
+
+from ereps import ExactBuffersModule, InitScheme, Representation
 
 __all__ = ["eModule", "rep_signature"]
 
@@ -20,7 +21,7 @@ def rep_signature(rep: Representation) -> str:
     return f"{rep.group.name}|{rep.name}|size={rep.size}|irreps=[{irreps}]|Q={digest}"
 
 
-class eModule(ExactBuffersModule):  # noqa: N801 (the name users know)
+class eModule(ExactBuffersModule):
     """Base class of modules that commute with a finite group's action.
 
     A subclass maps features transforming by ``in_rep`` on their last axis to features transforming
@@ -43,7 +44,8 @@ class eModule(ExactBuffersModule):  # noqa: N801 (the name users know)
         """Re-initialize every parameter of this module and its equivariant submodules.
 
         Args:
-            scheme: Initialization scheme for the linear maps; each module's own default if ``None``.
+            scheme: Initialization scheme for the linear maps; each module's own default if
+            ``None``.
         """
         for child in self.children():
             _reset(child, scheme)

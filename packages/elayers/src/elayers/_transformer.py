@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Literal, get_args
 
-
-from ereps import InitScheme, Representation
-from ereps._hom_basis import check_init_scheme
+import torch
 from torch import Tensor, nn
 
 from elayers._activation import Activation, resolve_activation
@@ -16,6 +14,8 @@ from elayers._linear import eLinear
 from elayers._mlp import regular_copies
 from elayers._module import eModule
 from elayers._norm import eLayerNorm, eRMSNorm
+from ereps import InitScheme, Representation
+from ereps._hom_basis import check_init_scheme
 
 __all__ = [
     "NORM_MODULES",
@@ -31,13 +31,23 @@ NormModule = Literal["rmsnorm", "layernorm"]
 NORM_MODULES: tuple[str, ...] = get_args(NormModule)
 
 
-def make_norm(norm_module: str, rep: Representation, eps: float, bias: bool = True) -> eModule:
+def make_norm(
+    norm_module: str, rep: Representation, eps: float, bias: bool = True
+) -> eRMSNorm | eLayerNorm:
     """Build the equivariant norm named by ``norm_module`` (``rmsnorm`` or ``layernorm``)."""
     if norm_module == "rmsnorm":
         return eRMSNorm(rep, eps=eps)
     if norm_module == "layernorm":
         return eLayerNorm(rep, eps=eps, bias=bias)
     raise ValueError(f"Unknown norm_module {norm_module!r}; expected one of {list(NORM_MODULES)}.")
+
+
+# Beyond this the fused kernel's LayerNorm could overflow float32; the composite path rescales.
+_FUSED_MAX_ABS = 1e15
+
+
+def _any_grad(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
 
 
 def _check_common(norm_module: str, dropout: float, init_scheme: str) -> None:
@@ -70,8 +80,12 @@ class _FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
+    if TYPE_CHECKING:
 
-class eTransformerEncoderLayer(eModule):  # noqa: N801 (the name users know)
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class eTransformerEncoderLayer(eModule):
     r"""Equivariant version of :class:`torch.nn.TransformerEncoderLayer`.
 
     Self-attention (:class:`eMultiheadAttention`) and a feed-forward block (group convolutions
@@ -129,6 +143,76 @@ class eTransformerEncoderLayer(eModule):  # noqa: N801 (the name users know)
         self.dropout2 = nn.Dropout(dropout)
         self.norm_first = norm_first
         self.batch_first = batch_first
+        self.activation_name = activation if isinstance(activation, str) else None
+
+    def _fused_inference_ok(self, src: Tensor, masked: bool) -> bool:
+        """Whether torch's fused inference kernel computes exactly this layer for this call.
+
+        It does when the norms are LayerNorms with per-copy affine maps (per-feature weights that
+        are constant on each regular copy), the activation is ReLU or GELU, no gradient is needed,
+        and nothing the kernel lacks is asked for (masks, autocast, tracing, huge inputs that need
+        the norms' overflow guard).
+        """
+        norm1, norm2 = self.norm1, self.norm2
+        attn = self.self_attn
+        return (
+            not self.training
+            and not masked
+            and self.batch_first
+            and src.dim() == 3
+            and self.activation_name in ("relu", "gelu")
+            and isinstance(norm1, eLayerNorm)
+            and isinstance(norm2, eLayerNorm)
+            and norm1.mean_centering
+            and norm1.copy_scale is not None
+            and norm1.copy_bias is not None
+            and norm2.copy_scale is not None
+            and norm2.copy_bias is not None
+            and attn.in_proj.invariant_bias is not None
+            and attn.out_proj.invariant_bias is not None
+            and self.ff.linear1.invariant_bias is not None
+            and self.ff.linear2.invariant_bias is not None
+            and attn.num_heads % 2 == 0
+            and not (torch.is_grad_enabled() and (src.requires_grad or _any_grad(self)))
+            and not torch.is_autocast_enabled()
+            and not torch.compiler.is_compiling()
+            and torch.backends.mha.get_fastpath_enabled()
+            and src.device.type in ("cpu", "cuda")
+            and bool(src.detach().abs().amax() <= _FUSED_MAX_ABS)
+        )
+
+    def _fused_inference(self, src: Tensor) -> Tensor:
+        attn, ff = self.self_attn, self.ff
+        norm1, norm2 = self.norm1, self.norm2
+        dt = src.dtype
+
+        def vec(p: Tensor | None) -> Tensor | None:
+            return None if p is None else p.to(dt).repeat_interleave(self.in_rep.group.order())
+
+        fused = getattr(torch, "_transformer_encoder_layer_fwd")  # noqa: B009
+        out: Tensor = fused(
+            src,
+            attn.embed_dim,
+            attn.num_heads,
+            attn.in_proj.weight,
+            attn.in_proj.bias,
+            attn.out_proj.weight,
+            attn.out_proj.bias,
+            self.activation_name == "gelu",
+            self.norm_first,
+            norm1.eps,
+            vec(getattr(norm1, "copy_scale", None)),
+            vec(getattr(norm1, "copy_bias", None)),
+            vec(getattr(norm2, "copy_scale", None)),
+            vec(getattr(norm2, "copy_bias", None)),
+            ff.linear1.weight,
+            ff.linear1.bias,
+            ff.linear2.weight,
+            ff.linear2.bias,
+            None,
+            None,
+        )
+        return out
 
     def _sa_block(
         self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
@@ -142,7 +226,8 @@ class eTransformerEncoderLayer(eModule):  # noqa: N801 (the name users know)
             need_weights=False,
             is_causal=is_causal,
         )
-        return self.dropout1(out)
+        dropped: Tensor = self.dropout1(out)
+        return dropped
 
     def forward(
         self,
@@ -163,7 +248,11 @@ class eTransformerEncoderLayer(eModule):  # noqa: N801 (the name users know)
             Tensor of the shape of ``src``.
         """
         self._check_input(src, "src")
-        x = src
+        masked = src_mask is not None or src_key_padding_mask is not None or is_causal
+        if self.norm1.eps == self.norm2.eps and self._fused_inference_ok(src, masked):
+            # Same math as the composite path below, in torch's fused inference kernel.
+            return self._fused_inference(src)
+        x: Tensor = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             x = x + self.dropout2(self.ff(self.norm2(x)))
@@ -183,7 +272,7 @@ class eTransformerEncoderLayer(eModule):  # noqa: N801 (the name users know)
         ) -> Tensor: ...
 
 
-class eTransformerDecoderLayer(eModule):  # noqa: N801 (the name users know)
+class eTransformerDecoderLayer(eModule):
     r"""Equivariant version of :class:`torch.nn.TransformerDecoderLayer`.
 
     Self-attention over the target, cross-attention to the memory (both on copies of the regular
@@ -249,7 +338,8 @@ class eTransformerDecoderLayer(eModule):  # noqa: N801 (the name users know)
             need_weights=False,
             is_causal=is_causal,
         )
-        return self.dropout1(out)
+        dropped: Tensor = self.dropout1(out)
+        return dropped
 
     def _mha_block(
         self, x: Tensor, mem: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
@@ -263,7 +353,8 @@ class eTransformerDecoderLayer(eModule):  # noqa: N801 (the name users know)
             need_weights=False,
             is_causal=is_causal,
         )
-        return self.dropout2(out)
+        dropped: Tensor = self.dropout2(out)
+        return dropped
 
     def forward(
         self,
@@ -293,7 +384,7 @@ class eTransformerDecoderLayer(eModule):  # noqa: N801 (the name users know)
         """
         self._check_input(tgt, "tgt")
         self._check_input(memory, "memory")
-        x = tgt
+        x: Tensor = tgt
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
             x = x + self._mha_block(
@@ -334,7 +425,7 @@ def _clones(layer: eModule, num_layers: int) -> nn.ModuleList:
     return nn.ModuleList(layers)
 
 
-class eTransformerEncoder(eModule):  # noqa: N801 (the name users know)
+class eTransformerEncoder(eModule):
     """A stack of ``num_layers`` independently initialized :class:`eTransformerEncoderLayer`.
 
     Args:
@@ -348,7 +439,8 @@ class eTransformerEncoder(eModule):  # noqa: N801 (the name users know)
     ) -> None:
         if not isinstance(encoder_layer, eTransformerEncoderLayer):
             raise TypeError(
-                f"encoder_layer must be an eTransformerEncoderLayer; got {type(encoder_layer).__name__}."
+                "encoder_layer must be an eTransformerEncoderLayer; got "
+                f"{type(encoder_layer).__name__}."
             )
         super().__init__(encoder_layer.in_rep, encoder_layer.out_rep)
         self.layers = _clones(encoder_layer, num_layers)
@@ -380,7 +472,7 @@ class eTransformerEncoder(eModule):  # noqa: N801 (the name users know)
         ) -> Tensor: ...
 
 
-class eTransformerDecoder(eModule):  # noqa: N801 (the name users know)
+class eTransformerDecoder(eModule):
     """A stack of ``num_layers`` independently initialized :class:`eTransformerDecoderLayer`.
 
     Args:
@@ -394,7 +486,8 @@ class eTransformerDecoder(eModule):  # noqa: N801 (the name users know)
     ) -> None:
         if not isinstance(decoder_layer, eTransformerDecoderLayer):
             raise TypeError(
-                f"decoder_layer must be an eTransformerDecoderLayer; got {type(decoder_layer).__name__}."
+                "decoder_layer must be an eTransformerDecoderLayer; got "
+                f"{type(decoder_layer).__name__}."
             )
         super().__init__(decoder_layer.in_rep, decoder_layer.out_rep)
         self.layers = _clones(decoder_layer, num_layers)

@@ -47,8 +47,8 @@ __all__ = [
     "GroupElement",
     "GroupHomomorphismBasis",
     "InitScheme",
-    "IrrepId",
     "IrreducibleRepresentation",
+    "IrrepId",
     "Representation",
     "__version__",
     "act",
@@ -63,7 +63,7 @@ __all__ = [
     "is_permutation_representation",
     "isotypic_decomp_rep",
     "isotypic_slices",
+    "regular_multiplicity",
     "rep_matrices",
     "rep_matrix",
-    "regular_multiplicity",
 ]

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import joblib
+import joblib  # type: ignore[import-untyped]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def cache_dir() -> Path:
     """Return the folder where escnn's memoized group data is stored.
 
     Returns:
-        ``$EREPS_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/ereps/escnn`` or ``~/.cache/ereps/escnn``.
+        ``$EREPS_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/ereps/escnn`` or
+        ``~/.cache/ereps/escnn``.
     """
     explicit = os.environ.get(CACHE_ENV_VAR)
     if explicit:
@@ -56,8 +57,10 @@ def _redirected_memory_factory(original: type[joblib.Memory]) -> Any:
     target = str(cache_dir())
 
     def factory(location: Any = None, *args: Any, **kwargs: Any) -> joblib.Memory:
-        # Only escnn creates Memory objects while the factory is installed; send them all to our folder.
-        # escnn asks some caches to print progress; keep the library quiet (progress goes to logging).
+        # Only escnn creates Memory objects while the factory is installed; send them all to our
+        # folder.
+        # escnn asks some caches to print progress; keep the library quiet (progress goes to
+        # logging).
         kwargs["verbose"] = 0
         return original(target, *args, **kwargs)
 
@@ -69,7 +72,7 @@ def _import_escnn_group() -> Any:
         _rebind_loaded_escnn()
         return sys.modules["escnn.group"]
     original = joblib.Memory
-    joblib.Memory = _redirected_memory_factory(original)  # type: ignore[misc]
+    joblib.Memory = _redirected_memory_factory(original)
     try:
         with warnings.catch_warnings():
             # escnn warns at import that py3nj (only needed for SO(3)) is missing.
@@ -78,7 +81,7 @@ def _import_escnn_group() -> Any:
             for name in _MEMOIZING_MODULES:
                 importlib.import_module(name)
     finally:
-        joblib.Memory = original  # type: ignore[misc]
+        joblib.Memory = original
     return module
 
 

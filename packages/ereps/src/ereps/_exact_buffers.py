@@ -12,7 +12,7 @@ __all__ = ["ExactBuffersModule"]
 
 
 class ExactBuffersModule(nn.Module):
-    """A module whose float64 buffers follow ``.to(device)`` but never lose precision on ``.to(dtype)``.
+    """A module whose float64 buffers follow ``.to(device)`` but stay float64 on ``.to(dtype)``.
 
     Changes of basis and bases are derived from the representations, not learned. Casting them to
     float32 or bfloat16 with the module (``module.float()``) and back (``module.double()``) would
@@ -36,7 +36,7 @@ class ExactBuffersModule(nn.Module):
             for name, buf in self._buffers.items()
             if name in self._exact_buffer_names and buf is not None
         }
-        result = super()._apply(fn, recurse)
+        result = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         for name, buf in saved.items():
             moved = self._buffers[name]
             device = moved.device if moved is not None else buf.device

@@ -7,6 +7,7 @@ import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -34,7 +35,8 @@ class EquivarianceError(AssertionError):
 def group_elements(group: Group) -> list[GroupElement]:
     """Return the elements of a finite group in escnn's canonical order.
 
-    The order is the one used by ``group.regular_representation``: basis vector ``i`` is element ``i``.
+    The order is the one used by ``group.regular_representation``: basis vector ``i`` is element
+    ``i``.
 
     Args:
         group: A finite escnn group.
@@ -53,12 +55,15 @@ def group_elements(group: Group) -> list[GroupElement]:
     return list(group.elements)
 
 
-def _matrices_np(rep: Representation) -> np.ndarray:
+def _matrices_np(rep: Representation) -> npt.NDArray[np.float64]:
     return np.stack([np.asarray(rep(g), dtype=np.float64) for g in group_elements(rep.group)])
 
 
 def rep_matrices(
-    rep: Representation, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    rep: Representation,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Return ``ρ(g)`` for every element ``g`` of the group, stacked.
 
@@ -207,9 +212,7 @@ def check_equivariance(
             )
     if inputs is None:
         inputs = [
-            torch.randn(
-                (*batch_shape, rep.size), dtype=dtype, device=device, generator=generator
-            )
+            torch.randn((*batch_shape, rep.size), dtype=dtype, device=device, generator=generator)
             for rep in reps
         ]
     else:
@@ -219,7 +222,7 @@ def check_equivariance(
                 f"check_equivariance expects one input per representation ({len(reps)}); "
                 f"got {len(inputs)}."
             )
-        for i, (x, rep) in enumerate(zip(inputs, reps)):
+        for i, (x, rep) in enumerate(zip(inputs, reps, strict=True)):
             if x.ndim == 0 or x.shape[-1] != rep.size:
                 raise ValueError(
                     f"check_equivariance input {i} must have shape (..., {rep.size}) for "
@@ -230,7 +233,7 @@ def check_equivariance(
     worst = 0.0
     for g in tested:
         expected = act(out_rep, g, y)
-        got = fn(*(act(rep, g, x) for rep, x in zip(reps, inputs)))
+        got = fn(*(act(rep, g, x) for rep, x in zip(reps, inputs, strict=True)))
         num = torch.linalg.vector_norm((got - expected).double()).item()
         den = max(torch.linalg.vector_norm(expected.double()).item(), 1e-30)
         err = num / den

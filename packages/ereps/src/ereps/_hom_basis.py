@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
@@ -47,7 +48,7 @@ def sample_init(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Draw a tensor with zero mean and standard deviation ``std``, uniform or normal per ``scheme``."""
+    """Draw a zero-mean tensor with standard deviation ``std``, uniform or normal per ``scheme``."""
     out = torch.empty(shape, dtype=dtype, device=device)
     if scheme.endswith("uniform"):
         bound = math.sqrt(3.0) * std
@@ -56,17 +57,18 @@ def sample_init(
 
 
 # escnn groups are unhashable singletons: key caches on their identity and keep them alive.
-_ENDO_CACHE: dict[tuple[int, IrrepId], tuple[Group, np.ndarray]] = {}
+_ENDO_CACHE: dict[tuple[int, IrrepId], tuple[Group, npt.NDArray[np.float64]]] = {}
 
 
-def _endomorphism_basis_np(group: Group, irrep_id: IrrepId) -> np.ndarray:
+def _endomorphism_basis_np(group: Group, irrep_id: IrrepId) -> npt.NDArray[np.float64]:
     cached = _ENDO_CACHE.get((id(group), irrep_id))
     if cached is not None:
         return cached[1]
     irrep = group.irrep(*irrep_id)
     d = irrep.size
     eye = np.eye(d)
-    # vec_row(ρX - Xρ) = (ρ ⊗ I - I ⊗ ρᵀ) vec_row(X) = 0 for every g: a brute-force null space, which
+    # vec_row(ρX - Xρ) = (ρ ⊗ I - I ⊗ ρᵀ) vec_row(X) = 0 for every g: a brute-force null space,
+    # which
     # does not rely on escnn's own endomorphism bases.
     rows = [
         np.kron(np.asarray(irrep(g)), eye) - np.kron(eye, np.asarray(irrep(g)).T)
@@ -83,7 +85,8 @@ def _endomorphism_basis_np(group: Group, irrep_id: IrrepId) -> np.ndarray:
 def endomorphism_basis(group: Group, irrep_id: IrrepId) -> Tensor:
     r"""Return a Frobenius-orthonormal basis of :math:`\mathrm{End}_G(\rho_k)` for an irrep ``k``.
 
-    Its dimension is 1, 2 or 4 for irreps of real, complex or quaternionic type. Computed as the null
+    Its dimension is 1, 2 or 4 for irreps of real, complex or quaternionic type. Computed as the
+    null
     space of :math:`X \mapsto \rho_k(g) X - X \rho_k(g)` over all group elements.
 
     Args:
@@ -100,12 +103,18 @@ class _IsotypicBlock(ExactBuffersModule):
     """The part of Hom_G(in, out) between the isotypic components of one irrep type."""
 
     def __init__(
-        self, q_out: np.ndarray, q_in_inv: np.ndarray, endo: Tensor, m_out: int, m_in: int
+        self,
+        q_out: npt.NDArray[np.float64],
+        q_in_inv: npt.NDArray[np.float64],
+        endo: Tensor,
+        m_out: int,
+        m_in: int,
     ) -> None:
         super().__init__()
         self.m_out, self.m_in, self.n_endo = m_out, m_in, int(endo.shape[0])
         self.d = int(endo.shape[-1])
-        # Columns of Q_out and rows of Q_in⁻¹ of this type's copies: (out, m_out·d) and (m_in·d, in).
+        # Columns of Q_out and rows of Q_in⁻¹ of this type's copies: (out, m_out·d) and (m_in·d,
+        # in).
         self.register_exact_buffer("q_out", torch.from_numpy(q_out))
         self.register_exact_buffer("q_in_inv", torch.from_numpy(q_in_inv))
         self.register_exact_buffer("endo", endo)
@@ -142,7 +151,8 @@ class GroupHomomorphismBasis(nn.Module):
     .. math::
         W = Q_{out} \Big(\bigoplus_k E_k\Big) Q_{in}^{-1},
 
-    where, for each irrep type :math:`k`, :math:`E_k` is an :math:`m_{out,k} \times m_{in,k}` array of
+    where, for each irrep type :math:`k`, :math:`E_k` is an :math:`m_{out,k} \times m_{in,k}` array
+    of
     blocks, each in :math:`\mathrm{End}_G(\rho_k)` (dimension 1, 2 or 4). Hence
 
     .. math::
@@ -154,7 +164,8 @@ class GroupHomomorphismBasis(nn.Module):
     coefficients to dense matrices; no dense basis tensor is stored.
 
     Args:
-        in_rep: Representation of the input space, of a finite group, with orthogonal change of basis.
+        in_rep: Representation of the input space, of a finite group, with orthogonal change of
+        basis.
         out_rep: Representation of the output space, of the same group.
 
     Raises:
@@ -210,7 +221,9 @@ class GroupHomomorphismBasis(nn.Module):
 
     def _check_coeffs(self, coeffs: Tensor) -> None:
         if not isinstance(coeffs, Tensor):
-            raise TypeError(f"Expected a torch.Tensor of coefficients; got {type(coeffs).__name__}.")
+            raise TypeError(
+                f"Expected a torch.Tensor of coefficients; got {type(coeffs).__name__}."
+            )
         if coeffs.ndim == 0 or coeffs.shape[-1] != self.dim:
             raise ValueError(
                 f"GroupHomomorphismBasis expects coefficients of shape (..., {self.dim}) for "
@@ -289,7 +302,8 @@ class GroupHomomorphismBasis(nn.Module):
         ``torch.nn.init.<scheme>_`` gives an ``out × in`` weight.
 
         Args:
-            scheme: One of ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform``, ``kaiming_normal``.
+            scheme: One of ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform``,
+            ``kaiming_normal``.
             dtype: Dtype of the coefficients.
             device: Device of the coefficients.
             generator: Random generator.
@@ -305,7 +319,9 @@ class GroupHomomorphismBasis(nn.Module):
         if self.dim == 0:
             return torch.zeros(0, dtype=dtype, device=device)
         std = init_std(scheme, fan_in, fan_out) * math.sqrt(fan_in * fan_out / self.dim)
-        return sample_init(scheme, (self.dim,), std, dtype=dtype, device=device, generator=generator)
+        return sample_init(
+            scheme, (self.dim,), std, dtype=dtype, device=device, generator=generator
+        )
 
     def extra_repr(self) -> str:
         return f"{self.in_rep.name} -> {self.out_rep.name}, dim={self.dim}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ereps._escnn import Representation
@@ -23,8 +25,10 @@ def isotypic_decomp_rep(rep: Representation) -> Representation:
     r"""Return ``rep`` with its irreducible components grouped by type.
 
     Every representation is :math:`\rho(g) = Q \left(\bigoplus_i \rho_{k_i}(g)\right) Q^{-1}`.
-    The result has the same matrices :math:`\rho(g)` but its list of irreps is sorted by type (in the
-    order of ``group.irreps()``), and its change of basis :math:`Q'` has its columns permuted to match.
+    The result has the same matrices :math:`\rho(g)` but its list of irreps is sorted by type (in
+    the
+    order of ``group.irreps()``), and its change of basis :math:`Q'` has its columns permuted to
+    match.
     In the coordinates :math:`y = Q'^{-1} x` the isotypic subspace of each irrep type :math:`k`,
     :math:`\rho_k^{\oplus m_k}`, is one contiguous slice, available from :func:`isotypic_slices`
     (and as ``result.attributes["isotypic_slices"]``).
@@ -56,6 +60,7 @@ def isotypic_decomp_rep(rep: Representation) -> Representation:
         perm.extend(range(starts[i], starts[i] + size))
         previous = slices.get(irrep_id)
         slices[irrep_id] = slice(previous.start if previous else begin, len(perm))
+    attributes: dict[str, Any] = {_SLICES_KEY: slices}
     q = np.asarray(rep.change_of_basis, dtype=np.float64)[:, perm]
     q_inv = np.asarray(rep.change_of_basis_inv, dtype=np.float64)[perm, :]
     return Representation(
@@ -65,15 +70,16 @@ def isotypic_decomp_rep(rep: Representation) -> Representation:
         q,
         supported_nonlinearities=set(rep.supported_nonlinearities),
         change_of_basis_inv=q_inv,
-        **{_SLICES_KEY: slices},
+        **attributes,
     )
 
 
 def isotypic_slices(rep: Representation) -> dict[IrrepId, slice]:
-    """Return, per irrep type, the slice of the spectral coordinates ``Q⁻¹x`` spanning its isotypic subspace.
+    """Return, per irrep type, the slice of spectral coordinates ``Q⁻¹x`` of its isotypic subspace.
 
     Args:
-        rep: A representation whose irreps are grouped by type, e.g. from :func:`isotypic_decomp_rep`.
+        rep: A representation whose irreps are grouped by type, e.g. from
+        :func:`isotypic_decomp_rep`.
 
     Returns:
         ``{irrep_id: slice}`` in the order of the irreps.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -13,10 +14,10 @@ __all__ = ["cayley_index", "is_permutation_representation", "regular_multiplicit
 
 
 # escnn groups are unhashable singletons: key the cache on their identity and keep them alive.
-_CAYLEY: dict[int, tuple[Group, np.ndarray]] = {}
+_CAYLEY: dict[int, tuple[Group, npt.NDArray[np.int64]]] = {}
 
 
-def _cayley_np(group: Group) -> np.ndarray:
+def _cayley_np(group: Group) -> npt.NDArray[np.int64]:
     cached = _CAYLEY.get(id(group))
     if cached is not None:
         return cached[1]
@@ -50,7 +51,8 @@ def cayley_index(group: Group) -> Tensor:
 def regular_multiplicity(rep: Representation) -> int | None:
     """Return ``c`` if ``ρ(g) = I_c ⊗ ρ_reg(g)`` for every ``g``, else ``None``.
 
-    Such a representation is ``c`` copies of the regular representation in escnn's basis: features are
+    Such a representation is ``c`` copies of the regular representation in escnn's basis: features
+    are
     ``c`` functions on the group, stored one after another, each as ``|G|`` values.
 
     Args:
@@ -70,7 +72,8 @@ def regular_multiplicity(rep: Representation) -> int | None:
         return int(cached) if cached >= 0 else None
     mats = rep_matrices(rep)
     reg = rep_matrices(group.regular_representation)
-    expected = torch.stack([torch.block_diag(*([m] * copies)) for m in reg])
+    eye = torch.eye(copies, dtype=reg.dtype)
+    expected = torch.stack([torch.kron(eye, m) for m in reg])
     result = copies if torch.allclose(mats, expected, rtol=0.0, atol=1e-9) else None
     rep.attributes[key] = -1 if result is None else result
     return result
@@ -90,6 +93,8 @@ def is_permutation_representation(rep: Representation) -> bool:
     """
     mats = rep_matrices(rep)
     binary = bool(torch.all((mats.abs() < 1e-9) | ((mats - 1).abs() < 1e-9)))
-    return binary and bool(torch.all(mats.round().sum(dim=-1) == 1)) and bool(
-        torch.all(mats.round().sum(dim=-2) == 1)
+    return (
+        binary
+        and bool(torch.all(mats.round().sum(dim=-1) == 1))
+        and bool(torch.all(mats.round().sum(dim=-2) == 1))
     )

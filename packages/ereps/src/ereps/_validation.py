@@ -28,9 +28,9 @@ def check_representation(rep: object, what: str) -> Representation:
 def check_same_group(reps: Sequence[Representation], names: Sequence[str]) -> None:
     """Raise ``ValueError`` unless every representation is of the same group."""
     first = reps[0].group
-    for rep, name in zip(reps, names):
+    for rep, name in zip(reps, names, strict=True):
         if rep.group != first:
-            listing = ", ".join(f"{n}: {r.group.name!r}" for r, n in zip(reps, names))
+            listing = ", ".join(f"{n}: {r.group.name!r}" for r, n in zip(reps, names, strict=True))
             raise ValueError(
                 f"All representations must be of the same group; got {listing}. "
                 f"Rebuild {name} from the group {first.name!r}."
