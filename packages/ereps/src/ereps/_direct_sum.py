@@ -19,7 +19,8 @@ def direct_sum(reps: Sequence[Representation], name: str | None = None) -> Repre
 
     Args:
         reps: The summands, all of the same finite group.
-        name: Name of the result. Defaults to the summands' names joined by ``⊕``.
+        name: Name of the result. Defaults to the summands' names joined by ``⊕``, runs of one
+            name collapsed (``"3×regular⊕irrep_1"``).
 
     Returns:
         A representation of size ``Σ_i reps[i].size``.
@@ -41,5 +42,15 @@ def direct_sum(reps: Sequence[Representation], name: str | None = None) -> Repre
         check_representation(rep, f"reps[{i}]")
     check_same_group(reps, [f"reps[{i}]" for i in range(len(reps))])
     if name is None:
-        name = "⊕".join(rep.name for rep in reps)
+        name = "⊕".join(f"{n}×{rep_name}" if n > 1 else rep_name for rep_name, n in _runs(reps))
     return directsum(reps, name=name)
+
+
+def _runs(reps: Sequence[Representation]) -> list[tuple[str, int]]:
+    runs: list[tuple[str, int]] = []
+    for rep in reps:
+        if runs and runs[-1][0] == rep.name:
+            runs[-1] = (rep.name, runs[-1][1] + 1)
+        else:
+            runs.append((rep.name, 1))
+    return runs
