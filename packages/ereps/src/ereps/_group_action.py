@@ -32,6 +32,16 @@ class EquivarianceError(AssertionError):
     """Raised by :func:`check_equivariance` when the measured error exceeds the tolerance."""
 
 
+def _default_dtype_device(
+    fn: object, dtype: torch.dtype | None, device: torch.device | str | None
+) -> tuple[torch.dtype, torch.device | str | None]:
+    if isinstance(fn, torch.nn.Module):
+        for p in fn.parameters():
+            if p.is_floating_point():
+                return (dtype or p.dtype), (device if device is not None else p.device)
+    return (dtype or torch.float64), device
+
+
 def group_elements(group: Group) -> list[GroupElement]:
     """Return the elements of a finite group in escnn's canonical order.
 
@@ -158,7 +168,7 @@ def check_equivariance(
     inputs: Sequence[Tensor] | None = None,
     batch_shape: Sequence[int] = (3,),
     elements: Sequence[GroupElement] | None = None,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     tol: float | None = None,
     generator: torch.Generator | None = None,
@@ -181,8 +191,9 @@ def check_equivariance(
             Random normal inputs of shape ``(*batch_shape, rep.size)`` when omitted.
         batch_shape: Leading shape of the random inputs.
         elements: Group elements to test. All elements of the group when omitted.
-        dtype: Dtype of the random inputs.
-        device: Device of the random inputs.
+        dtype: Dtype of the random inputs. Defaults to the dtype of the first floating parameter
+            when ``fn`` is a :class:`torch.nn.Module` with one, else float64.
+        device: Device of the random inputs. Defaults like ``dtype`` (else CPU).
         tol: When given, raise :class:`EquivarianceError` if the error exceeds it.
         generator: Random generator for the inputs.
 
@@ -211,6 +222,7 @@ def check_equivariance(
                 f"{rep.group.name!r} for an input and {group.name!r} for the output."
             )
     if inputs is None:
+        dtype, device = _default_dtype_device(fn, dtype, device)
         inputs = [
             torch.randn((*batch_shape, rep.size), dtype=dtype, device=device, generator=generator)
             for rep in reps

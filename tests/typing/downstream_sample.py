@@ -1,0 +1,77 @@
+"""A downstream user's program, type-checked with ``mypy --strict`` against the installed packages.
+
+Every ``assert_type`` pins what users see of the public API of ``ereps``, ``elayers`` and
+``eregressors``; the ``# type: ignore[code]`` lines pin misuses mypy must report (``--strict``
+includes ``warn_unused_ignores``, so the check fails if such an error disappears). It also runs
+(``python -m tests.typing.downstream_sample``), so the pinned types are the ones returned.
+"""
+
+from __future__ import annotations
+
+import escnn.group as eg
+import torch
+from elayers import eLinear, eMLP, eMultiheadAttention, eRMSNorm, eTransformerEncoderLayer
+from eregressors import CondTransformerRegressor, eCondTransformerRegressor
+from ereps import (
+    GroupHomomorphismBasis,
+    Representation,
+    act,
+    check_equivariance,
+    direct_sum,
+    invariant_orthogonal_projector,
+    isotypic_decomp_rep,
+)
+from torch import Tensor
+from typing_extensions import assert_type
+
+
+def main() -> None:
+    """Build one object of each layer and check the types users rely on."""
+    group = eg.dihedral_group(4)
+    plane = group.irrep(1, 1)
+    rho = direct_sum([plane, group.trivial_representation])
+    assert_type(rho, Representation)
+    assert_type(isotypic_decomp_rep(rho), Representation)
+    assert_type(invariant_orthogonal_projector(rho), Tensor)
+
+    basis = GroupHomomorphismBasis(rho, group.regular_representation)
+    assert_type(basis.dim, int)
+    assert_type(basis(torch.randn(basis.dim)), Tensor)
+
+    embed = direct_sum([group.regular_representation] * 2)
+    linear = eLinear(rho, embed)
+    assert_type(linear(torch.randn(3, rho.size)), Tensor)
+    assert_type(linear.weight, Tensor)
+    assert_type(eMLP(rho, rho, [16])(torch.randn(2, rho.size)), Tensor)
+    assert_type(eRMSNorm(embed)(torch.randn(2, embed.size)), Tensor)
+    attention = eMultiheadAttention(embed, num_heads=2)
+    x = torch.randn(2, 5, embed.size)
+    out, weights = attention(x, x, x, need_weights=False)
+    assert_type(out, Tensor)
+    assert_type(weights, Tensor | None)
+    layer = eTransformerEncoderLayer(embed, 2, dim_feedforward=32, dropout=0.0)
+    assert_type(layer(x), Tensor)
+
+    model = eCondTransformerRegressor(rho, rho, None, 4, 2, 1, 2, 16)
+    y = model(torch.randn(3, 4, rho.size), 10, torch.randn(3, 2, rho.size))
+    assert_type(y, Tensor)
+    model.eval()
+    assert_type(model.check_equivariance(), float)
+    assert_type(model.configure_optimizers(), torch.optim.AdamW)
+    baseline = CondTransformerRegressor(3, 3, 3, 4, 2, num_layers=1, num_attention_heads=2)
+    assert_type(baseline(torch.randn(1, 4, 3), torch.tensor(5), torch.randn(1, 2, 3)), Tensor)
+
+    g = group.elements[1]
+    assert_type(act(rho, g, torch.randn(rho.size)), Tensor)
+    assert_type(check_equivariance(linear, rho, embed), float)
+
+
+def misuses(rho: Representation, linear: eLinear) -> None:
+    """Misuses mypy must reject (never called: they raise at run time too)."""
+    linear("not a tensor")  # type: ignore[arg-type]
+    eLinear(rho)  # type: ignore[call-arg]
+    eCondTransformerRegressor(rho, rho, None, 4, 2, 1, 2, 16, norm_module="batchnorm")  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

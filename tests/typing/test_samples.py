@@ -1,0 +1,9 @@
+"""Run the typing samples, so the types they pin are the ones the packages return."""
+
+from __future__ import annotations
+
+from tests.typing import downstream_sample
+
+
+def test_downstream_sample_runs() -> None:
+    downstream_sample.main()
