@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import escnn.group as eg
 import torch
+from torch import Tensor
+from typing_extensions import assert_type
+
 from elayers import eLinear, eMLP, eMultiheadAttention, eRMSNorm, eTransformerEncoderLayer
 from eregressors import CondTransformerRegressor, eCondTransformerRegressor
 from ereps import (
@@ -21,8 +24,6 @@ from ereps import (
     invariant_orthogonal_projector,
     isotypic_decomp_rep,
 )
-from torch import Tensor
-from typing_extensions import assert_type
 
 
 def main() -> None:
