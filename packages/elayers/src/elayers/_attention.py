@@ -202,16 +202,13 @@ class eMultiheadAttention(eModule):
         if query is key and key is value:
             q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
         else:
-            wq, wk, wv = w.chunk(3, dim=0)
-            bq, bk, bv = b.chunk(3) if b is not None else (None, None, None)
-            q = F.linear(query, wq, bq)
-            if key is value and b is not None:
-                kv = F.linear(key, torch.cat([wk, wv]), torch.cat([b.chunk(3)[1], b.chunk(3)[2]]))
-                k, v = kv.chunk(2, dim=-1)
-            elif key is value:
-                k, v = F.linear(key, torch.cat([wk, wv])).chunk(2, dim=-1)
+            # Row slices of the fused weight are views: no copy per call.
+            q = F.linear(query, w[:e], None if b is None else b[:e])
+            if key is value:
+                k, v = F.linear(key, w[e:], None if b is None else b[e:]).chunk(2, dim=-1)
             else:
-                k, v = F.linear(key, wk, bk), F.linear(value, wv, bv)
+                k = F.linear(key, w[e : 2 * e], None if b is None else b[e : 2 * e])
+                v = F.linear(value, w[2 * e :], None if b is None else b[2 * e :])
         q = q.reshape(n, t_q, h, d).transpose(1, 2)
         k = k.reshape(n, t_k, h, d).transpose(1, 2)
         v = v.reshape(n, t_k, h, d).transpose(1, 2)

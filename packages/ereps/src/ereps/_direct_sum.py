@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from ereps._escnn import Representation, directsum
 from ereps._validation import check_representation, check_same_group
 
@@ -43,7 +46,32 @@ def direct_sum(reps: Sequence[Representation], name: str | None = None) -> Repre
     check_same_group(reps, [f"reps[{i}]" for i in range(len(reps))])
     if name is None:
         name = "⊕".join(f"{n}×{rep_name}" if n > 1 else rep_name for rep_name, n in _runs(reps))
+    registered = reps[0].group.representations.get(name)
+    if registered is not None:
+        # escnn refuses to create a second representation under a name the group has registered
+        # (its irreps, regular, trivial, ...). The same representation is simply returned.
+        q = _block_diag([np.asarray(r.change_of_basis, dtype=np.float64) for r in reps])
+        irreps = [tuple(i) for r in reps for i in r.irreps]
+        same = [tuple(i) for i in registered.irreps] == irreps and bool(
+            np.allclose(registered.change_of_basis, q)
+        )
+        if not same:
+            raise ValueError(
+                f"direct_sum: the name {name!r} is already taken by a different representation of "
+                f"{reps[0].group.name}; pass another name."
+            )
+        return registered
     return directsum(reps, name=name)
+
+
+def _block_diag(blocks: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+    size = sum(b.shape[0] for b in blocks)
+    out = np.zeros((size, size))
+    offset = 0
+    for b in blocks:
+        out[offset : offset + b.shape[0], offset : offset + b.shape[0]] = b
+        offset += b.shape[0]
+    return out
 
 
 def _runs(reps: Sequence[Representation]) -> list[tuple[str, int]]:

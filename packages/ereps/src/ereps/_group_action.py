@@ -102,13 +102,22 @@ def rep_matrices(
     return cached
 
 
+# escnn groups are unhashable singletons: key on identity and keep them alive. Comparing elements
+# is slow in escnn (milliseconds for the icosahedral group), so look indices up by hash.
+_ELEMENT_INDEX: dict[int, tuple[Group, dict[GroupElement, int]]] = {}
+
+
 def _element_index(group: Group, g: GroupElement) -> int:
     if g.group != group:
         raise ValueError(
             f"The group element {g} belongs to {g.group.name!r}, but the representation is of "
             f"{group.name!r}."
         )
-    return group_elements(group).index(g)
+    cached = _ELEMENT_INDEX.get(id(group))
+    if cached is None:
+        cached = (group, {e: i for i, e in enumerate(group_elements(group))})
+        _ELEMENT_INDEX[id(group)] = cached
+    return cached[1][g]
 
 
 def rep_matrix(

@@ -70,13 +70,36 @@ def regular_multiplicity(rep: Representation) -> int | None:
     cached = rep.attributes.get(key)
     if cached is not None:
         return int(cached) if cached >= 0 else None
-    mats = rep_matrices(rep)
-    reg = rep_matrices(group.regular_representation)
-    eye = torch.eye(copies, dtype=reg.dtype)
-    expected = torch.stack([torch.kron(eye, m) for m in reg])
-    result = copies if torch.allclose(mats, expected, rtol=0.0, atol=1e-9) else None
+    result = copies if _is_regular_copies(rep, copies) else None
     rep.attributes[key] = -1 if result is None else result
     return result
+
+
+def _is_regular_copies(rep: Representation, copies: int) -> bool:
+    regular = rep.group.regular_representation
+    # Fast structural test: escnn's direct sum of regular copies has these irreps and this
+    # block-diagonal change of basis.
+    if [tuple(i) for i in rep.irreps] == [tuple(i) for i in regular.irreps] * copies:
+        q = np.asarray(rep.change_of_basis, dtype=np.float64)
+        q_reg = np.asarray(regular.change_of_basis, dtype=np.float64)
+        n = q_reg.shape[0]
+        blocks_ok = all(
+            np.allclose(q[i * n : (i + 1) * n, i * n : (i + 1) * n], q_reg, atol=1e-10)
+            for i in range(copies)
+        )
+        off_block = q.copy()
+        for i in range(copies):
+            off_block[i * n : (i + 1) * n, i * n : (i + 1) * n] = 0.0
+        if blocks_ok and np.abs(off_block).max(initial=0.0) < 1e-10:
+            return True
+    # Otherwise compare the matrices, block by block, for every element.
+    mats = rep_matrices(rep)
+    reg = rep_matrices(regular)
+    n = reg.shape[-1]
+    blocks = mats.reshape(mats.shape[0], copies, n, copies, n)
+    eye = torch.eye(copies, dtype=mats.dtype).view(1, copies, 1, copies, 1)
+    expected = eye * reg.view(reg.shape[0], 1, n, 1, n)
+    return bool(torch.allclose(blocks, expected, rtol=0.0, atol=1e-9))
 
 
 def is_permutation_representation(rep: Representation) -> bool:
