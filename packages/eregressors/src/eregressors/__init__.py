@@ -1,5 +1,21 @@
-"""eregressors."""
+"""Conditional transformer regressors (diffusion, flow matching), plain and equivariant."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from eregressors._base import GenCondRegressor, OptStep
+from eregressors._cond_transformer import CondTransformerRegressor
+from eregressors._econd_transformer import eCondTransformerRegressor
+from eregressors._optim import OptimGroup
+from eregressors._sinusoidal import SinusoidalPosEmb
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CondTransformerRegressor",
+    "GenCondRegressor",
+    "OptStep",
+    "OptimGroup",
+    "SinusoidalPosEmb",
+    "__version__",
+    "eCondTransformerRegressor",
+]

@@ -1,0 +1,236 @@
+"""The abstract conditional regressor every model of this package implements."""
+
+from __future__ import annotations
+
+import abc
+import numbers
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from eregressors._optim import OptimGroup, default_optim_groups
+
+__all__ = ["GenCondRegressor", "OptStep"]
+
+#: What ``forward`` accepts as the optimisation (diffusion / flow) step ``k``: a Python number, a
+#: 0-d tensor shared by the whole batch, or one value per sample as a ``(B,)`` tensor.
+OptStep = float | int | Tensor
+
+
+def _describe(x: object) -> str:
+    """Name the received object in error messages: a shape for tensors, the type otherwise."""
+    if isinstance(x, Tensor):
+        return f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"an object of type {type(x).__name__}"
+
+
+class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
+    r"""Abstract conditional regressor :math:`V_k = f_\theta(X_k, Z, k)` of generative models.
+
+    The network learned by a conditional diffusion or flow-matching model (e.g. a diffusion policy):
+    given a noisy sample :math:`X_k` of the target sequence at optimisation step :math:`k` and a
+    conditioning sequence :math:`Z` (e.g. an observation history), it regresses
+
+    - the score :math:`\nabla_{X_k}\log p_k(X_k \mid Z)` or, equivalently, the noise
+      :math:`\epsilon` added to :math:`X_0` (denoising diffusion, :math:`k` a discrete or continuous
+      diffusion time), or
+    - the velocity :math:`\mathrm{d}X_k/\mathrm{d}k` of the probability path (flow matching,
+      :math:`k \in [0, 1]`),
+
+    .. math::
+        f_\theta: \mathcal{X}^{T_x} \times \mathcal{Z}^{T_z} \times \mathbb{R} \to
+        \mathcal{V}^{T_x}.
+
+    Shapes (batch first):
+
+    - ``X``: ``(B, T_x, in_dim)``, a sequence of ``T_x`` tokens, ``1 <= T_x <= in_horizon``;
+    - ``opt_step``: a Python number, a 0-d tensor (shared by the batch) or a ``(B,)`` tensor;
+    - ``Z``: ``(B, T_z, cond_dim)``, ``1 <= T_z <= cond_horizon``;
+    - output ``V``: ``(B, T_x, out_dim)``, one regressed vector per input token.
+
+    Subclasses implement :meth:`forward` and call :meth:`_validate_inputs` first, so that every
+    model rejects bad input with a ``ValueError`` naming the expected and the received shapes before
+    doing any work. The class is abstract: ``GenCondRegressor(...)`` raises ``TypeError``.
+
+    Args:
+        in_dim: Feature size ``d_x`` of the input tokens ``X``.
+        out_dim: Feature size ``d_v`` of the output tokens ``V``.
+        cond_dim: Feature size ``d_z`` of the conditioning tokens ``Z``.
+        in_horizon: Maximum input length ``T_x`` accepted, or ``None`` for no limit.
+        cond_horizon: Maximum conditioning length ``T_z`` accepted, or ``None`` for no limit.
+
+    Raises:
+        ValueError: If a size is not a positive integer.
+    """
+
+    in_dim: int
+    out_dim: int
+    cond_dim: int
+    in_horizon: int | None
+    cond_horizon: int | None
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        cond_dim: int,
+        *,
+        in_horizon: int | None = None,
+        cond_horizon: int | None = None,
+    ) -> None:
+        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("cond_dim", cond_dim)):
+            _check_positive_int(type(self).__name__, name, value)
+        for name, opt_value in (("in_horizon", in_horizon), ("cond_horizon", cond_horizon)):
+            if opt_value is not None:
+                _check_positive_int(type(self).__name__, name, opt_value)
+        super().__init__()
+        self.in_dim = int(in_dim)
+        self.out_dim = int(out_dim)
+        self.cond_dim = int(cond_dim)
+        self.in_horizon = None if in_horizon is None else int(in_horizon)
+        self.cond_horizon = None if cond_horizon is None else int(cond_horizon)
+
+    @abc.abstractmethod
+    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
+        """Regress ``V_k = f(X_k, Z, k)``.
+
+        Args:
+            X: Noisy input sequence ``X_k`` of shape ``(B, T_x, in_dim)``.
+            opt_step: Step ``k``: a Python number, a 0-d tensor or a ``(B,)`` tensor.
+            Z: Conditioning sequence of shape ``(B, T_z, cond_dim)``.
+
+        Returns:
+            Tensor of shape ``(B, T_x, out_dim)``.
+        """
+
+    if TYPE_CHECKING:
+
+        def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor: ...
+
+    def get_optim_groups(self, weight_decay: float = 1e-3) -> list[OptimGroup]:
+        """Split the trainable parameters into a weight-decayed and a non-decayed group.
+
+        Decayed: the weights of linear maps and of the attention input projections. Not decayed:
+        biases, normalisation parameters, positional embeddings and everything else. Every
+        trainable parameter lands in exactly one group.
+
+        Args:
+            weight_decay: Weight decay of the first group.
+
+        Returns:
+            ``[{"params": decayed, "weight_decay": weight_decay},
+            {"params": others, "weight_decay": 0.0}]``.
+        """
+        return default_optim_groups(self, weight_decay)
+
+    def configure_optimizers(
+        self,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.95),
+    ) -> torch.optim.AdamW:
+        """Build an ``AdamW`` optimiser over :meth:`get_optim_groups`.
+
+        Args:
+            learning_rate: Learning rate.
+            weight_decay: Weight decay of the decayed group (the other group has none).
+            betas: Adam's coefficients for the running averages of the gradient and its square.
+
+        Returns:
+            The optimiser.
+        """
+        return torch.optim.AdamW(self.get_optim_groups(weight_decay), lr=learning_rate, betas=betas)
+
+    def _validate_inputs(
+        self, X: Tensor, opt_step: OptStep, Z: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Check the inputs of :meth:`forward` and normalise the step to a ``(B,)`` tensor.
+
+        Args:
+            X: Expected ``(B, T_x, in_dim)`` floating tensor with ``1 <= T_x <= in_horizon``.
+            opt_step: A Python number, a 0-d tensor, a ``(1,)`` or a ``(B,)`` tensor (any real
+                dtype).
+            Z: Expected ``(B, T_z, cond_dim)`` floating tensor with ``1 <= T_z <= cond_horizon``.
+
+        Returns:
+            ``(X, step, Z)`` with ``step`` a ``(B,)`` tensor of ``X``'s dtype and device.
+
+        Raises:
+            TypeError: If ``X`` or ``Z`` is not a floating-point tensor, or ``opt_step`` is not a
+                number or tensor.
+            ValueError: If a rank, a feature size, a sequence length or a batch size is wrong.
+        """
+        name = type(self).__name__
+        for arg, value, dim, horizon, sym in (
+            ("X", X, self.in_dim, self.in_horizon, "T_x"),
+            ("Z", Z, self.cond_dim, self.cond_horizon, "T_z"),
+        ):
+            expected = f"(B, {sym}, {dim})"
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"{name} expects {arg} to be a tensor of shape {expected}; "
+                    f"got {_describe(value)}."
+                )
+            if not value.is_floating_point():
+                raise TypeError(
+                    f"{name} expects {arg} to be a floating-point tensor; got dtype {value.dtype}."
+                )
+            if value.dim() != 3:
+                raise ValueError(
+                    f"{name} expects {arg} of rank 3 and shape {expected}; got rank {value.dim()} "
+                    f"and shape {tuple(value.shape)}. Add a batch axis with {arg}.unsqueeze(0) for "
+                    "a single sequence."
+                )
+            if value.shape[-1] != dim:
+                raise ValueError(
+                    f"{name} expects {arg} of shape {expected} (feature size {dim}); "
+                    f"got {tuple(value.shape)}."
+                )
+            if value.shape[1] < 1:
+                raise ValueError(
+                    f"{name} expects {arg} with at least one token; got shape {tuple(value.shape)}."
+                )
+            if horizon is not None and value.shape[1] > horizon:
+                raise ValueError(
+                    f"{name} expects {arg} of shape {expected} with {sym} <= {horizon} (its "
+                    f"horizon); got {tuple(value.shape)}, a sequence of length {value.shape[1]}."
+                )
+        if X.shape[0] != Z.shape[0]:
+            raise ValueError(
+                f"{name} expects X and Z with the same batch size; got X of shape "
+                f"{tuple(X.shape)} and Z of shape {tuple(Z.shape)}."
+            )
+        batch = X.shape[0]
+        step = _normalize_step(name, opt_step, batch, X)
+        return X, step, Z
+
+
+def _normalize_step(name: str, opt_step: OptStep, batch: int, X: Tensor) -> Tensor:
+    """Turn a number, a 0-d or a ``(B,)`` tensor into a ``(B,)`` tensor of ``X``'s dtype/device."""
+    dtype = X.dtype
+    if isinstance(opt_step, Tensor):
+        if opt_step.dim() == 0:
+            return opt_step.to(device=X.device, dtype=dtype).expand(batch)
+        if opt_step.dim() == 1 and opt_step.shape[0] == batch:
+            return opt_step.to(device=X.device, dtype=dtype)
+        if opt_step.dim() == 1 and opt_step.shape[0] == 1:
+            return opt_step.to(device=X.device, dtype=dtype).expand(batch)
+        raise ValueError(
+            f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},) "
+            f"(the batch size of X); got a tensor of shape {tuple(opt_step.shape)}."
+        )
+    if isinstance(opt_step, bool) or not isinstance(opt_step, numbers.Real):
+        raise TypeError(
+            f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},); "
+            f"got {_describe(opt_step)}."
+        )
+    return torch.full((batch,), float(opt_step), dtype=dtype, device=X.device)
+
+
+def _check_positive_int(owner: str, name: str, value: object) -> None:
+    """Raise unless ``value`` is a positive ``int`` (``bool`` excluded)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner} expects {name} to be a positive int; got {_describe(value)}.")
+    if value < 1:
+        raise ValueError(f"{owner} expects {name} to be a positive int; got {value}.")

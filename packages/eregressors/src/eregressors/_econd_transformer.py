@@ -1,0 +1,489 @@
+"""Equivariant conditional transformer regressor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from elayers import (
+    NORM_MODULES,
+    NormModule,
+    eLinear,
+    eMLP,
+    eModule,
+    eTransformerDecoder,
+    eTransformerDecoderLayer,
+    eTransformerEncoder,
+    eTransformerEncoderLayer,
+    make_norm,
+    valid_head_counts,
+)
+from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._masks import causal_memory_mask
+from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
+from eregressors._sinusoidal import SinusoidalPosEmb
+from ereps import (
+    INIT_SCHEMES,
+    GroupElement,
+    InitScheme,
+    Representation,
+    check_equivariance,
+    direct_sum,
+)
+
+__all__ = ["eCondTransformerRegressor"]
+
+_POS_STD = 0.02
+
+
+def _is_decayed(module: torch.nn.Module, param_name: str) -> bool:
+    """Decay the free weights of equivariant and plain linear maps, nothing else."""
+    if isinstance(module, eLinear):
+        return param_name == "weight_params"
+    return is_decayed_default(module, param_name)
+
+
+def _init_linear(layer: torch.nn.Linear, scheme: InitScheme) -> None:
+    """Draw a plain linear map's weight with ``scheme`` and zero its bias."""
+    if scheme == "xavier_uniform":
+        torch.nn.init.xavier_uniform_(layer.weight)
+    elif scheme == "xavier_normal":
+        torch.nn.init.xavier_normal_(layer.weight)
+    elif scheme == "kaiming_uniform":
+        torch.nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+    else:
+        torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    if layer.bias is not None:
+        torch.nn.init.zeros_(layer.bias)
+
+
+class eCondTransformerRegressor(GenCondRegressor):
+    r"""Equivariant analogue of :class:`CondTransformerRegressor`.
+
+    .. math::
+        f_\theta: \mathcal{X}^{T_x} \times \mathcal{Z}^{T_z} \times \mathbb{R}
+        \to \mathcal{Y}^{T_x}, \qquad
+        f_\theta(\rho_{\mathcal{X}}(g) X_k,\ \rho_{\mathcal{Z}}(g) Z,\ k)
+        = \rho_{\mathcal{Y}}(g)\, f_\theta(X_k, Z, k) \quad \forall g \in G,
+
+    with every representation acting token-wise on the feature axis. The architecture mirrors the
+    baseline, with ``c = embedding_dim / |G|`` copies of the regular representation of ``G`` as the
+    token space (``embedding_rep``), where pointwise nonlinearities and attention are equivariant:
+
+    1. *Input tokens:* ``eLinear(in_rep -> embedding_rep)`` plus a positional embedding.
+    2. *Memory:* ``[step, Z_0, ..., Z_{T_z-1}]``: the conditioning tokens embedded by
+       ``eLinear(cond_rep -> embedding_rep)``, a step token, plus positional embeddings; then an
+       ``eTransformerEncoder`` of ``num_cond_layers`` pre-norm layers, or an ``eMLP``
+       ``embedding_rep -> 4·embedding_dim -> embedding_rep`` when ``num_cond_layers == 0``.
+    3. *Trunk:* ``num_layers`` pre-norm ``eTransformerDecoderLayer`` (self-attention,
+       cross-attention to the memory, feed-forward of width ``4·embedding_dim``), a final
+       equivariant norm (``norm_module``) and ``eLinear(embedding_rep -> out_rep)``.
+
+    *Invariant embeddings.* Adding a vector ``p`` to equivariant tokens preserves equivariance iff
+    ``ρ(g) p = p``: ``p`` must lie in the invariant subspace of ``embedding_rep``. For a regular
+    copy (a function on the group) that subspace is the constant functions, so it holds only ``c``
+    numbers per token. Positional embeddings are therefore parameters of shape ``(1, horizon, c)``,
+    drawn at random (normal, std 0.02; a zero table would leave the model blind to token order at
+    initialisation), each number repeated over the ``|G|`` entries of its copy.
+
+    *Step embedding.* Projecting a fixed sinusoidal embedding of ``k`` onto that subspace would
+    average each copy's ``|G|`` frequencies into one number: neighbouring steps would become nearly
+    indistinguishable (cosine similarity ~0.999 for the icosahedral group). Instead the sinusoidal
+    features (``step_emb_dim`` of them) go through a learned unconstrained MLP (the step is
+    invariant, so no constraint applies) to ``c`` invariant numbers, expanded the same way. The
+    sinusoid's periods span ``1`` to ``10⁴``: pass flow-matching times ``t ∈ [0, 1]`` scaled
+    (e.g. ``1000 · t``), as diffusion steps are.
+
+    *Causal semantics* (``causal_attn=True``), as in the baseline: the output at position ``t``
+    depends only on ``X_0..X_t``, ``Z_0..Z_t`` and ``k``: causal self-attention over the input
+    tokens; cross-attention from token ``t`` to the step token and ``Z_s``, ``s <= t``; a causal
+    conditioning encoder. Masks are built for the actual lengths, so ``T_x <= in_horizon`` and
+    ``T_z <= cond_horizon`` both work.
+
+    Equivariance holds exactly in eval mode (dropout masks are not equivariant sample by sample).
+
+    Args:
+        in_rep: Representation :math:`\rho_{\text{in}}` of the input tokens.
+        cond_rep: Representation :math:`\rho_{\text{cond}}` of the conditioning tokens.
+        out_rep: Output representation :math:`\rho_{\text{out}}`; ``in_rep`` if ``None``.
+        in_horizon: Maximum length of the input sequence.
+        cond_horizon: Maximum length of the conditioning sequence.
+        num_layers: Number of transformer decoder layers of the trunk.
+        num_attention_heads: Number of attention heads; must divide ``embedding_dim / |G|``.
+        embedding_dim: Size of the token space, a multiple of the group order ``|G|``.
+        p_drop_emb: Dropout probability on the embedded tokens.
+        p_drop_attn: Dropout probability inside the transformer layers.
+        causal_attn: Whether to mask the future (see above).
+        num_cond_layers: Number of encoder layers over the memory; ``0`` selects the eMLP.
+        norm_module: ``"rmsnorm"`` or ``"layernorm"`` (equivariant versions).
+        init_scheme: Initialisation of the linear maps: ``"xavier_uniform"``, ``"xavier_normal"``,
+            ``"kaiming_uniform"`` or ``"kaiming_normal"``.
+        step_emb_dim: Keyword-only. Number of sinusoidal features of the step (even); defaults to
+            ``embedding_dim`` rounded up to an even number.
+
+    Raises:
+        TypeError: If a representation is not an escnn representation.
+        ValueError: If the representations are of different groups, ``embedding_dim`` is not a
+            multiple of ``|G|``, the head count does not divide ``embedding_dim / |G|`` (the
+            message lists the valid ones), ``norm_module`` or ``init_scheme`` is unknown, or a size
+            or probability is out of range.
+
+    Examples:
+        >>> import escnn.group as eg
+        >>> G = eg.cyclic_group(4)
+        >>> rho = G.irrep(1) + G.trivial_representation  # 3-D
+        >>> model = eCondTransformerRegressor(
+        ...     rho,
+        ...     rho,
+        ...     None,
+        ...     in_horizon=8,
+        ...     cond_horizon=2,
+        ...     num_layers=1,
+        ...     num_attention_heads=2,
+        ...     embedding_dim=16,
+        ... )
+        >>> model(torch.randn(5, 8, 3), 10, torch.randn(5, 2, 3)).shape
+        torch.Size([5, 8, 3])
+    """
+
+    in_rep: Representation
+    cond_rep: Representation
+    out_rep: Representation
+    embedding_rep: Representation
+    num_layers: int
+    num_attention_heads: int
+    embedding_dim: int
+    num_cond_layers: int
+    causal_attn: bool
+    norm_module: NormModule
+    init_scheme: InitScheme
+
+    def __init__(
+        self,
+        in_rep: Representation,
+        cond_rep: Representation,
+        out_rep: Representation | None,
+        in_horizon: int,
+        cond_horizon: int,
+        num_layers: int,
+        num_attention_heads: int,
+        embedding_dim: int,
+        p_drop_emb: float = 0.1,
+        p_drop_attn: float = 0.1,
+        causal_attn: bool = False,
+        num_cond_layers: int = 0,
+        norm_module: NormModule = "rmsnorm",
+        init_scheme: InitScheme = "xavier_uniform",
+        *,
+        step_emb_dim: int | None = None,
+    ) -> None:
+        name = type(self).__name__
+        out_rep = in_rep if out_rep is None else out_rep
+        reps = {"in_rep": in_rep, "cond_rep": cond_rep, "out_rep": out_rep}
+        for arg, rep in reps.items():
+            if not isinstance(rep, Representation):
+                raise TypeError(
+                    f"{name} expects {arg} to be an escnn.group.Representation; got "
+                    f"{type(rep).__name__}."
+                )
+        group = in_rep.group
+        if group.continuous:
+            raise ValueError(
+                f"{name} expects representations of a finite group; got the continuous group "
+                f"{group.name!r}."
+            )
+        if any(rep.group != group for rep in reps.values()):
+            listing = ", ".join(f"{arg}: {rep.group.name!r}" for arg, rep in reps.items())
+            raise ValueError(
+                f"{name} expects in_rep, cond_rep and out_rep of the same group; got {listing}."
+            )
+        for arg, value in (
+            ("in_horizon", in_horizon),
+            ("cond_horizon", cond_horizon),
+            ("num_layers", num_layers),
+            ("num_attention_heads", num_attention_heads),
+            ("embedding_dim", embedding_dim),
+        ):
+            _check_positive_int(name, arg, value)
+        order = int(group.order())
+        if embedding_dim % order != 0:
+            lower = max(order, embedding_dim - embedding_dim % order)
+            raise ValueError(
+                f"{name} expects embedding_dim to be a multiple of the group order |G| = {order} "
+                f"({group.name}) so that tokens are whole copies of the regular representation; "
+                f"got {embedding_dim}. Try {lower} or {lower + order}."
+            )
+        copies = embedding_dim // order
+        if copies % num_attention_heads != 0:
+            raise ValueError(
+                f"{name} expects num_attention_heads to divide the {copies} regular copies of the "
+                f"embedding (embedding_dim / |G| = {embedding_dim} / {order}) so that every head "
+                f"takes whole copies; got num_attention_heads={num_attention_heads}. Valid head "
+                f"counts: {valid_head_counts(copies)}."
+            )
+        if isinstance(num_cond_layers, bool) or not isinstance(num_cond_layers, int):
+            raise TypeError(
+                f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers!r}."
+            )
+        if num_cond_layers < 0:
+            raise ValueError(
+                f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers}."
+            )
+        if norm_module not in NORM_MODULES:
+            raise ValueError(
+                f"{name} expects norm_module to be one of {list(NORM_MODULES)}; "
+                f"got {norm_module!r}."
+            )
+        if init_scheme not in INIT_SCHEMES:
+            raise ValueError(
+                f"{name} expects init_scheme to be one of {list(INIT_SCHEMES)}; "
+                f"got {init_scheme!r}."
+            )
+        for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} expects {arg} in [0, 1); got {p}.")
+        if step_emb_dim is None:
+            step_emb_dim = 2 * math.ceil(embedding_dim / 2)
+        _check_positive_int(name, "step_emb_dim", step_emb_dim)
+        if step_emb_dim % 2 != 0:
+            raise ValueError(f"{name} expects an even step_emb_dim; got {step_emb_dim}.")
+
+        super().__init__(
+            in_rep.size,
+            out_rep.size,
+            cond_rep.size,
+            in_horizon=in_horizon,
+            cond_horizon=cond_horizon,
+        )
+        self.in_rep, self.cond_rep, self.out_rep = in_rep, cond_rep, out_rep
+        self.group_order = order
+        self.num_copies = copies
+        self.num_layers = num_layers
+        self.num_attention_heads = num_attention_heads
+        self.embedding_dim = embedding_dim
+        self.num_cond_layers = num_cond_layers
+        self.causal_attn = bool(causal_attn)
+        self.norm_module = norm_module
+        self.init_scheme = init_scheme
+        emb_rep = direct_sum([group.regular_representation] * copies)
+        self.embedding_rep = emb_rep
+        E = embedding_dim
+
+        # Trunk input: equivariant embedding + invariant positional embedding (c numbers per token).
+        self.input_emb = eLinear(in_rep, emb_rep, init_scheme=init_scheme)
+        self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, copies))
+        # Memory: step token (invariant) first, then the conditioning tokens.
+        self.step_emb = torch.nn.Sequential(
+            SinusoidalPosEmb(step_emb_dim),
+            torch.nn.Linear(step_emb_dim, E),
+            torch.nn.GELU(),
+            torch.nn.Linear(E, copies),
+        )
+        self.cond_emb = eLinear(cond_rep, emb_rep, init_scheme=init_scheme)
+        self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, copies))
+        self.drop = torch.nn.Dropout(p_drop_emb)
+        self.cond_encoder: eTransformerEncoder | eMLP
+        if num_cond_layers > 0:
+            enc_layer = eTransformerEncoderLayer(
+                emb_rep,
+                num_attention_heads,
+                dim_feedforward=4 * E,
+                dropout=p_drop_attn,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+                norm_module=norm_module,
+                init_scheme=init_scheme,
+            )
+            self.cond_encoder = eTransformerEncoder(enc_layer, num_cond_layers)
+        else:
+            self.cond_encoder = eMLP(
+                emb_rep, emb_rep, hidden_units=[4 * E], activation="gelu", init_scheme=init_scheme
+            )
+        dec_layer = eTransformerDecoderLayer(
+            emb_rep,
+            num_attention_heads,
+            dim_feedforward=4 * E,
+            dropout=p_drop_attn,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+            norm_module=norm_module,
+            init_scheme=init_scheme,
+        )
+        self.decoder = eTransformerDecoder(dec_layer, num_layers)
+        self.ln_f = make_norm(norm_module, emb_rep, 1e-5)
+        self.head = eLinear(emb_rep, out_rep, init_scheme=init_scheme)
+        self.reset_parameters(init_scheme)
+
+    def _expand_invariant(self, coeffs: Tensor) -> Tensor:
+        """Map invariant coefficients ``(..., c)`` to ``(..., c·|G|)``, constant on each copy."""
+        shape = coeffs.shape
+        out = coeffs.unsqueeze(-1).expand(*shape, self.group_order)
+        return out.reshape(*shape[:-1], self.embedding_dim)
+
+    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
+        """Regress ``V_k = f(X_k, Z, k)``.
+
+        Args:
+            X: Input tokens of shape ``(B, T_x, in_rep.size)``, ``T_x <= in_horizon``.
+            opt_step: Step ``k``: a Python number, a 0-d tensor or a ``(B,)`` tensor.
+            Z: Conditioning tokens of shape ``(B, T_z, cond_rep.size)``, ``T_z <= cond_horizon``.
+
+        Returns:
+            Output tokens of shape ``(B, T_x, out_rep.size)``, transforming by ``out_rep``.
+
+        Raises:
+            ValueError: If a shape is wrong (see :meth:`GenCondRegressor._validate_inputs`).
+        """
+        X, step, Z = self._validate_inputs(X, opt_step, Z)
+        T_x, T_z = X.shape[1], Z.shape[1]
+
+        step_token = self._expand_invariant(self.step_emb(step)).unsqueeze(1)  # (B, 1, E)
+        cond_tokens = self.cond_emb(Z)  # (B, T_z, E)
+        memory = torch.cat((step_token.to(cond_tokens.dtype), cond_tokens), dim=1)
+        memory = self.drop(memory + self._expand_invariant(self.cond_pos_emb[:, : T_z + 1]))
+        if isinstance(self.cond_encoder, eTransformerEncoder):
+            memory = self.cond_encoder(memory, is_causal=self.causal_attn)
+        else:
+            memory = self.cond_encoder(memory)
+
+        x = self.drop(self.input_emb(X) + self._expand_invariant(self.pos_emb[:, :T_x]))
+        memory_mask = causal_memory_mask(T_x, T_z, device=X.device) if self.causal_attn else None
+        x = self.decoder(x, memory, memory_mask=memory_mask, tgt_is_causal=self.causal_attn)
+        out: Tensor = self.head(self.ln_f(x))
+        return out
+
+    def get_optim_groups(self, weight_decay: float = 0.001) -> list[OptimGroup]:
+        """Split the trainable parameters into a weight-decayed and a non-decayed group.
+
+        Decayed: the free weights of every linear map (``eLinear.weight_params``, attention
+        projections included, and the weights of the step MLP). Not decayed: invariant biases,
+        norm scales and biases, positional embeddings, plain biases. Every trainable parameter lands
+        in exactly one group.
+
+        Args:
+            weight_decay: Weight decay of the first group.
+
+        Returns:
+            ``[{"params": decayed, "weight_decay": weight_decay},
+            {"params": others, "weight_decay": 0.0}]``.
+        """
+        return split_optim_groups(self, weight_decay, _is_decayed)
+
+    def reset_parameters(self, scheme: InitScheme = "xavier_uniform") -> None:
+        """Re-initialize all parameters.
+
+        Linear maps (equivariant and the step MLP) are redrawn with ``scheme`` and their biases
+        zeroed, norms reset to the identity, positional embeddings redrawn (normal, std 0.02).
+
+        Args:
+            scheme: ``"xavier_uniform"``, ``"xavier_normal"``, ``"kaiming_uniform"`` or
+                ``"kaiming_normal"``.
+
+        Raises:
+            ValueError: If ``scheme`` is unknown.
+        """
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(
+                f"{type(self).__name__}.reset_parameters expects scheme to be one of "
+                f"{list(INIT_SCHEMES)}; got {scheme!r}."
+            )
+        for module in self.children():
+            if isinstance(module, eModule):
+                module.reset_parameters(scheme)
+        for layer in self.step_emb:
+            if isinstance(layer, torch.nn.Linear):
+                _init_linear(layer, scheme)
+        with torch.no_grad():
+            torch.nn.init.normal_(self.pos_emb, mean=0.0, std=_POS_STD)
+            torch.nn.init.normal_(self.cond_pos_emb, mean=0.0, std=_POS_STD)
+
+    def check_equivariance(
+        self,
+        X: Tensor | None = None,
+        opt_step: OptStep | None = None,
+        Z: Tensor | None = None,
+        *,
+        batch_size: int = 2,
+        elements: Sequence[GroupElement] | None = None,
+        tol: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> float:
+        r"""Measure the model's equivariance error with :func:`ereps.check_equivariance`.
+
+        .. math::
+            e = \max_g \frac{\|f(\rho_X(g) X, \rho_Z(g) Z, k) - \rho_Y(g) f(X, Z, k)\|}
+                            {\|\rho_Y(g) f(X, Z, k)\|}.
+
+        The model is evaluated in eval mode (dropout off) without gradients and its training flag
+        restored afterwards.
+
+        Args:
+            X: Inputs ``(B, T_x, in_rep.size)``; random normal of full horizon if ``None``.
+            opt_step: Step(s); random integers in ``[0, 1000)`` if ``None``.
+            Z: Conditioning ``(B, T_z, cond_rep.size)``; random normal if ``None``.
+            batch_size: ``B`` of the random inputs.
+            elements: Group elements to test; all of them if ``None``.
+            tol: If given, raise :class:`ereps.EquivarianceError` when the error exceeds it.
+            generator: Random generator for the random inputs.
+
+        Returns:
+            The largest relative error over the tested elements.
+
+        Raises:
+            ereps.EquivarianceError: If ``tol`` is given and exceeded.
+            ValueError: If the inputs have wrong shapes.
+        """
+        param = next(self.parameters())
+        dtype, device = param.dtype, param.device
+        assert self.in_horizon is not None
+        assert self.cond_horizon is not None
+        if X is None:
+            X = torch.randn(
+                batch_size,
+                self.in_horizon,
+                self.in_dim,
+                dtype=dtype,
+                device=device,
+                generator=generator,
+            )
+        if Z is None:
+            Z = torch.randn(
+                X.shape[0],
+                self.cond_horizon,
+                self.cond_dim,
+                dtype=dtype,
+                device=device,
+                generator=generator,
+            )
+        X, step, Z = self._validate_inputs(X, opt_step if opt_step is not None else 0, Z)
+        if opt_step is None:
+            step = torch.randint(0, 1000, step.shape, generator=generator).to(step)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return check_equivariance(
+                    lambda x, z: self(x, step, z),
+                    [self.in_rep, self.cond_rep],
+                    self.out_rep,
+                    inputs=[X, Z],
+                    elements=elements,
+                    tol=tol,
+                )
+        finally:
+            self.train(was_training)
+
+    def extra_repr(self) -> str:
+        """Arguments shown by ``repr``."""
+        return (
+            f"in_rep={self.in_rep.name}, cond_rep={self.cond_rep.name}, "
+            f"out_rep={self.out_rep.name}, group={self.in_rep.group.name}, "
+            f"copies={self.num_copies}, in_horizon={self.in_horizon}, "
+            f"cond_horizon={self.cond_horizon}, causal_attn={self.causal_attn}, "
+            f"norm_module={self.norm_module!r}"
+        )

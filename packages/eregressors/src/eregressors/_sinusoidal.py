@@ -1,0 +1,92 @@
+"""Sinusoidal embedding of a scalar step (diffusion time, flow time)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+__all__ = ["SinusoidalPosEmb"]
+
+
+class SinusoidalPosEmb(torch.nn.Module):
+    r"""Fixed sinusoidal features of a scalar, as in the original transformer's positional encoding.
+
+    For ``dim = 2h`` and frequencies :math:`\omega_i = P^{-i/h}`, :math:`i = 0, \dots, h-1` (``P =
+    max_period``),
+
+    .. math::
+        \mathrm{emb}(k) = \big(\sin(\omega_0 k), \dots, \sin(\omega_{h-1} k),
+                               \cos(\omega_0 k), \dots, \cos(\omega_{h-1} k)\big) \in
+                               \mathbb{R}^{2h}.
+
+    The frequencies span ``[1/P, 1]`` geometrically, so the features separate steps from ``~1`` (the
+    highest frequency) to ``~P`` apart. Flow-matching times in ``[0, 1]`` are best scaled (e.g. by
+    1000) before embedding. The module has no parameters; the features are computed in the input's
+    dtype.
+
+    Args:
+        dim: Number of features, a positive even integer.
+        max_period: Longest period ``P`` (keyword-only).
+
+    Raises:
+        ValueError: If ``dim`` is not a positive even integer or ``max_period`` is not positive.
+
+    Examples:
+        >>> emb = SinusoidalPosEmb(8)
+        >>> emb(torch.tensor([0.0, 10.0])).shape
+        torch.Size([2, 8])
+    """
+
+    dim: int
+    max_period: float
+
+    def __init__(self, dim: int, *, max_period: float = 10_000.0) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(
+                f"SinusoidalPosEmb expects dim to be a positive even int; got {type(dim).__name__}."
+            )
+        if dim < 2 or dim % 2 != 0:
+            raise ValueError(f"SinusoidalPosEmb expects dim to be a positive even int; got {dim}.")
+        if not max_period > 0:
+            raise ValueError(f"SinusoidalPosEmb expects max_period > 0; got {max_period}.")
+        super().__init__()
+        self.dim = dim
+        self.max_period = float(max_period)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed the steps.
+
+        Args:
+            x: Steps of shape ``(B,)`` (any real dtype; integer steps are embedded in the default
+                float dtype).
+
+        Returns:
+            Features of shape ``(B, dim)``, of ``x``'s dtype if floating (half-precision steps are
+            embedded in float32, then cast back).
+
+        Raises:
+            ValueError: If ``x`` is not one-dimensional.
+        """
+        if x.dim() != 1:
+            raise ValueError(f"SinusoidalPosEmb expects steps of shape (B,); got {tuple(x.shape)}.")
+        if not x.is_floating_point():
+            x = x.to(torch.get_default_dtype())
+        out_dtype = x.dtype
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # angles of large steps need more than 8 bits of mantissa
+        half = self.dim // 2
+        exponents = torch.arange(half, device=x.device, dtype=x.dtype) / half
+        freqs = torch.exp(exponents * (-math.log(self.max_period)))
+        angles = x[:, None] * freqs[None, :]
+        return torch.cat((angles.sin(), angles.cos()), dim=-1).to(out_dtype)
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+    def extra_repr(self) -> str:
+        """Arguments shown by ``repr``."""
+        return f"dim={self.dim}, max_period={self.max_period:g}"
