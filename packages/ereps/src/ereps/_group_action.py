@@ -77,7 +77,8 @@ def rep_matrices(
 ) -> Tensor:
     """Return ``ρ(g)`` for every element ``g`` of the group, stacked.
 
-    Computed once per representation in float64 and cached per ``(dtype, device)``.
+    Computed once per representation in float64 and cached per ``(dtype, device)``. The cached
+    tensor itself is returned: treat it as read-only (clone it before editing in place).
 
     Args:
         rep: A representation ``ρ`` of a finite group ``G``.

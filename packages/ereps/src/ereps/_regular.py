@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ereps._escnn import Group, Representation
-from ereps._group_action import group_elements, rep_matrices
+from ereps._group_action import rep_matrices
 
 __all__ = ["cayley_index", "is_permutation_representation", "regular_multiplicity"]
 
@@ -21,13 +21,10 @@ def _cayley_np(group: Group) -> npt.NDArray[np.int64]:
     cached = _CAYLEY.get(id(group))
     if cached is not None:
         return cached[1]
-    elements = group_elements(group)
-    index = {g: i for i, g in enumerate(elements)}
-    table = np.empty((len(elements), len(elements)), dtype=np.int64)
-    for a, ga in enumerate(elements):
-        inv = ~ga
-        for b, gb in enumerate(elements):
-            table[a, b] = index[inv @ gb]
+    # ρ_reg(g_a) e_c = e_{g_a g_c}: row b of ρ_reg(g_a) has its one at c = index(g_a⁻¹ g_b). Reading
+    # it off the regular matrices avoids |G|² slow escnn group operations.
+    regular = rep_matrices(group.regular_representation)
+    table = regular.argmax(dim=-1).numpy().astype(np.int64)
     _CAYLEY[id(group)] = (group, table)
     return table
 
