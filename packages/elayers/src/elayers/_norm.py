@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers._affine import eAffine
@@ -18,36 +17,59 @@ from ereps import (
 )
 from ereps._validation import check_orthogonal, check_representation
 
-__all__ = ["eLayerNorm", "eRMSNorm", "stable_layer_normalize", "stable_rms_normalize"]
+__all__ = ["eLayerNorm", "eRMSNorm", "stable_rms_normalize"]
 
 
-# Above this magnitude squares of float32 features can overflow; rescale the vector first.
-_RESCALE_ABOVE = 1e15
+class _StableNormalize(torch.autograd.Function):
+    """``y = x̄ / sqrt(mean(x̄²) + eps)`` with ``x̄ = x - mean(x)`` (``center``) or ``x̄ = x``.
 
-
-def _overflow_scale(x: Tensor) -> Tensor:
-    """Per-vector scale: ``max|x|`` where a square could overflow, else exactly 1 (no gradient)."""
-    peak = x.detach().abs().amax(dim=-1, keepdim=True)
-    return torch.where(peak > _RESCALE_ABOVE, peak, torch.ones_like(peak))
-
-
-def stable_rms_normalize(x: Tensor, eps: float, weight: Tensor | None = None) -> Tensor:
-    r"""Return :math:`x / \sqrt{\overline{x^2} + \epsilon}` over the last axis without overflow.
-
-    Vectors whose entries exceed ``1e15`` in magnitude are first divided by their largest entry
-    :math:`s` (without gradient through :math:`s`), which computes
-    :math:`x / \sqrt{\overline{x^2} + \epsilon s^2}`: the same up to a relative change below
-    :math:`\epsilon n / s^2 \approx 0`. Others use the fused kernel unchanged. Finite values and
-    gradients for zero, tiny (1e-20) and huge (1e20) inputs in float32.
+    The squared norm is accumulated in float64 inside the reduction kernel, so ``x̄²`` never
+    overflows (finite for 1e20 in float32) and ``eps`` keeps zero and tiny inputs finite. The hand
+    written backward, ``dx̄ = r (g - y ⟨g, y⟩ / n)`` (then centred), needs four passes over the
+    data where autograd through the composite would need about ten.
     """
-    return F.rms_norm(x / _overflow_scale(x), (x.shape[-1],), weight, eps=eps)
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, eps: float, center: bool) -> Tensor:
+        xc = x - x.mean(dim=-1, keepdim=True) if center else x
+        norm = torch.linalg.vector_norm(xc, dim=-1, keepdim=True, dtype=torch.float64)
+        r = torch.rsqrt(norm.square() / x.shape[-1] + eps).to(x.dtype)
+        y = xc * r
+        ctx.save_for_backward(y, r)
+        ctx.center = center
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None, None]:
+        (g,) = grads
+        y, r = ctx.saved_tensors
+        c = torch.linalg.vecdot(g, y).unsqueeze(-1) / y.shape[-1]
+        dx = torch.addcmul(g, y, c, value=-1.0).mul_(r)
+        if ctx.center:
+            dx = dx - dx.mean(dim=-1, keepdim=True)
+        return dx, None, None
 
 
-def stable_layer_normalize(
-    x: Tensor, eps: float, weight: Tensor | None = None, bias: Tensor | None = None
-) -> Tensor:
-    """``F.layer_norm`` with the overflow guard of :func:`stable_rms_normalize`."""
-    return F.layer_norm(x / _overflow_scale(x), (x.shape[-1],), weight, bias, eps=eps)
+def stable_rms_normalize(x: Tensor, eps: float, center: bool = False) -> Tensor:
+    r"""Return :math:`\bar x / \sqrt{\overline{\bar x^2} + \epsilon}` over the last axis.
+
+    :math:`\bar x = x - \operatorname{mean}(x)` when ``center`` (layer norm), else :math:`x` (RMS
+    norm). The mean square is accumulated in float64, so the result and its gradient are finite
+    for zero, tiny (1e-20) and huge (1e20) float32 inputs. Half-precision inputs are normalized in
+    float32.
+    """
+    dtype = x.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        return _StableNormalize.apply(x.float(), eps, center).to(dtype)  # type: ignore[no-any-return]
+    return _StableNormalize.apply(x, eps, center)  # type: ignore[no-any-return]
+
+
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    if weight is not None and bias is not None:
+        return torch.addcmul(bias, y, weight)
+    if weight is not None:
+        return y * weight
+    return y if bias is None else y + bias
 
 
 AffineMode = Literal["auto", "irrep", "copy"]
@@ -164,8 +186,7 @@ class eRMSNorm(_eNorm):
         super().__init__(rep, eps, equiv_affine, bias, affine)
 
     def _normalize(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-        y = stable_rms_normalize(x, self.eps, weight)
-        return y if bias is None else y + bias
+        return _affine(stable_rms_normalize(x, self.eps), weight, bias)
 
 
 class eLayerNorm(_eNorm):
@@ -181,7 +202,7 @@ class eLayerNorm(_eNorm):
     variance are invariant, so the map is equivariant. On permutation representations (e.g. copies
     of
     the regular representation) :math:`\mathbf{1}` is invariant and this is exactly the mean and
-    variance of :class:`torch.nn.LayerNorm` (computed by its fused kernel); other invariant
+    variance of :class:`torch.nn.LayerNorm`; other invariant
     directions, such as per-copy means that carry positional embeddings, are kept. When
     :math:`P_0 \mathbf{1} = 0` nothing is subtracted. :math:`A` is an :class:`eAffine`. Numerically
     stable for zero, tiny and huge inputs.
@@ -218,10 +239,7 @@ class eLayerNorm(_eNorm):
         self.direction: Tensor
 
     def _normalize(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-        if self.mean_centering:
-            return stable_layer_normalize(x, self.eps, weight, bias)
         if self.centre:
             u = self.direction.to(x.dtype)
             x = x - (x @ u).unsqueeze(-1) * u
-        y = stable_rms_normalize(x, self.eps, weight)
-        return y if bias is None else y + bias
+        return _affine(stable_rms_normalize(x, self.eps, center=self.mean_centering), weight, bias)
