@@ -212,6 +212,9 @@ class eMultiheadAttention(eModule):
         q = q.reshape(n, t_q, h, d).transpose(1, 2)
         k = k.reshape(n, t_k, h, d).transpose(1, 2)
         v = v.reshape(n, t_k, h, d).transpose(1, 2)
+        if is_causal and attn_mask is None and key_padding_mask is not None:
+            # SDPA's is_causal cannot be combined with another mask: spell the causal part out.
+            attn_mask = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).triu(1)
         mask = _merge_masks(attn_mask, key_padding_mask, n, h, t_q, t_k, q.dtype)
         causal = is_causal and mask is None
         p = self.dropout if self.training else 0.0

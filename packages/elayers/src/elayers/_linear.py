@@ -176,7 +176,6 @@ class eLinear(eModule):
             self.weight_params = nn.Parameter(torch.empty(self.basis.dim))
         has_trivial = trivial_columns(out_rep).shape[1] > 0
         self.invariant_bias = InvariantBias(out_rep) if bias and has_trivial else None
-        self._dense_cache: tuple[tuple[object, ...], Tensor, Tensor] | None = None
         self.reset_parameters()
 
     @property
@@ -188,28 +187,17 @@ class eLinear(eModule):
     def weight(self) -> Tensor:
         """The dense equivariant matrix ``W``, shape ``(out_rep.size, in_rep.size)``.
 
-        Synthesized from the coefficients on each access. When no gradient is needed (inference
-        under ``torch.no_grad``/``inference_mode``, outside ``torch.compile``) the result is reused
-        while the coefficient tensor is unchanged: the cache is keyed on the tensor's identity,
-        storage, in-place version counter, dtype and device, and holds a reference to that storage
-        so its address cannot be reused. Any optimizer step, ``load_state_dict``, in-place edit,
-        ``.to()``, ``deepcopy`` or reassignment of ``.data`` therefore misses the cache.
+        Synthesized from the coefficients on every access, in training and in eval alike. Nothing
+        is cached, so no edit of the coefficients (optimizer steps, ``load_state_dict``, in-place
+        EMA updates, even edits through ``.data`` that version counters cannot see) can leave a
+        stale weight; between copies of the regular representation the synthesis is a single
+        gather, a few percent of the matrix product that follows.
         """
-        p = self.weight_params
-        if (torch.is_grad_enabled() and p.requires_grad) or torch.compiler.is_compiling():
-            return self._synthesize()
-        key = (id(p), p.data_ptr(), p._version, p.dtype, p.device)
-        cached = self._dense_cache
-        if cached is not None and cached[0] == key:
-            return cached[2]
-        dense = self._synthesize()
-        self._dense_cache = (key, p.detach(), dense)
-        return dense
+        return self._synthesize()
 
     def _synthesize(self) -> Tensor:
         if self.basis is None:
-            # One gather straight into the dense layout: cheaper than any change of basis, and
-            # cheap enough that no cached copy (which could go stale) is needed.
+            # One gather straight into the dense layout: no change of basis, no copy.
             w = self.weight_params.reshape(-1).index_select(0, self.flat_index)
             return w.view(self.out_rep.size, self.in_rep.size)
         return self.basis(self.weight_params)

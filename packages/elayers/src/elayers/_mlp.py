@@ -27,6 +27,8 @@ def regular_copies(rep_group_rep: Representation, units: int, what: str) -> Repr
     """``units / |G|`` copies of the regular representation of ``rep_group_rep.group``."""
     group = rep_group_rep.group
     order = group.order()
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise TypeError(f"{what} must be an int (a multiple of |G| = {order}); got {units!r}.")
     if units <= 0 or units % order != 0:
         raise ValueError(
             f"{what} must be a positive multiple of the group order |G| = {order} ({group.name}) "
@@ -86,8 +88,7 @@ class eMLP(eModule):
             raise ValueError(f"eMLP expects 0 <= dropout < 1; got {dropout}.")
         if hidden_units is not None:
             reps = [
-                regular_copies(in_rep, int(u), f"hidden_units[{i}]")
-                for i, u in enumerate(hidden_units)
+                regular_copies(in_rep, u, f"hidden_units[{i}]") for i, u in enumerate(hidden_units)
             ]
         else:
             reps = list(hidden_reps or ())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,37 @@ class eModule(ExactBuffersModule):
                     f"Cannot load a state dict into {type(self).__name__}: it was built for "
                     f"{key} {state[key]}, this module has {mine[key]}."
                 )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Refuse before anything of this module (or its children) is copied, so a refused load
+        # leaves the module as it was.
+        extra = state_dict.get(prefix + "_extra_state")
+        if extra is not None:
+            self.set_extra_state(extra)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> eModule:
+        # Representations and groups are immutable descriptions: share them between copies
+        # (escnn would otherwise deep-copy whole groups, and group-keyed caches would miss).
+        for rep in (self.in_rep, self.out_rep):
+            memo.setdefault(id(rep), rep)
+            memo.setdefault(id(rep.group), rep.group)
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
 
     def _check_input(self, x: Tensor, name: str = "input") -> None:
         if not isinstance(x, Tensor):
