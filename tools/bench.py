@@ -1,0 +1,522 @@
+"""Benchmark: equivariant models against their unconstrained counterparts, side by side.
+
+Run it with::
+
+    uv run --group tools python tools/bench.py --quick  # about 2 minutes on a 2-core CPU
+    uv run --group tools python tools/bench.py --json bench.json  # full run (CUDA if available)
+
+Two benchmarks, each printed as a Markdown table with ratios (equivariant / baseline; lower is
+better):
+
+1. ``eregressors``: ``eCondTransformerRegressor`` against ``CondTransformerRegressor`` for C2, C8,
+   D6 and the icosahedral group, at equal ``embedding_dim``, layers, heads, batch and horizons
+   (both models from the seed's defaults otherwise). The tokens are two copies of the group's
+   "standard" representation (C2: its regular representation, i.e. a reflection of the line; C8
+   and D6: the rotation (and reflection) of the plane; icosahedral: the rotation of space) for
+   ``X`` and the output, four copies for ``Z``; the baseline sees the same sizes. A training step
+   is ``zero_grad`` + forward + MSE loss + backward + AdamW step (from ``configure_optimizers``);
+   an eval forward is ``model.eval()`` under ``torch.no_grad()``. Training steps of the two models
+   are interleaved; eval forwards are interleaved in a second phase (so that an eval-mode weight
+   cache is measured warm, as in inference).
+2. ``elayers``: ``eTransformerEncoderLayer`` on copies of the regular representation against
+   ``torch.nn.TransformerEncoderLayer`` with the same width, feed-forward size, heads, dropout,
+   activation and ``norm_first``, batch 64 x sequence 16: C8 at width 128 and the icosahedral group
+   at width 240. "train" is forward + backward of a sum of the outputs; "eval" is a forward in eval
+   mode without gradients (where the torch layer takes its fused inference fast path when it
+   applies).
+
+Peak memory is the peak tensor memory of one training step: the parameters, gradients and optimizer
+state held between steps plus the peak of what the step allocates on top (CUDA:
+``torch.cuda.max_memory_allocated``; CPU: the torch profiler's memory events at operator
+granularity). It counts tensor bytes only.
+
+Times are medians over interleaved rounds after warm-up, ratios the medians of the per-round ratios
+(see ``_timing.py``); absolute times on a shared machine are noise, the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ereps
+from _timing import Timing, interleaved_timings, paired_ratio, peak_step_memory, resident_bytes
+from elayers import eTransformerEncoderLayer
+from eregressors import CondTransformerRegressor, GenCondRegressor, eCondTransformerRegressor
+from ereps import Group, Representation
+
+GROUPS = ("C2", "C8", "D6", "ico")
+
+
+def make_group(name: str) -> tuple[Group, Representation]:
+    """The group and its "standard" representation (see the module docstring)."""
+    # Imported here, after ereps, which quiets escnn's import-time warnings and points its caches to
+    # a user folder.
+    from escnn.group import cyclic_group, dihedral_group, ico_group
+
+    if name == "C2":
+        c2 = cyclic_group(2)
+        return c2, c2.regular_representation
+    if name == "C8":
+        c8 = cyclic_group(8)
+        return c8, c8.irrep(1)
+    if name == "D6":
+        d6 = dihedral_group(6)
+        return d6, d6.irrep(1, 1)
+    if name == "ico":
+        ico = ico_group()
+        return ico, ico.irrep(1)
+    raise ValueError(f"Unknown group {name!r}; expected one of {', '.join(GROUPS)}.")
+
+
+@dataclasses.dataclass
+class RegressorRow:
+    """One line of the regressor table."""
+
+    group: str
+    order: int
+    params_e: int
+    params_base: int
+    train_e: Timing
+    train_base: Timing
+    eval_e: Timing
+    eval_base: Timing
+    peak_mb_e: float
+    peak_mb_base: float
+    build_s_e: float
+    build_s_base: float
+
+
+@dataclasses.dataclass
+class LayerRow:
+    """One line of the layer table."""
+
+    group: str
+    order: int
+    width: int
+    norm_first: bool
+    params_e: int
+    params_base: int
+    train_e: Timing
+    train_base: Timing
+    eval_e: Timing
+    eval_base: Timing
+
+
+def count(module: torch.nn.Module) -> int:
+    """Trainable scalars."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def regressor_step(
+    model: GenCondRegressor,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    k: torch.Tensor,
+    z: torch.Tensor,
+    target: torch.Tensor,
+) -> Callable[[], None]:
+    """One training step as a closure."""
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(x, k, z), target)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+
+    return step
+
+
+def regressor_eval(
+    model: GenCondRegressor, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
+) -> Callable[[], None]:
+    """One eval forward as a closure."""
+
+    def forward() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(x, k, z)
+
+    return forward
+
+
+def optimizer_tensors(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> list[torch.Tensor]:
+    """Parameters, gradients and optimizer state (what a model holds between training steps)."""
+    tensors: list[torch.Tensor] = [p.detach() for p in model.parameters()]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    for state in optimizer.state.values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[RegressorRow]:
+    """The regressor benchmark, one row per group."""
+    rows: list[RegressorRow] = []
+    for name in args.groups:
+        group, standard = make_group(name)
+        in_rep = ereps.direct_sum([standard] * 2)
+        cond_rep = ereps.direct_sum([standard] * 4)
+        shared: dict[str, Any] = dict(
+            num_layers=args.layers,
+            num_attention_heads=args.heads,
+            embedding_dim=args.embedding_dim,
+            num_cond_layers=args.cond_layers,
+        )
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        model_e = eCondTransformerRegressor(
+            in_rep,
+            cond_rep,
+            in_rep,
+            args.in_horizon,
+            args.cond_horizon,
+            **shared,
+            norm_module=args.norm_module,
+        ).to(device)
+        build_e = time.perf_counter() - start
+        start = time.perf_counter()
+        model_b = CondTransformerRegressor(
+            in_rep.size, in_rep.size, cond_rep.size, args.in_horizon, args.cond_horizon, **shared
+        ).to(device)
+        build_b = time.perf_counter() - start
+
+        generator = torch.Generator().manual_seed(1)
+        b = args.batch_size
+        x = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)
+        z = torch.randn(b, args.cond_horizon, cond_rep.size, generator=generator).to(device)
+        target = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)
+        k = torch.randint(0, 1000, (b,), generator=generator).to(device, torch.float32)
+
+        opt_e = model_e.configure_optimizers(learning_rate=1e-4)
+        opt_b = model_b.configure_optimizers(learning_rate=1e-4)
+        step_e = regressor_step(model_e, opt_e, x, k, z, target)
+        step_b = regressor_step(model_b, opt_b, x, k, z, target)
+        train = interleaved_timings(
+            {"e": step_e, "base": step_b}, device=device, warmup=args.warmup, repeats=args.repeats
+        )
+        peak_e = peak_step_memory(step_e, resident_bytes(optimizer_tensors(model_e, opt_e)), device)
+        peak_b = peak_step_memory(step_b, resident_bytes(optimizer_tensors(model_b, opt_b)), device)
+        evals = interleaved_timings(
+            {"e": regressor_eval(model_e, x, k, z), "base": regressor_eval(model_b, x, k, z)},
+            device=device,
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
+        rows.append(
+            RegressorRow(
+                group=name,
+                order=group.order(),
+                params_e=count(model_e),
+                params_base=count(model_b),
+                train_e=train["e"],
+                train_base=train["base"],
+                eval_e=evals["e"],
+                eval_base=evals["base"],
+                peak_mb_e=peak_e / 2**20,
+                peak_mb_base=peak_b / 2**20,
+                build_s_e=build_e,
+                build_s_base=build_b,
+            )
+        )
+        print(f"  regressors {name}: done", flush=True)
+        del model_e, model_b, opt_e, opt_b
+    return rows
+
+
+def layer_closures(
+    layer: torch.nn.Module, src: torch.Tensor
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(forward + backward, eval forward) closures for an encoder layer."""
+
+    def train() -> None:
+        layer.train()
+        layer.zero_grad(set_to_none=True)
+        layer(src).sum().backward()
+
+    def evaluate() -> None:
+        layer.eval()
+        with torch.no_grad():
+            layer(src)
+
+    return train, evaluate
+
+
+def bench_layers(args: argparse.Namespace, device: torch.device) -> list[LayerRow]:
+    """The encoder-layer benchmark (default: C8 at width 128, icosahedral at width 240)."""
+    rows: list[LayerRow] = []
+    configs: list[tuple[str, int]] = []
+    for spec in args.layer_configs:
+        name, _, width = spec.partition(":")
+        if name not in GROUPS or not width.isdigit():
+            raise ValueError(
+                f"--layer-configs entries look like 'C8:128' (group:width); got {spec!r}."
+            )
+        configs.append((name, int(width)))
+    norm_firsts = [True] if args.quick else [True, False]
+    for name, width in configs:
+        group, _ = make_group(name)
+        if width % group.order() != 0:
+            raise ValueError(
+                f"The layer width must be a multiple of |G| = {group.order()} for {name}; "
+                f"got {width}."
+            )
+        rep = ereps.direct_sum([group.regular_representation] * (width // group.order()))
+        for norm_first in norm_firsts:
+            torch.manual_seed(0)
+            common: dict[str, Any] = dict(
+                dim_feedforward=4 * width,
+                dropout=args.layer_dropout,
+                activation="relu",
+                batch_first=True,
+                norm_first=norm_first,
+            )
+            layer_e = eTransformerEncoderLayer(
+                rep, args.layer_heads, **common, norm_module="layernorm"
+            ).to(device)
+            layer_b = torch.nn.TransformerEncoderLayer(width, args.layer_heads, **common).to(device)
+            src = torch.randn(
+                args.layer_batch, 16, width, generator=torch.Generator().manual_seed(2)
+            ).to(device)
+            train_e, eval_e = layer_closures(layer_e, src)
+            train_b, eval_b = layer_closures(layer_b, src)
+            train = interleaved_timings(
+                {"e": train_e, "base": train_b},
+                device=device,
+                warmup=args.warmup,
+                repeats=args.layer_repeats,
+            )
+            evals = interleaved_timings(
+                {"e": eval_e, "base": eval_b},
+                device=device,
+                warmup=args.warmup,
+                repeats=args.layer_repeats,
+            )
+            rows.append(
+                LayerRow(
+                    group=name,
+                    order=group.order(),
+                    width=width,
+                    norm_first=norm_first,
+                    params_e=count(layer_e),
+                    params_base=count(layer_b),
+                    train_e=train["e"],
+                    train_base=train["base"],
+                    eval_e=evals["e"],
+                    eval_base=evals["base"],
+                )
+            )
+        print(f"  layers {name}: done", flush=True)
+    return rows
+
+
+def _ratio(a: Timing, b: Timing) -> str:
+    return f"{paired_ratio(a, b):.2f}×"
+
+
+def regressor_table(rows: list[RegressorRow]) -> str:
+    """Markdown table of the regressor benchmark."""
+    lines = [
+        "| group | \\|G\\| | params e / base | train ms e / base | train ratio "
+        "| eval ms e / base | eval ratio | peak MB e / base |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.group} | {r.order} | {r.params_e:,} / {r.params_base:,} | "
+            f"{r.train_e.median_ms:.1f} / {r.train_base.median_ms:.1f} | "
+            f"{_ratio(r.train_e, r.train_base)} | "
+            f"{r.eval_e.median_ms:.1f} / {r.eval_base.median_ms:.1f} | "
+            f"{_ratio(r.eval_e, r.eval_base)} | "
+            f"{r.peak_mb_e:.1f} / {r.peak_mb_base:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def layer_table(rows: list[LayerRow]) -> str:
+    """Markdown table of the layer benchmark."""
+    lines = [
+        "| group | \\|G\\| | width | norm_first | params e / torch | train ms e / torch "
+        "| train ratio | eval ms e / torch | eval ratio |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.group} | {r.order} | {r.width} | {r.norm_first} | "
+            f"{r.params_e:,} / {r.params_base:,} | "
+            f"{r.train_e.median_ms:.2f} / {r.train_base.median_ms:.2f} | "
+            f"{_ratio(r.train_e, r.train_base)} | "
+            f"{r.eval_e.median_ms:.2f} / {r.eval_base.median_ms:.2f} | "
+            f"{_ratio(r.eval_e, r.eval_base)} |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` shrinks the defaults of everything not given explicitly."""
+    parser = argparse.ArgumentParser(
+        description="Benchmark equivariant models against their baselines."
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and few repeats (about 2 min on 2 cores)"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the results to this JSON file"
+    )
+    parser.add_argument(
+        "--only", choices=("all", "regressors", "layers"), default="all", help="which benchmark"
+    )
+    parser.add_argument(
+        "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="regressor groups"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--embedding-dim", type=int, default=240, help="width of both regressors (default: 240)"
+    )
+    parser.add_argument(
+        "--layers", type=int, default=None, help="decoder layers (default: 4; quick: 2)"
+    )
+    parser.add_argument(
+        "--cond-layers", type=int, default=0, help="conditioning encoder layers (default: 0)"
+    )
+    parser.add_argument(
+        "--heads", type=int, default=2, help="attention heads of the regressors (default: 2)"
+    )
+    parser.add_argument(
+        "--norm-module",
+        choices=("rmsnorm", "layernorm"),
+        default="rmsnorm",
+        help="norm of the equivariant regressor (default: rmsnorm)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="regressor batch (default: 64; quick: 16)"
+    )
+    parser.add_argument("--in-horizon", type=int, default=16, help="T_x (default: 16)")
+    parser.add_argument("--cond-horizon", type=int, default=4, help="T_z (default: 4)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed calls per contender (default: 3; quick: 2)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed regressor rounds (default: 15; quick: 5)"
+    )
+    parser.add_argument(
+        "--layer-configs",
+        nargs="+",
+        default=["C8:128", "ico:240"],
+        metavar="GROUP:WIDTH",
+        help="encoder-layer cases (default: C8:128 ico:240)",
+    )
+    parser.add_argument(
+        "--layer-batch", type=int, default=64, help="encoder-layer batch (default: 64)"
+    )
+    parser.add_argument(
+        "--layer-heads", type=int, default=4, help="heads of the encoder layers (default: 4)"
+    )
+    parser.add_argument(
+        "--layer-dropout",
+        type=float,
+        default=0.1,
+        help="dropout of the encoder layers (default 0.1)",
+    )
+    parser.add_argument(
+        "--layer-repeats",
+        type=int,
+        default=None,
+        help="timed layer rounds (default: 30; quick: 10)",
+    )
+    args = parser.parse_args(argv)
+    defaults = {
+        "layers": (4, 2),
+        "batch_size": (64, 16),
+        "warmup": (3, 2),
+        "repeats": (15, 5),
+        "layer_repeats": (30, 10),
+    }
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks, print the tables, optionally write JSON; returns the JSON document."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{cpu_name()} ({os.cpu_count()} cores), {torch.get_num_threads()} torch threads"
+    )
+    print(f"Benchmark on {device} ({machine}), torch {torch.__version__}", flush=True)
+    start = time.perf_counter()
+    document: dict[str, Any] = {
+        "device": str(device),
+        "machine": machine,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    if args.only in ("all", "regressors"):
+        rows = bench_regressors(args, device)
+        document["regressors"] = [dataclasses.asdict(r) for r in rows]
+        print(
+            f"\neCondTransformerRegressor vs CondTransformerRegressor: width {args.embedding_dim}, "
+            f"{args.layers} layers, {args.heads} heads, batch {args.batch_size}, "
+            f"T_x = {args.in_horizon}, T_z = {args.cond_horizon} "
+            f"(ms: medians of {args.repeats} rounds; ratio: median of the per-round ratios "
+            "equivariant / baseline)\n"
+        )
+        print(regressor_table(rows), flush=True)
+    if args.only in ("all", "layers"):
+        layer_rows = bench_layers(args, device)
+        document["layers"] = [dataclasses.asdict(r) for r in layer_rows]
+        print(
+            "\neTransformerEncoderLayer vs torch.nn.TransformerEncoderLayer: "
+            f"batch {args.layer_batch} × seq 16, ffn 4×width, {args.layer_heads} heads "
+            f"(ms: medians of {args.layer_repeats} rounds; ratio: median of the per-round ratios "
+            "equivariant / torch)\n"
+        )
+        print(layer_table(layer_rows), flush=True)
+    document["wall_seconds"] = time.perf_counter() - start
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=1))
+        print(f"\nResults written to {args.json}")
+    print(f"Total {document['wall_seconds']:.0f} s")
+    return document
+
+
+if __name__ == "__main__":
+    main()
