@@ -76,10 +76,23 @@ class InvariantBias(eModule):
         self.register_exact_buffer("basis", basis)
         self.basis: Tensor
         self.coeffs = nn.Parameter(torch.zeros(basis.shape[1]))
+        # On copies of the regular representation the invariant vectors are the constant
+        # functions: b = (β_i / √|G|) on copy i, computed without a matrix product or a cast.
+        copies = regular_multiplicity(rep)
+        self.regular_order: int | None = None
+        if copies is not None:
+            n = rep.group.order()
+            expected = torch.kron(torch.eye(copies, dtype=torch.float64), torch.ones(n, 1)) / n**0.5
+            if torch.allclose(basis, expected, atol=1e-12):
+                self.regular_order = n
 
     @property
     def bias(self) -> Tensor:
         """The dense invariant vector, shape ``(rep.size,)``."""
+        if self.regular_order is not None:
+            scaled = self.coeffs * (1.0 / self.regular_order**0.5)
+            out: Tensor = scaled.repeat_interleave(self.regular_order)
+            return out
         return self.basis.to(self.coeffs.dtype) @ self.coeffs
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:

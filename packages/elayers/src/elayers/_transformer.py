@@ -46,6 +46,11 @@ def make_norm(
 _FUSED_MAX_ABS = 1e15
 
 
+def _max_abs(x: Tensor) -> float:
+    low, high = torch.aminmax(x.detach())  # one pass, no temporary
+    return max(-float(low), float(high))
+
+
 def _any_grad(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
@@ -178,7 +183,7 @@ class eTransformerEncoderLayer(eModule):
             and not torch.compiler.is_compiling()
             and torch.backends.mha.get_fastpath_enabled()
             and src.device.type in ("cpu", "cuda")
-            and bool(src.detach().abs().amax() <= _FUSED_MAX_ABS)
+            and _max_abs(src) <= _FUSED_MAX_ABS
         )
 
     def _fused_inference(self, src: Tensor) -> Tensor:
