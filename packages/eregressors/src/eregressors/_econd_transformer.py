@@ -153,6 +153,9 @@ class eCondTransformerRegressor(GenCondRegressor):
     cond_rep: Representation
     out_rep: Representation
     embedding_rep: Representation
+    # Always given to this model (the base class also allows unbounded lengths).
+    in_horizon: int
+    cond_horizon: int
     num_layers: int
     num_attention_heads: int
     embedding_dim: int
@@ -440,8 +443,6 @@ class eCondTransformerRegressor(GenCondRegressor):
         """
         param = next(self.parameters())
         dtype, device = param.dtype, param.device
-        assert self.in_horizon is not None
-        assert self.cond_horizon is not None
         if X is None:
             X = torch.randn(
                 batch_size,
