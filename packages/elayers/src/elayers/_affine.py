@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from elayers._linear import InvariantBias, trivial_columns
+from elayers._linear import invariant_bias_or_none
 from elayers._module import eModule
 from ereps import InitScheme, Representation, regular_multiplicity
 from ereps._validation import check_orthogonal, check_representation
@@ -63,8 +63,7 @@ class eAffine(eModule):
             self.elementwise = bool(torch.allclose(q, torch.eye(rep.size, dtype=torch.float64)))
             self.register_exact_buffer("q", q)
         self.q: Tensor
-        has_trivial = trivial_columns(rep).shape[1] > 0
-        self.invariant_bias = InvariantBias(rep) if bias and has_trivial else None
+        self.invariant_bias = invariant_bias_or_none(rep, bias)
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:
         """Set the scales to one and the bias to zero."""
@@ -79,9 +78,12 @@ class eAffine(eModule):
         q = self.q.to(s.dtype)
         if self.copies is None:
             return (q * s) @ q.T
-        blocks = (q * s.view(self.copies, 1, -1)) @ q.T  # (c, |G|, |G|)
-        dense: Tensor = torch.block_diag(*blocks.unbind(0))  # type: ignore[no-untyped-call]
+        dense: Tensor = torch.block_diag(*self._copy_blocks(q, s).unbind(0))  # type: ignore[no-untyped-call]
         return dense
+
+    def _copy_blocks(self, q: Tensor, s: Tensor) -> Tensor:
+        """Per-copy symmetric blocks ``M_c = Q diag(s_c) Qᵀ``, shape ``(c, |G|, |G|)``."""
+        return (q * s.view(-1, 1, q.shape[0])) @ q.T
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the per-irrep scaling and the bias.
@@ -101,11 +103,9 @@ class eAffine(eModule):
             y = ((x @ q) * s) @ q.T
         else:
             q = self.q.to(x.dtype)
-            order = q.shape[0]
-            # Per-copy symmetric blocks M_c = Q diag(s_c) Qᵀ, applied as one batched product.
-            blocks = (q * s.view(self.copies, 1, order)) @ q.T  # (c, |G|, |G|)
-            xc = x.reshape(*x.shape[:-1], self.copies, order)
-            y = torch.einsum("...ci,cij->...cj", xc, blocks).reshape(x.shape)
+            # The per-copy blocks applied as one batched product.
+            xc = x.reshape(*x.shape[:-1], self.copies, q.shape[0])
+            y = torch.einsum("...ci,cij->...cj", xc, self._copy_blocks(q, s)).reshape(x.shape)
         if self.invariant_bias is not None:
             y = y + self.invariant_bias.bias.to(x.dtype)
         return y

@@ -20,7 +20,7 @@ from ereps import (
 from ereps._hom_basis import check_init_scheme, sample_init
 from ereps._validation import check_orthogonal, check_representation, check_same_group
 
-__all__ = ["InvariantBias", "eLinear", "trivial_columns"]
+__all__ = ["InvariantBias", "eLinear", "invariant_bias_or_none", "trivial_columns"]
 
 
 def trivial_columns(rep: Representation) -> Tensor:
@@ -120,6 +120,13 @@ class InvariantBias(eModule):
         def __call__(self, x: Tensor) -> Tensor: ...
 
 
+def invariant_bias_or_none(rep: Representation, bias: bool) -> InvariantBias | None:
+    """An :class:`InvariantBias` if asked for and ``rep`` has a trivial irrep, else ``None``."""
+    if not bias or trivial_columns(rep).shape[1] == 0:
+        return None
+    return InvariantBias(rep)
+
+
 class eLinear(eModule):
     r"""An equivariant affine map ``y = W x + b``: ``W ∈ Hom_G(ρ_in, ρ_out)``, ``ρ_out(g) b = b``.
 
@@ -187,8 +194,7 @@ class eLinear(eModule):
                     "so the only equivariant linear map is 0."
                 )
             self.weight_params = nn.Parameter(torch.empty(self.basis.dim))
-        has_trivial = trivial_columns(out_rep).shape[1] > 0
-        self.invariant_bias = InvariantBias(out_rep) if bias and has_trivial else None
+        self.invariant_bias = invariant_bias_or_none(out_rep, bias)
         self.reset_parameters()
 
     @property
