@@ -23,6 +23,11 @@ def _linear_group_conv() -> eLinear:
     return eLinear(C.rep("C8", "2reg"), C.rep("C8", "3reg"))
 
 
+def _linear_large() -> eLinear:
+    # 30·20·8 = 4800 coefficients: past the size where the value check compares bit patterns.
+    return eLinear(C.rep("C8", "20reg"), C.rep("C8", "30reg"))
+
+
 def _linear_isotypic() -> eModule:
     return eLinear(C.rep("D3", "Q:irr2+triv"), C.rep("D3", "quot+irr2"))
 
@@ -34,6 +39,7 @@ def _encoder_layer() -> eModule:
 
 FACTORIES: dict[str, Factory] = {
     "group_conv": _linear_group_conv,
+    "large_group_conv": _linear_large,
     "isotypic": _linear_isotypic,
     "encoder_layer": _encoder_layer,
 }

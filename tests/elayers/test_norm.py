@@ -232,3 +232,69 @@ def test_norms_are_stable_in_float32(
         # Scale invariance: huge inputs normalize like moderate ones.
         with torch.no_grad():
             torch.testing.assert_close(y.detach(), module(base), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------- no-autograd path (eval, CPU)
+
+
+def _rows_of_magnitudes(size: int, dtype: torch.dtype) -> Tensor:
+    # One token per magnitude, so a single huge token must not spoil the others.
+    base = C.seeded_randn(5, size, dtype=torch.float64, seed=4) + 0.3
+    scales = torch.tensor([1.0, 0.0, 1e-20, 1e20, 3e14], dtype=torch.float64).unsqueeze(-1)
+    return (base * scales).to(dtype)
+
+
+@pytest.mark.parametrize(("key", "spec"), NORM_REPS, ids=NORM_IDS)
+@pytest.mark.parametrize("norm", [eRMSNorm, eLayerNorm])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_no_grad_path_matches_the_autograd_path(
+    norm: type[eRMSNorm] | type[eLayerNorm], key: str, spec: str, dtype: torch.dtype
+) -> None:
+    rho = C.rep(key, spec)
+    module = norm(rho, bias=True).to(dtype).eval()
+    C.perturb_(module, scale=0.2)
+    x = _rows_of_magnitudes(rho.size, dtype)
+    reference = module(x.clone().requires_grad_(True)).detach()  # the float64-accumulated path
+    for rows in (x, x[:3], x[:1]):  # with and without the tokens that need the guard
+        with torch.no_grad():
+            got = module(rows)
+        assert torch.isfinite(got).all()
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(got, reference[: rows.shape[0]], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("norm", [eRMSNorm, eLayerNorm])
+@pytest.mark.parametrize("spec", ["2reg", "Q:irr1+triv+irr2"])
+def test_no_grad_forward_of_moderate_inputs_skips_the_autograd_function(
+    norm: type[eRMSNorm] | type[eLayerNorm], spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = norm(C.rep("C8", spec)).eval()
+    x = C.seeded_randn(4, module.in_rep.size, dtype=torch.float32)
+    expected = module(x).detach()
+
+    def refuse(*args: object, **kwargs: object) -> Tensor:
+        raise AssertionError("the float64-accumulated path ran under no_grad")
+
+    monkeypatch.setattr("elayers._norm.stable_rms_normalize", refuse)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(AssertionError, match="float64-accumulated"):
+        module(x.requires_grad_(True))
+
+
+@pytest.mark.parametrize(
+    ("equiv_affine", "bias"), [(False, False), (True, False), (True, True)], ids=str
+)
+@pytest.mark.parametrize("spec", ["reg", "3reg"])
+def test_rms_affine_variants_match_the_autograd_path(
+    equiv_affine: bool, bias: bool, spec: str
+) -> None:
+    module = eRMSNorm(C.rep("D3", spec), equiv_affine=equiv_affine, bias=bias).eval()
+    C.perturb_(module, scale=0.3)
+    x = _rows_of_magnitudes(module.in_rep.size, torch.float32).view(5, 1, -1).expand(5, 2, -1)
+    reference = module(x.clone().requires_grad_(True)).detach()
+    # x[:3] has no huge token, so the fast path runs on it; x (non-contiguous too) falls back.
+    for rows in (x, x[:3]):
+        with torch.no_grad():
+            got = module(rows)
+        torch.testing.assert_close(got, reference[: rows.shape[0]], rtol=1e-5, atol=1e-5)

@@ -505,3 +505,64 @@ def test_is_causal_with_padding_masks() -> None:
 def test_non_integer_feedforward_width_is_rejected_clearly() -> None:
     with pytest.raises((TypeError, ValueError), match="dim_feedforward"):
         eTransformerEncoderLayer(C.rep("C8", "2reg"), 2, 32.0)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------- inference without autograd
+
+
+@pytest.mark.parametrize(("norm_first", "norm_module", "activation"), CONFIGS, ids=CONFIG_IDS)
+def test_inference_in_place_steps_match_autograd_and_keep_the_inputs(
+    norm_first: bool, norm_module: NormModule, activation: str
+) -> None:
+    # Without autograd, activations and residual sums reuse the memory of fresh block outputs.
+    rep = C.rep("D3", "2reg")
+    decoder = (
+        eTransformerDecoderLayer(
+            rep,
+            2,
+            24,
+            dropout=0.0,
+            norm_first=norm_first,
+            norm_module=norm_module,
+            activation=activation,
+        )
+        .double()
+        .eval()
+    )
+    C.perturb_(decoder, scale=0.2)
+    tgt, mem = C.seeded_randn(2, 4, 12), C.seeded_randn(2, 3, 12, seed=2)
+    tgt_copy, mem_copy = tgt.clone(), mem.clone()
+    reference = decoder(tgt.requires_grad_(True), mem).detach()
+    tgt = tgt.detach()
+    with torch.no_grad():
+        out = decoder(tgt, mem, tgt_is_causal=False)
+    torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tgt, tgt_copy, rtol=0, atol=0)
+    torch.testing.assert_close(mem, mem_copy, rtol=0, atol=0)
+
+
+class _PassThroughAttention(nn.Module):
+    """Stands in for self-attention and returns its query: the block output aliases the input."""
+
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, **kwargs: Any
+    ) -> tuple[Tensor, None]:
+        return query, None
+
+
+@pytest.mark.parametrize("cls", [eTransformerEncoderLayer, eTransformerDecoderLayer])
+def test_replaced_submodules_never_let_inference_edit_the_input(
+    cls: type[eTransformerEncoderLayer] | type[eTransformerDecoderLayer],
+) -> None:
+    layer = cls(C.rep("C8", "2reg"), 2, 32, dropout=0.0, norm_first=True)
+    layer.self_attn = _PassThroughAttention()  # type: ignore[assignment]
+    layer.norm1 = nn.Identity()  # type: ignore[assignment]
+    layer.eval()
+    x, mem = C.seeded_randn(2, 4, 16, dtype=torch.float32), C.seeded_randn(2, 3, 16, seed=2)
+    args = () if cls is eTransformerEncoderLayer else (mem.float(),)
+    x_copy = x.clone()
+    reference = layer(x.clone().requires_grad_(True), *args).detach()
+    with torch.no_grad():
+        out = layer(x, *args)
+    torch.testing.assert_close(x, x_copy, rtol=0, atol=0)
+    torch.testing.assert_close(out, reference, rtol=1e-6, atol=1e-6)

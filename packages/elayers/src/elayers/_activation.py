@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "Activation", "resolve_activation"]
+from elayers._module import transform_active
+
+__all__ = ["ACTIVATIONS", "Activation", "apply_activation", "resolve_activation"]
 
 Activation = str | Callable[[Tensor], Tensor]
 
@@ -21,6 +23,49 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": F.sigmoid,
     "identity": lambda x: x,
 }
+
+
+def _gelu_(x: Tensor) -> Tensor:
+    out: Tensor = torch.ops.aten.gelu_(x)
+    return out
+
+
+def _silu_(x: Tensor) -> Tensor:
+    return F.silu(x, inplace=True)
+
+
+def _elu_(x: Tensor) -> Tensor:
+    return F.elu(x, inplace=True)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+# In-place forms of the named activations. A pointwise activation of a hidden layer is usually the
+# largest allocation of a forward; without autograd there is no reason to keep its input.
+_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu_,
+    "gelu": _gelu_,
+    "silu": _silu_,
+    "elu": _elu_,
+    "tanh": torch.tanh_,
+    "sigmoid": torch.sigmoid_,
+    "identity": _identity,
+}
+
+
+def apply_activation(
+    activation: Callable[[Tensor], Tensor], name: str | None, fresh: Tensor
+) -> Tensor:
+    """``activation(fresh)``, in place when autograd does not record it and ``name`` has a form.
+
+    ``fresh`` must be a tensor nobody else holds (the output of a linear map).
+    """
+    inplace = _INPLACE.get(name) if name is not None else None
+    if inplace is None or fresh.requires_grad or transform_active():
+        return activation(fresh)
+    return inplace(fresh)
 
 
 def resolve_activation(activation: Activation) -> Callable[[Tensor], Tensor]:

@@ -107,7 +107,7 @@ class eAffine(eModule):
             xc = x.reshape(*x.shape[:-1], self.copies, q.shape[0])
             y = torch.einsum("...ci,cij->...cj", xc, self._copy_blocks(q, s)).reshape(x.shape)
         if self.invariant_bias is not None:
-            y = y + self.invariant_bias.bias.to(x.dtype)
+            y = y + self.invariant_bias.dense().to(x.dtype)
         return y
 
     def extra_repr(self) -> str:

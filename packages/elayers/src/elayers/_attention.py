@@ -197,8 +197,8 @@ class eMultiheadAttention(eModule):
         n, t_q, e = query.shape
         t_k = key.shape[1]
         h, d = self.num_heads, self.head_dim
-        w = self.in_proj.weight
-        b = self.in_proj.bias
+        w = self.in_proj.dense_weight()
+        b = self.in_proj.dense_bias()
         if query is key and key is value:
             q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
         else:

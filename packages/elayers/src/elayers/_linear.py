@@ -88,7 +88,17 @@ class InvariantBias(eModule):
 
     @property
     def bias(self) -> Tensor:
-        """The dense invariant vector, shape ``(rep.size,)``."""
+        """The dense invariant vector, shape ``(rep.size,)`` (a new tensor on every access)."""
+        return self._synthesize()
+
+    def dense(self) -> Tensor:
+        """The dense invariant vector for computing with, cached in eval (see :class:`eModule`).
+
+        The result may be shared between calls: read it, never modify it in place.
+        """
+        return self._cached("bias", (self.coeffs,), self._synthesize)
+
+    def _synthesize(self) -> Tensor:
         if self.regular_order is not None:
             scaled = self.coeffs * (1.0 / self.regular_order**0.5)
             out: Tensor = scaled.repeat_interleave(self.regular_order)
@@ -110,7 +120,7 @@ class InvariantBias(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
-        return x + self.bias
+        return x + self.dense()
 
     def extra_repr(self) -> str:
         return f"{self.in_rep.name} | {self.coeffs.numel()} weights"
@@ -206,13 +216,22 @@ class eLinear(eModule):
     def weight(self) -> Tensor:
         """The dense equivariant matrix ``W``, shape ``(out_rep.size, in_rep.size)``.
 
-        Synthesized from the coefficients on every access, in training and in eval alike. Nothing
-        is cached, so no edit of the coefficients (optimizer steps, ``load_state_dict``, in-place
-        EMA updates, even edits through ``.data`` that version counters cannot see) can leave a
-        stale weight; between copies of the regular representation the synthesis is a single
-        gather, a few percent of the matrix product that follows.
+        Synthesized from the coefficients on every access (a new tensor, differentiable with
+        respect to them). Between copies of the regular representation that is a single gather.
         """
         return self._synthesize()
+
+    def dense_weight(self) -> Tensor:
+        """``W`` for computing with: cached in eval without autograd (see :class:`eModule`).
+
+        Reused only while the coefficients keep the values it was built from, so it is never
+        stale. The result may be shared between calls: read it, never modify it in place.
+        """
+        return self._cached("weight", (self.weight_params,), self._synthesize)
+
+    def dense_bias(self) -> Tensor | None:
+        """The bias for computing with (see :meth:`dense_weight`), or ``None``."""
+        return None if self.invariant_bias is None else self.invariant_bias.dense()
 
     def _synthesize(self) -> Tensor:
         if self.basis is None:
@@ -249,7 +268,7 @@ class eLinear(eModule):
             Tensor of shape ``(..., out_rep.size)``.
         """
         self._check_input(x)
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.dense_weight(), self.dense_bias())
 
     def extra_repr(self) -> str:
         kind = "group conv" if self.basis is None else "isotypic basis"

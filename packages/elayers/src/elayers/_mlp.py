@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from elayers._activation import Activation, resolve_activation
+from elayers._activation import Activation, apply_activation, resolve_activation
 from elayers._linear import eLinear
 from elayers._module import eModule
 from ereps import (
@@ -105,6 +105,7 @@ class eMLP(eModule):
                     )
         super().__init__(in_rep, out_rep)
         self.activation = resolve_activation(activation)
+        self.activation_name = activation if isinstance(activation, str) else None
         sizes = [in_rep, *reps, out_rep]
         self.layers = nn.ModuleList(
             eLinear(a, b, bias=bias, init_scheme=init_scheme) for a, b in itertools.pairwise(sizes)
@@ -123,7 +124,7 @@ class eMLP(eModule):
         self._check_input(x)
         *hidden, last = self.layers
         for layer in hidden:
-            x = self.dropout(self.activation(layer(x)))
+            x = self.dropout(apply_activation(self.activation, self.activation_name, layer(x)))
         out: Tensor = last(x)
         return out
 

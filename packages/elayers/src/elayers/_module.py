@@ -4,15 +4,75 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from ereps import ExactBuffersModule, InitScheme, Representation
 
-__all__ = ["eModule", "rep_signature"]
+__all__ = ["eModule", "rep_signature", "transform_active"]
+
+_M = TypeVar("_M", bound="eModule")
+_Derived = TypeVar("_Derived", Tensor, tuple[Tensor | None, ...])
+
+
+def transform_active() -> bool:
+    """Whether the call is traced, compiled, exported or under a torch.func transform.
+
+    Tensors there are proxies, fakes or batched wrappers: comparing or keeping them is wrong.
+    """
+    compiler = torch.compiler
+    return bool(
+        compiler.is_compiling()
+        or getattr(compiler, "is_exporting", lambda: False)()
+        or torch._C._is_tracing()
+        or torch._C._are_functorch_transforms_active()
+    )
+
+
+def _cacheable(sources: tuple[Tensor, ...]) -> bool:
+    # Plain CPU tensors that autograd does not need to track. On accelerators synthesis is a few
+    # asynchronous kernels, while the value check below would synchronize with the device.
+    grad = torch.is_grad_enabled()
+    for s in sources:
+        if type(s) is not nn.Parameter and type(s) is not Tensor:
+            return False
+        if not s.is_cpu or (grad and s.requires_grad):
+            return False
+    return True
+
+
+# Below this size torch.equal's fixed cost wins; above, numpy's vectorized compare is ~3x faster.
+_NUMPY_COMPARE_MIN = 4096
+_SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _same_values(snapshot: Tensor, source: Tensor) -> bool:
+    # torch.equal is False for other shapes, but it would compare values across dtypes.
+    if snapshot.dtype is not source.dtype or snapshot.shape != source.shape:
+        return False
+    ints = _SAME_WIDTH_INT.get(source.element_size())
+    if source.numel() < _NUMPY_COMPARE_MIN or ints is None:
+        return torch.equal(snapshot, source)
+    # Bit patterns (both on CPU, see _cacheable): equal bits give an equal derived tensor.
+    a = snapshot.view(ints).numpy()
+    b = source.detach().view(ints).numpy()
+    return bool(np.equal(a, b).all())
+
+
+def _matches(snapshots: tuple[Tensor, ...], sources: tuple[Tensor, ...]) -> bool:
+    return len(snapshots) == len(sources) and all(
+        _same_values(snap, src) for snap, src in zip(snapshots, sources, strict=True)
+    )
+
+
+def _has_inference_tensor(value: Tensor | tuple[Tensor | None, ...]) -> bool:
+    if isinstance(value, Tensor):
+        return value.is_inference()
+    return any(v is not None and v.is_inference() for v in value)
 
 
 def rep_signature(rep: Representation) -> str:
@@ -32,6 +92,16 @@ class eModule(ExactBuffersModule):
     The state dict records which representations the parameters were built for, and loading a state
     dict built for other representations raises ``ValueError`` instead of silently mixing bases.
 
+    Dense tensors derived from the parameters (an :class:`eLinear`'s matrix, a norm's per-feature
+    scale) are cached in eval mode, on CPU, when autograd does not track the parameters (under
+    ``torch.no_grad()``/``torch.inference_mode()``, or for frozen parameters). A cached tensor is
+    reused only while the parameters it was built from hold exactly the values they had when it was
+    built (an element-wise comparison with a snapshot, a small fraction of the cost of the
+    synthesis), so no way of editing parameters (optimizer steps, ``load_state_dict``, in-place EMA
+    updates, edits through ``.data``, ``.to()``) can make it serve stale weights. Nothing is cached
+    in training mode, while compiling, tracing or exporting, under ``torch.func`` transforms, or on
+    accelerators. ``train()`` drops the cache; so do ``.to()`` and the like.
+
     Args:
         in_rep: Representation of the input features.
         out_rep: Representation of the output features.
@@ -41,6 +111,47 @@ class eModule(ExactBuffersModule):
         super().__init__()
         self.in_rep = in_rep
         self.out_rep = out_rep
+        self._derived: dict[Hashable, tuple[tuple[Tensor, ...], Any]] = {}
+
+    def _cached(
+        self, key: Hashable, sources: tuple[Tensor, ...], build: Callable[[], _Derived]
+    ) -> _Derived:
+        """``build()``, or its cached value if ``sources`` hold the values it was built from.
+
+        Only for internal consumers that never modify the result in place (it may be shared).
+        """
+        if self.training or transform_active() or not _cacheable(sources):
+            return build()
+        entry = self._derived.get(key)
+        if entry is not None and _matches(entry[0], sources):
+            value: _Derived = entry[1]
+            # Inference tensors must not reach autograd outside inference mode: rebuild.
+            if not _has_inference_tensor(value) or torch.is_inference_mode_enabled():
+                return value
+        value = build()
+        self._derived[key] = (tuple(s.detach().clone() for s in sources), value)
+        return value
+
+    def train(self: _M, mode: bool = True) -> _M:
+        """Set training mode (see :meth:`torch.nn.Module.train`); entering it drops the cache."""
+        if mode:
+            self._derived.clear()
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Any:
+        self._derived.clear()
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled modules (torch.save(model)) carry parameters, not caches.
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
+        state = dict(state)
+        state["_derived"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_derived", {})
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:
         """Re-initialize every parameter of this module and its equivariant submodules.
@@ -96,7 +207,8 @@ class eModule(ExactBuffersModule):
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            new.__dict__[key] = copy.deepcopy(value, memo)
+            # The copy starts without a cache (its parameters are new tensors anyway).
+            new.__dict__[key] = {} if key == "_derived" else copy.deepcopy(value, memo)
         return new
 
     def _check_input(self, x: Tensor, name: str = "input") -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers._affine import eAffine
-from elayers._module import eModule
+from elayers._module import eModule, transform_active
 from ereps import (
     InitScheme,
     Representation,
@@ -17,7 +19,7 @@ from ereps import (
 )
 from ereps._validation import check_orthogonal, check_representation
 
-__all__ = ["eLayerNorm", "eRMSNorm", "stable_rms_normalize"]
+__all__ = ["eLayerNorm", "eRMSNorm", "max_abs", "stable_rms_normalize"]
 
 
 class _StableNormalize(torch.autograd.Function):
@@ -64,6 +66,48 @@ def stable_rms_normalize(x: Tensor, eps: float, center: bool = False) -> Tensor:
     return _StableNormalize.apply(x, eps, center)  # type: ignore[no-any-return]
 
 
+# Below this magnitude single-precision statistics cannot overflow (n·x² stays far below 3e38).
+_FAST_MAX_ABS = 1e15
+
+
+def max_abs(x: Tensor) -> float:
+    low, high = torch.aminmax(x.detach())  # one pass, no temporary
+    return max(-float(low), float(high))
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _fast_path_ok(x: Tensor, *params: Tensor | None) -> bool:
+    """Whether the no-autograd CPU path may run: it branches on data, so not when compiling."""
+    return (
+        x.is_cpu
+        and x.dtype in (torch.float32, torch.float64)
+        and not _needs_grad(x, *params)
+        and not transform_active()
+    )
+
+
+def _fast_rms(x: Tensor, eps: float, weight: Tensor | None, bias: Tensor | None) -> Tensor | None:
+    """RMS normalization with working-precision statistics, or ``None`` if they overflow.
+
+    Underflow is harmless (``x²`` below ``eps`` does not matter); overflow shows up as an infinite
+    norm, which is cheap to check because there is one per token.
+    """
+    # vector_norm reduces without a temporary (vecdot would allocate x*x).
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    if not float(norm.amax()) < math.inf:  # overflow (or a NaN input): take the stable path
+        return None
+    r = norm.square_().mul_(1.0 / x.shape[-1]).add_(eps).rsqrt_()
+    y = torch.mul(x, r)
+    if weight is not None and bias is not None:
+        return torch.addcmul(bias, y, weight)
+    if weight is not None:
+        return y.mul_(weight)
+    return y if bias is None else y.add_(bias)
+
+
 def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     if weight is not None and bias is not None:
         return torch.addcmul(bias, y, weight)
@@ -105,10 +149,25 @@ class _eNorm(eModule):
             self.copy_scale = nn.Parameter(torch.ones(copies))
             self.copy_bias = nn.Parameter(torch.zeros(copies)) if bias else None
 
-    def _expanded(self, p: nn.Parameter | None, dtype: torch.dtype) -> Tensor | None:
-        if p is None:
-            return None
-        return p.to(dtype).repeat_interleave(self.in_rep.group.order())
+    def copy_affine(self, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
+        """The per-copy scale and bias as per-feature vectors in ``dtype`` (``None`` if absent).
+
+        Cached in eval without autograd (see :class:`eModule`): read them, never modify them.
+        """
+        scale, bias = self.copy_scale, self.copy_bias
+        if scale is None and bias is None:
+            return None, None
+        n = self.in_rep.group.order()
+
+        def expand(p: Tensor | None) -> Tensor | None:
+            return None if p is None else p.to(dtype).unsqueeze(-1).expand(-1, n).reshape(-1)
+
+        def build() -> tuple[Tensor | None, ...]:
+            return expand(scale), expand(bias)
+
+        sources = tuple(p for p in (scale, bias) if p is not None)
+        expanded = self._cached(("copy_affine", dtype), sources, build)
+        return expanded[0], expanded[1]
 
     def _normalize(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -123,8 +182,7 @@ class _eNorm(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
-        weight = self._expanded(self.copy_scale, x.dtype)
-        bias = self._expanded(self.copy_bias, x.dtype)
+        weight, bias = self.copy_affine(x.dtype)
         y = self._normalize(x, weight, bias)
         return y if self.affine is None else self.affine(y)
 
@@ -186,6 +244,10 @@ class eRMSNorm(_eNorm):
         super().__init__(rep, eps, equiv_affine, bias, affine)
 
     def _normalize(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+        if _fast_path_ok(x, weight, bias):
+            y = _fast_rms(x, self.eps, weight, bias)
+            if y is not None:
+                return y
         return _affine(stable_rms_normalize(x, self.eps), weight, bias)
 
 
@@ -242,4 +304,12 @@ class eLayerNorm(_eNorm):
         if self.centre:
             u = self.direction.to(x.dtype)
             x = x - (x @ u).unsqueeze(-1) * u
+        if _fast_path_ok(x, weight, bias):
+            if not self.mean_centering:
+                y = _fast_rms(x, self.eps, weight, bias)
+                if y is not None:
+                    return y
+            elif max_abs(x) <= _FAST_MAX_ABS:
+                # Exactly torch's layer norm (mean and variance over all features), fused.
+                return F.layer_norm(x, x.shape[-1:], weight, bias, self.eps)
         return _affine(stable_rms_normalize(x, self.eps, center=self.mean_centering), weight, bias)

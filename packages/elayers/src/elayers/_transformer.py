@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from elayers._activation import Activation, resolve_activation
+from elayers._activation import Activation, apply_activation, resolve_activation
 from elayers._attention import check_regular_copies, eMultiheadAttention
 from elayers._linear import eLinear
 from elayers._mlp import regular_copies
-from elayers._module import eModule
-from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._module import eModule, transform_active
+from elayers._norm import eLayerNorm, eRMSNorm, max_abs
 from ereps import InitScheme, Representation
 from ereps._hom_basis import check_init_scheme
 
@@ -46,9 +46,30 @@ def make_norm(
 _FUSED_MAX_ABS = 1e15
 
 
-def _max_abs(x: Tensor) -> float:
-    low, high = torch.aminmax(x.detach())  # one pass, no temporary
-    return max(-float(low), float(high))
+def _residual(x: Tensor, update: Tensor) -> Tensor:
+    """``x + update``; in place on ``update`` when autograd does not record it.
+
+    ``update`` is normally the fresh output of a block (a linear map, maybe through dropout), so
+    reusing its memory saves an allocation per block in inference.
+    """
+    if (
+        update.requires_grad
+        or x.requires_grad
+        or update.shape != x.shape
+        or transform_active()
+        # A replaced submodule (e.g. nn.Identity) may hand back x itself or a view of it.
+        or update.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    ):
+        return x + update
+    return update.add_(x)
+
+
+def _collect_parameters(module: nn.Module, out: list[Tensor]) -> None:
+    # module.parameters() goes through generators of generators: too slow for every forward.
+    out.extend(p for p in module._parameters.values() if p is not None)
+    for child in module._modules.values():
+        if child is not None:
+            _collect_parameters(child, out)
 
 
 def _any_grad(module: nn.Module) -> bool:
@@ -81,9 +102,11 @@ class _FeedForward(nn.Module):
         self.linear2 = eLinear(hidden, rep, bias=bias, init_scheme=init_scheme)
         self.dropout = nn.Dropout(dropout)
         self.activation = resolve_activation(activation)
+        self.activation_name = activation if isinstance(activation, str) else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+        h = apply_activation(self.activation, self.activation_name, self.linear1(x))
+        return self.linear2(self.dropout(h))
 
     if TYPE_CHECKING:
 
@@ -158,16 +181,25 @@ class eTransformerEncoderLayer(eModule):
         and nothing the kernel lacks is asked for (masks, autocast, tracing, huge inputs that need
         the norms' overflow guard).
         """
+        # Cheap call-dependent checks first: this runs on every forward.
+        if (
+            self.training
+            or masked
+            or not self.batch_first
+            or src.dim() != 3
+            or torch.compiler.is_compiling()
+            or torch.is_autocast_enabled()
+            or not torch.backends.mha.get_fastpath_enabled()
+            or src.device.type not in ("cpu", "cuda")
+        ):
+            return False
         norm1, norm2 = self.norm1, self.norm2
-        attn = self.self_attn
+        attn, ff = self.self_attn, self.ff
         return (
-            not self.training
-            and not masked
-            and self.batch_first
-            and src.dim() == 3
-            and self.activation_name in ("relu", "gelu")
+            self.activation_name in ("relu", "gelu")
             and isinstance(norm1, eLayerNorm)
             and isinstance(norm2, eLayerNorm)
+            and norm1.eps == norm2.eps
             and norm1.mean_centering
             and norm1.copy_scale is not None
             and norm1.copy_bias is not None
@@ -175,45 +207,68 @@ class eTransformerEncoderLayer(eModule):
             and norm2.copy_bias is not None
             and attn.in_proj.invariant_bias is not None
             and attn.out_proj.invariant_bias is not None
-            and self.ff.linear1.invariant_bias is not None
-            and self.ff.linear2.invariant_bias is not None
+            and ff.linear1.invariant_bias is not None
+            and ff.linear2.invariant_bias is not None
             and attn.num_heads % 2 == 0
             and not (torch.is_grad_enabled() and (src.requires_grad or _any_grad(self)))
-            and not torch.is_autocast_enabled()
-            and not torch.compiler.is_compiling()
-            and torch.backends.mha.get_fastpath_enabled()
-            and src.device.type in ("cpu", "cuda")
-            and _max_abs(src) <= _FUSED_MAX_ABS
+            and max_abs(src) <= _FUSED_MAX_ABS
         )
 
-    def _fused_inference(self, src: Tensor) -> Tensor:
+    def _fused_weights(self, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
+        """The dense arguments of the fused kernel, in its order (cached as one entry in eval)."""
         attn, ff = self.self_attn, self.ff
         norm1, norm2 = self.norm1, self.norm2
-        dt = src.dtype
+        parts = (attn.in_proj, attn.out_proj, norm1, norm2, ff.linear1, ff.linear2)
 
-        def vec(p: Tensor | None) -> Tensor | None:
-            return None if p is None else p.to(dt).repeat_interleave(self.in_rep.group.order())
+        def build() -> tuple[Tensor | None, ...]:
+            scale1, bias1 = norm1.copy_affine(dtype)
+            scale2, bias2 = norm2.copy_affine(dtype)
+            return (
+                attn.in_proj.dense_weight(),
+                attn.in_proj.dense_bias(),
+                attn.out_proj.dense_weight(),
+                attn.out_proj.dense_bias(),
+                scale1,
+                bias1,
+                scale2,
+                bias2,
+                ff.linear1.dense_weight(),
+                ff.linear1.dense_bias(),
+                ff.linear2.dense_weight(),
+                ff.linear2.dense_bias(),
+            )
 
+        # One cache entry checked against all twelve parameters instead of twelve lookups.
+        sources: list[Tensor] = []
+        for part in parts:
+            _collect_parameters(part, sources)
+        return self._cached(("fused", dtype), tuple(sources), build)
+
+    def _fused_inference(self, src: Tensor) -> Tensor:
+        attn = self.self_attn
+        w_in, b_in, w_out, b_out, s1, b1, s2, b2, w1, bias1, w2, bias2 = self._fused_weights(
+            src.dtype
+        )
         fused = getattr(torch, "_transformer_encoder_layer_fwd")  # noqa: B009
         out: Tensor = fused(
             src,
             attn.embed_dim,
             attn.num_heads,
-            attn.in_proj.weight,
-            attn.in_proj.bias,
-            attn.out_proj.weight,
-            attn.out_proj.bias,
+            w_in,
+            b_in,
+            w_out,
+            b_out,
             self.activation_name == "gelu",
             self.norm_first,
-            norm1.eps,
-            vec(getattr(norm1, "copy_scale", None)),
-            vec(getattr(norm1, "copy_bias", None)),
-            vec(getattr(norm2, "copy_scale", None)),
-            vec(getattr(norm2, "copy_bias", None)),
-            ff.linear1.weight,
-            ff.linear1.bias,
-            ff.linear2.weight,
-            ff.linear2.bias,
+            self.norm1.eps,
+            s1,
+            b1,
+            s2,
+            b2,
+            w1,
+            bias1,
+            w2,
+            bias2,
             None,
             None,
         )
@@ -254,16 +309,20 @@ class eTransformerEncoderLayer(eModule):
         """
         self._check_input(src, "src")
         masked = src_mask is not None or src_key_padding_mask is not None or is_causal
-        if self.norm1.eps == self.norm2.eps and self._fused_inference_ok(src, masked):
+        if self._fused_inference_ok(src, masked):
             # Same math as the composite path below, in torch's fused inference kernel.
             return self._fused_inference(src)
         x: Tensor = src
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
-            x = x + self.dropout2(self.ff(self.norm2(x)))
+            x = _residual(
+                x, self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            )
+            x = _residual(x, self.dropout2(self.ff(self.norm2(x))))
         else:
-            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
-            x = self.norm2(x + self.dropout2(self.ff(x)))
+            x = self.norm1(
+                _residual(x, self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+            )
+            x = self.norm2(_residual(x, self.dropout2(self.ff(x))))
         return x
 
     if TYPE_CHECKING:
@@ -391,18 +450,29 @@ class eTransformerDecoderLayer(eModule):
         self._check_input(memory, "memory")
         x: Tensor = tgt
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
-            x = x + self._mha_block(
-                self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal
+            x = _residual(
+                x, self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
             )
-            x = x + self.dropout3(self.ff(self.norm3(x)))
+            x = _residual(
+                x,
+                self._mha_block(
+                    self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal
+                ),
+            )
+            x = _residual(x, self.dropout3(self.ff(self.norm3(x))))
         else:
-            x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
-            x = self.norm2(
-                x
-                + self._mha_block(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal)
+            x = self.norm1(
+                _residual(x, self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
             )
-            x = self.norm3(x + self.dropout3(self.ff(x)))
+            x = self.norm2(
+                _residual(
+                    x,
+                    self._mha_block(
+                        x, memory, memory_mask, memory_key_padding_mask, memory_is_causal
+                    ),
+                )
+            )
+            x = self.norm3(_residual(x, self.dropout3(self.ff(x))))
         return x
 
     if TYPE_CHECKING:
