@@ -68,6 +68,21 @@ def test_one_changed_coefficient_of_a_large_layer_is_seen(dtype: torch.dtype, in
         assert layer.dense_weight() is w2
 
 
+def test_non_contiguous_parameters_are_compared_too() -> None:
+    layer = _linear()
+    p = layer.weight_params
+    # Same values, transposed storage: the byte comparison cannot apply, torch.equal does.
+    p.data = p.detach().transpose(0, 1).contiguous().transpose(0, 1)
+    assert not p.is_contiguous()
+    with torch.no_grad():
+        w1 = layer.dense_weight()
+        assert layer.dense_weight() is w1
+        p.data[0, 0, 0] += 1.0
+        w2 = layer.dense_weight()
+    assert w2 is not w1
+    torch.testing.assert_close(w2, layer.weight.detach(), rtol=0, atol=0)
+
+
 def test_inference_mode_uses_the_cache_too() -> None:
     layer = _linear()
     with torch.inference_mode():
