@@ -107,9 +107,9 @@ class eModule(ExactBuffersModule):
     Dense tensors derived from the parameters (an :class:`eLinear`'s matrix, a norm's per-feature
     scale) are cached in eval mode, on CPU, when autograd does not track the parameters (under
     ``torch.no_grad()``/``torch.inference_mode()``, or for frozen parameters). A cached tensor is
-    reused only while the parameters it was built from hold exactly the values they had when it was
-    built (an element-wise comparison with a snapshot, a small fraction of the cost of the
-    synthesis), so no way of editing parameters (optimizer steps, ``load_state_dict``, in-place EMA
+    reused only while the parameters it was built from hold exactly the bits they had when it was
+    built (a byte-wise comparison with a snapshot, a small fraction of the cost of the synthesis),
+    so no way of editing parameters (optimizer steps, ``load_state_dict``, in-place EMA
     updates, edits through ``.data``, ``.to()``) can make it serve stale weights. Nothing is cached
     in training mode, while compiling, tracing or exporting, under ``torch.func`` transforms, or on
     accelerators. ``train()`` drops the cache; so do ``.to()`` and the like.

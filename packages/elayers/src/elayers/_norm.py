@@ -19,7 +19,7 @@ from ereps import (
 )
 from ereps._validation import check_orthogonal, check_representation
 
-__all__ = ["eLayerNorm", "eRMSNorm", "max_abs", "stable_rms_normalize"]
+__all__ = ["SAFE_MAX_ABS", "eLayerNorm", "eRMSNorm", "max_abs", "stable_rms_normalize"]
 
 
 class _StableNormalize(torch.autograd.Function):
@@ -66,11 +66,13 @@ def stable_rms_normalize(x: Tensor, eps: float, center: bool = False) -> Tensor:
     return _StableNormalize.apply(x, eps, center)  # type: ignore[no-any-return]
 
 
-# Below this magnitude single-precision statistics cannot overflow (n·x² stays far below 3e38).
-_FAST_MAX_ABS = 1e15
+# Below this magnitude single-precision statistics (torch's layer norm kernels included) cannot
+# overflow: n·x² stays far below 3e38. Beyond it the float64-accumulated path runs.
+SAFE_MAX_ABS = 1e15
 
 
 def max_abs(x: Tensor) -> float:
+    """``max |x|`` as a Python float."""
     low, high = torch.aminmax(x.detach())  # one pass, no temporary
     return max(-float(low), float(high))
 
@@ -309,7 +311,7 @@ class eLayerNorm(_eNorm):
                 y = _fast_rms(x, self.eps, weight, bias)
                 if y is not None:
                     return y
-            elif max_abs(x) <= _FAST_MAX_ABS:
+            elif max_abs(x) <= SAFE_MAX_ABS:
                 # Exactly torch's layer norm (mean and variance over all features), fused.
                 return F.layer_norm(x, x.shape[-1:], weight, bias, self.eps)
         return _affine(stable_rms_normalize(x, self.eps, center=self.mean_centering), weight, bias)

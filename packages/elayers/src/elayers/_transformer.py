@@ -13,7 +13,7 @@ from elayers._attention import check_regular_copies, eMultiheadAttention
 from elayers._linear import eLinear
 from elayers._mlp import regular_copies
 from elayers._module import eModule, transform_active
-from elayers._norm import eLayerNorm, eRMSNorm, max_abs
+from elayers._norm import SAFE_MAX_ABS, eLayerNorm, eRMSNorm, max_abs
 from ereps import InitScheme, Representation
 from ereps._hom_basis import check_init_scheme
 
@@ -42,10 +42,6 @@ def make_norm(
     raise ValueError(f"Unknown norm_module {norm_module!r}; expected one of {list(NORM_MODULES)}.")
 
 
-# Beyond this the fused kernel's LayerNorm could overflow float32; the composite path rescales.
-_FUSED_MAX_ABS = 1e15
-
-
 def _residual(x: Tensor, update: Tensor) -> Tensor:
     """``x + update``; in place on ``update`` when autograd does not record it.
 
@@ -56,6 +52,7 @@ def _residual(x: Tensor, update: Tensor) -> Tensor:
         update.requires_grad
         or x.requires_grad
         or update.shape != x.shape
+        or update.dtype != x.dtype
         or transform_active()
         # A replaced submodule (e.g. nn.Identity) may hand back x itself or a view of it.
         or update.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
@@ -211,7 +208,7 @@ class eTransformerEncoderLayer(eModule):
             and ff.linear2.invariant_bias is not None
             and attn.num_heads % 2 == 0
             and not (torch.is_grad_enabled() and (src.requires_grad or _any_grad(self)))
-            and max_abs(src) <= _FUSED_MAX_ABS
+            and max_abs(src) <= SAFE_MAX_ABS
         )
 
     def _fused_weights(self, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
