@@ -89,9 +89,7 @@ def sketch(rep: Representation) -> Mat:
 
 def representations(key: str, group: Group) -> dict[str, Representation]:
     """The representations recorded for a group: its irreps, regular and standard ones."""
-    reps: dict[str, Representation] = {
-        f"irrep{tuple(irrep.id)}": irrep for irrep in group.irreps()
-    }
+    reps: dict[str, Representation] = {f"irrep{tuple(irrep.id)}": irrep for irrep in group.irreps()}
     if key not in NO_REGULAR:
         reps["regular"] = group.regular_representation
     if key in ("O", "I"):
@@ -111,8 +109,8 @@ def _rep_entry(key: str) -> dict[str, Any]:
 
 def _wigner_entry(wigner: Callable[..., Any]) -> dict[str, Any]:
     small = {
-        str(l): [np.asarray(wigner(l, *angles)).tolist() for angles in WIGNER_ANGLES]
-        for l in range(5)
+        str(degree): [np.asarray(wigner(degree, *angles)).tolist() for angles in WIGNER_ANGLES]
+        for degree in range(5)
     }
     large = np.asarray(wigner(LARGE_L, *LARGE_L_ANGLES))[::LARGE_L_STEP, ::LARGE_L_STEP]
     return {

@@ -46,8 +46,9 @@ SHIM_MARKER = "__ereps_shim__"
 
 
 @functools.cache
-def _jy_eigen(l: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.complex128]]:
-    """Eigenvalues and eigenvectors of ``J_y`` in the centered complex basis of degree ``l``."""
+def _jy_eigen(degree: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.complex128]]:
+    """Eigenvalues and eigenvectors of ``J_y`` in the centered complex basis of a degree."""
+    l = degree  # noqa: E741  (the physicists' name)
     m = np.arange(-l, l, dtype=np.float64)  # m = -l .. l-1: J_+ maps |m⟩ to |m + 1⟩
     j_plus = np.sqrt((l - m) * (l + m + 1.0))
     jy = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
@@ -59,8 +60,9 @@ def _jy_eigen(l: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.complex12
 
 
 @functools.cache
-def _real_to_complex(l: int) -> npt.NDArray[np.complex128]:
+def _real_to_complex(degree: int) -> npt.NDArray[np.complex128]:
     """The unitary ``C`` whose columns are the real basis vectors in the complex basis."""
+    l = degree  # noqa: E741
     c = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
     c[l, l] = 1.0
     s = 1.0 / math.sqrt(2.0)
@@ -84,7 +86,7 @@ def _angle(value: Any, name: str) -> float:
 
 
 def wigner_D_matrix(
-    l: int,
+    l: int,  # noqa: E741  (lie_learn's signature)
     alpha: Any,
     beta: Any,
     gamma: Any,
@@ -119,7 +121,7 @@ def wigner_D_matrix(
     """
     if isinstance(l, bool) or not isinstance(l, int | np.integer) or l < 0:
         raise ValueError(f"wigner_D_matrix expects a degree l >= 0 (an int); got {l!r}.")
-    l = int(l)
+    degree = int(l)
     if (field, normalization, order, condon_shortley) != _DEFAULT_BASIS:
         raise ValueError(
             "wigner_D_matrix (ereps' replacement for lie_learn) supports only the basis "
@@ -127,11 +129,11 @@ def wigner_D_matrix(
             f"{(field, normalization, order, condon_shortley)}. Install lie_learn for the others."
         )
     a, b, g = _angle(alpha, "alpha"), _angle(beta, "beta"), _angle(gamma, "gamma")
-    eigenvalues, v = _jy_eigen(l)
+    eigenvalues, v = _jy_eigen(degree)
     small_d = (v * np.exp(-1j * b * eigenvalues)) @ v.conj().T
-    m = np.arange(-l, l + 1, dtype=np.float64)
+    m = np.arange(-degree, degree + 1, dtype=np.float64)
     d_complex = np.exp(1j * m * a)[:, None] * small_d * np.exp(1j * m * g)[None, :]
-    c = _real_to_complex(l)
+    c = _real_to_complex(degree)
     d_real = c.conj().T @ d_complex @ c
     # The imaginary part is round-off (a few ulps): the real basis makes D real by construction.
     return np.ascontiguousarray(d_real.real, dtype=np.float64)
