@@ -35,13 +35,24 @@ GROUP_FACTORIES: dict[str, Callable[[], Group]] = {
     "D4": lambda: eg.dihedral_group(4),
     "O": eg.octa_group,
     "I": eg.ico_group,
-    # The full octahedral group builds in a fraction of a second, but escnn needs ~10 s for its
-    # regular representation: only irreps and their sums are used for it.
+    # Direct products (escnn's DirectProductGroup, whose order() rebuilds every element). The full
+    # octahedral group O_h = C2 × O: escnn needs seconds for its regular representation, so only
+    # irreps and their sums are used for it; C4 × C2 is small enough for everything.
     "Oh": eg.full_octa_group,
+    "C4xC2": lambda: eg.direct_product(eg.cyclic_group(4), eg.cyclic_group(2)),
 }
 
 # Number of irreps of each group (pinned so that cases can be listed without building groups).
-NUM_IRREPS: dict[str, int] = {"C5": 3, "C6": 4, "D3": 3, "D4": 5, "O": 5, "I": 5, "Oh": 10}
+NUM_IRREPS: dict[str, int] = {
+    "C5": 3,
+    "C6": 4,
+    "D3": 3,
+    "D4": 5,
+    "O": 5,
+    "I": 5,
+    "Oh": 10,
+    "C4xC2": 6,
+}
 
 # A proper, non-trivial subgroup where the group has one (C5 has none: the trivial subgroup then).
 QUOTIENT_IDS: dict[str, Any] = {
@@ -51,11 +62,12 @@ QUOTIENT_IDS: dict[str, Any] = {
     "D4": (0, 1),  # D4 / {e, reflection}: 4 cosets
     "O": (False, 4),  # O / C4: the 6 faces of a cube
     "I": (False, 5),  # I / C5: the 12 vertices of an icosahedron
+    "C4xC2": (2, 1),  # (C4 × C2) / (C2 × {e}): 4 cosets
 }
 
 ALL_GROUPS = tuple(GROUP_FACTORIES)
 # Groups whose regular and quotient representations are cheap enough to use everywhere.
-GROUPS_WITH_REGULAR = ("C5", "C6", "D3", "D4", "O", "I")
+GROUPS_WITH_REGULAR = ("C5", "C6", "D3", "D4", "O", "I", "C4xC2")
 # A faster selection for tests whose cost grows with the group but whose logic does not.
 SMALL_GROUPS = ("C5", "D4", "O")
 

@@ -16,6 +16,7 @@ from ereps import (
     act,
     check_equivariance,
     group_elements,
+    group_order,
     rep_matrices,
     rep_matrix,
 )
@@ -239,3 +240,35 @@ def test_check_equivariance_validation() -> None:
         check_equivariance(torch.relu, other, r)
     assert other.group.name in str(info.value)
     assert r.group.name in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# group facts are read once per group (escnn's DirectProductGroup rebuilds its elements per access)
+
+
+@pytest.mark.parametrize("key", ["Oh", "C4xC2", "C5", "O"])
+def test_group_order_and_elements_are_read_from_escnn_once(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    G = C.group(key)
+    assert group_order(G) == G.order() == len(list(G.elements))
+    cls = type(G)
+    calls = []
+    original = cls.elements
+
+    def counting(self: object) -> object:
+        calls.append(1)
+        return original.fget(self)
+
+    monkeypatch.setattr(cls, "elements", property(counting))
+    for _ in range(20):
+        assert group_order(G) == len(group_elements(G))
+    assert calls == []  # served from ereps' memo, not rebuilt by escnn
+    els = group_elements(G)
+    els.pop()  # the returned list is the caller's: editing it changes nothing
+    assert len(group_elements(G)) == group_order(G)
+
+
+def test_group_order_of_a_continuous_group() -> None:
+    with pytest.raises(ValueError, match="finite groups only"):
+        group_order(eg.so2_group(2))

@@ -14,6 +14,12 @@ __all__ = ["ACTIVATIONS", "Activation", "apply_activation", "resolve_activation"
 
 Activation = str | Callable[[Tensor], Tensor]
 
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+# Module-level functions only (no lambdas): modules holding them must pickle (torch.save(model)).
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
     "gelu": F.gelu,
@@ -21,7 +27,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "elu": F.elu,
     "tanh": torch.tanh,
     "sigmoid": F.sigmoid,
-    "identity": lambda x: x,
+    "identity": _identity,
 }
 
 
@@ -36,10 +42,6 @@ def _silu_(x: Tensor) -> Tensor:
 
 def _elu_(x: Tensor) -> Tensor:
     return F.elu(x, inplace=True)
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
 
 
 # In-place forms of the named activations. A pointwise activation of a hidden layer is usually the

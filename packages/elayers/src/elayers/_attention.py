@@ -10,7 +10,7 @@ from torch import Tensor
 
 from elayers._linear import eLinear
 from elayers._module import eModule
-from ereps import InitScheme, Representation, direct_sum, regular_multiplicity
+from ereps import InitScheme, Representation, direct_sum, group_order, regular_multiplicity
 from ereps._hom_basis import check_init_scheme
 from ereps._validation import check_representation
 
@@ -27,7 +27,7 @@ def check_regular_copies(rep: Representation, who: str) -> int:
     check_representation(rep, "in_rep")
     copies = regular_multiplicity(rep)
     if copies is None:
-        order = rep.group.order()
+        order = group_order(rep.group)
         raise ValueError(
             f"{who} expects in_rep to be copies of the regular representation of {rep.group.name} "
             f"(size a multiple of |G| = {order}, e.g. ereps.direct_sum([G.regular_representation] "

@@ -14,6 +14,7 @@ from ereps import (
     InitScheme,
     Representation,
     cayley_index,
+    group_order,
     init_std,
     regular_multiplicity,
 )
@@ -81,7 +82,7 @@ class InvariantBias(eModule):
         copies = regular_multiplicity(rep)
         self.regular_order: int | None = None
         if copies is not None:
-            n = rep.group.order()
+            n = group_order(rep.group)
             expected = torch.kron(torch.eye(copies, dtype=torch.float64), torch.ones(n, 1)) / n**0.5
             if torch.allclose(basis, expected, atol=1e-12):
                 self.regular_order = n
@@ -189,7 +190,7 @@ class eLinear(eModule):
         c_in, c_out = regular_multiplicity(in_rep), regular_multiplicity(out_rep)
         self.basis: GroupHomomorphismBasis | None = None
         if c_in is not None and c_out is not None:
-            self.c_in, self.c_out, self.order = c_in, c_out, group.order()
+            self.c_in, self.c_out, self.order = c_in, c_out, group_order(group)
             self.register_buffer(
                 "flat_index", _group_conv_index(cayley_index(group), c_out, c_in), persistent=False
             )

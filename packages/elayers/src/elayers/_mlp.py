@@ -15,6 +15,7 @@ from ereps import (
     InitScheme,
     Representation,
     direct_sum,
+    group_order,
     is_permutation_representation,
 )
 from ereps._hom_basis import check_init_scheme
@@ -26,7 +27,7 @@ __all__ = ["eMLP", "regular_copies"]
 def regular_copies(rep_group_rep: Representation, units: int, what: str) -> Representation:
     """``units / |G|`` copies of the regular representation of ``rep_group_rep.group``."""
     group = rep_group_rep.group
-    order = group.order()
+    order = group_order(group)
     if isinstance(units, bool) or not isinstance(units, int):
         raise TypeError(f"{what} must be an int (a multiple of |G| = {order}); got {units!r}.")
     if units <= 0 or units % order != 0:

@@ -14,6 +14,7 @@ from elayers._module import eModule, transform_active
 from ereps import (
     InitScheme,
     Representation,
+    group_order,
     invariant_orthogonal_projector,
     regular_multiplicity,
 )
@@ -143,6 +144,8 @@ class _eNorm(eModule):
         self.copy_scale: nn.Parameter | None = None
         self.copy_bias: nn.Parameter | None = None
         self.copies = copies
+        # |G| read once: escnn's order() rebuilds every element of a direct-product group.
+        self.group_order = group_order(rep.group)
         if not equiv_affine:
             return
         if affine == "irrep" or copies is None:
@@ -159,7 +162,7 @@ class _eNorm(eModule):
         scale, bias = self.copy_scale, self.copy_bias
         if scale is None and bias is None:
             return None, None
-        n = self.in_rep.group.order()
+        n = self.group_order
 
         def expand(p: Tensor | None) -> Tensor | None:
             return None if p is None else p.to(dtype).unsqueeze(-1).expand(-1, n).reshape(-1)

@@ -32,6 +32,7 @@ from ereps import (
     Representation,
     check_equivariance,
     direct_sum,
+    group_order,
 )
 
 __all__ = ["eCondTransformerRegressor"]
@@ -211,7 +212,7 @@ class eCondTransformerRegressor(GenCondRegressor):
             ("embedding_dim", embedding_dim),
         ):
             _check_positive_int(name, arg, value)
-        order = int(group.order())
+        order = group_order(group)
         if embedding_dim % order != 0:
             lower = max(order, embedding_dim - embedding_dim % order)
             raise ValueError(

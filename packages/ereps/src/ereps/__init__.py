@@ -7,6 +7,7 @@ tensors and an equivariance checker.
 
 from __future__ import annotations
 
+from ereps import _pickling
 from ereps._direct_sum import direct_sum
 from ereps._escnn import (
     CACHE_ENV_VAR,
@@ -22,6 +23,7 @@ from ereps._group_action import (
     act,
     check_equivariance,
     group_elements,
+    group_order,
     rep_matrices,
     rep_matrix,
 )
@@ -35,6 +37,10 @@ from ereps._hom_basis import (
 from ereps._isotypic import IrrepId, isotypic_decomp_rep, isotypic_slices
 from ereps._projector import invariant_orthogonal_projector
 from ereps._regular import cayley_index, is_permutation_representation, regular_multiplicity
+
+# Groups, representations and group elements pickle by reference (torch.save(model), pickle,
+# multiprocessing, copy.deepcopy): see ereps._pickling.
+_pickling.register_reducers()
 
 __version__ = "0.1.0"
 
@@ -58,6 +64,7 @@ __all__ = [
     "direct_sum",
     "endomorphism_basis",
     "group_elements",
+    "group_order",
     "init_std",
     "invariant_orthogonal_projector",
     "is_permutation_representation",

@@ -184,7 +184,8 @@ def _rebind_loaded_escnn() -> None:
     logger.debug("escnn was imported before ereps; its caches now live in %s", cache_dir())
 
 
-_import_escnn_group()
+# The escnn.group module (untyped): for the few functions ereps reaches that the stubs do not cover.
+escnn_group: Any = _import_escnn_group()
 
 from escnn.group import (  # noqa: E402
     Group,
@@ -202,4 +203,5 @@ __all__ = [
     "Representation",
     "cache_dir",
     "directsum",
+    "escnn_group",
 ]

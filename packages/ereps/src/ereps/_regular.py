@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ereps._escnn import Group, Representation
-from ereps._group_action import rep_matrices
+from ereps._group_action import group_order, rep_matrices
 
 __all__ = ["cayley_index", "is_permutation_representation", "regular_multiplicity"]
 
@@ -58,8 +58,7 @@ def regular_multiplicity(rep: Representation) -> int | None:
     Returns:
         The number of regular copies, or ``None`` if ``rep`` is not of that form.
     """
-    group = rep.group
-    order = group.order()
+    order = group_order(rep.group)
     if rep.size % order != 0:
         return None
     copies = rep.size // order
