@@ -37,6 +37,9 @@ GROUP_FACTORIES: dict[str, Callable[[], Group]] = {
     "D6": lambda: eg.dihedral_group(6),
     "O": eg.octa_group,
     "I": eg.ico_group,
+    # Direct products: escnn's DirectProductGroup rebuilds its elements on every order() call.
+    "Oh": eg.full_octa_group,  # C2 × O; it has no standard_representation
+    "C4xC2": lambda: eg.direct_product(eg.cyclic_group(4), eg.cyclic_group(2)),
 }
 
 QUOTIENT_IDS: dict[str, object] = {
@@ -46,9 +49,11 @@ QUOTIENT_IDS: dict[str, object] = {
     "D6": (0, 1),
     "O": (False, 4),  # O / C4: the 6 faces of a cube
     "I": (False, 5),  # I / C5: the 12 vertices of an icosahedron
+    "Oh": (1, (False, 4)),  # O_h / ({e} × C4): 12 cosets
+    "C4xC2": (2, 1),  # (C4 × C2) / (C2 × {e}): 4 cosets
 }
 
-ALL_GROUPS = ("C8", "D3", "O", "I")
+ALL_GROUPS = ("C8", "D3", "O", "I", "Oh", "C4xC2")
 # Groups for cases whose logic does not depend on the group but whose cost grows with it.
 SMALL_GROUPS = ("C8", "D3")
 

@@ -13,6 +13,10 @@ from tests.elayers import _cases as C
 
 
 def _linear_cases(key: str) -> list[tuple[str, str]]:
+    if key == "Oh":
+        # O_h = C2 × O: each new representation costs escnn ~1 s of matrices; irr6 is its 3-D
+        # vector representation (the inversion acts by -1), meeting regular and quotient copies.
+        return [("reg", "2reg"), ("irr6", "irr6+reg"), ("Q:irr6+triv", "quot+irr6")]
     if key == "I":
         # The icosahedral group is costly: its regular representation and the standard 3-D irrep
         # meeting others (the known trap) only.
