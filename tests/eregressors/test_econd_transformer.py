@@ -33,6 +33,11 @@ def _group(name: str) -> Group:
         return eg.dihedral_group(6)
     if name == "ico":
         return eg.ico_group()
+    # Direct products (escnn's DirectProductGroup rebuilds its elements on every order() call).
+    if name == "C4xC2":
+        return eg.direct_product(eg.cyclic_group(4), eg.cyclic_group(2))
+    if name == "Oh":
+        return eg.full_octa_group()
     raise KeyError(name)
 
 
@@ -57,6 +62,23 @@ def _case(name: str) -> Case:
             direct_sum([G.irrep(1, 2), G.irrep(1, 0), G.irrep(1, 1)]),
             G.irrep(1, 1),
             24,
+            2,
+        )
+    if name == "C4xC2":  # irreps are (C4 irrep, C2 irrep, 0): 2-D ones meeting 1-D ones
+        return (
+            direct_sum([G.irrep((1,), (0,), 0), G.trivial_representation]),
+            direct_sum([G.irrep((1,), (1,), 0), G.irrep((0,), (1,), 0)]),
+            G.irrep((1,), (0,), 0),
+            16,
+            2,
+        )
+    if name == "Oh":  # the 3-D vector representation (inversion acts by -1); no standard rep
+        vector = G.irrep((1,), (1,), 0)
+        return (
+            direct_sum([vector, G.trivial_representation]),
+            direct_sum([vector, G.irrep((0,), (2,), 0)]),
+            vector,
+            96,
             2,
         )
     # Icosahedral: the standard 3-D representation (irrep 1 in a permuted basis) meeting others.
@@ -170,7 +192,7 @@ def test_positional_seed_call_and_defaults() -> None:
 # Equivariance
 
 
-@pytest.mark.parametrize("name", ["C2", "C8", "D6"])
+@pytest.mark.parametrize("name", ["C2", "C8", "D6", "C4xC2"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("num_cond_layers", [0, 1])
 @pytest.mark.parametrize("norm_module", ["rmsnorm", "layernorm"])
@@ -193,7 +215,14 @@ def test_equivariance_icosahedral(causal: bool, num_cond_layers: int, norm_modul
     assert model.check_equivariance(elements=elements, tol=1e-10) <= 1e-10
 
 
-@pytest.mark.parametrize("name", ["C8", "D6"])
+@pytest.mark.slow
+def test_equivariance_full_octahedral() -> None:
+    model = _model("Oh", True, 1, "layernorm", num_layers=1, in_horizon=3)
+    elements = random.Random(0).sample(list(_group("Oh").elements), 8)
+    assert model.check_equivariance(elements=elements, tol=1e-10) <= 1e-10
+
+
+@pytest.mark.parametrize("name", ["C8", "D6", "C4xC2"])
 def test_equivariance_float32(name: str) -> None:
     model = _model(name, True, 1, "layernorm", dtype=torch.float32)
     assert model.check_equivariance(tol=1e-5) <= 1e-5
@@ -611,3 +640,36 @@ def test_compile_matches_eager() -> None:
     with torch.no_grad():
         X2, Z2 = X[:, :3], Z[:, :2]
         torch.testing.assert_close(compiled(X2, k, Z2), model(X2, k, Z2), atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-model persistence: pickle and torch.save(model) / torch.load(weights_only=False)
+
+
+def _torch_round_trip(model: torch.nn.Module) -> Any:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+@pytest.mark.parametrize(
+    "name", ["C2", "C8", "D6", "C4xC2", pytest.param("ico", marks=pytest.mark.slow)]
+)
+def test_whole_model_round_trips(name: str, how: str) -> None:
+    import pickle
+
+    kwargs: dict[str, Any] = {"num_layers": 1, "in_horizon": 3} if name == "ico" else {}
+    model = _model(name, True, 1, "layernorm", **kwargs).eval()
+    X, Z = _inputs(model)
+    step = torch.tensor([3.0, 700.0], dtype=X.dtype)
+    with torch.no_grad():
+        expected = model(X, step, Z)
+    loaded = pickle.loads(pickle.dumps(model)) if how == "pickle" else _torch_round_trip(model)
+    assert type(loaded) is eCondTransformerRegressor
+    assert loaded.in_rep == model.in_rep
+    assert loaded.in_rep.group is model.in_rep.group
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(X, step, Z), expected, atol=0, rtol=0)
+    assert loaded.check_equivariance(elements=list(model.in_rep.group.generators)) < 1e-10
