@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,7 +121,9 @@ _SHIM_SCRIPT = textwrap.dedent(
     import json
     import sys
 
-    sys.modules["lie_learn"] = None  # as on Python 3.13: lie_learn cannot be imported
+    if sys.argv[1] == "absent":
+        sys.modules["lie_learn"] = None  # as on Python 3.13: lie_learn cannot be imported
+    # "broken": a lie_learn on PYTHONPATH fails like a numpy-1 build under numpy 2
 
     import ereps
     import ereps._wigner as wigner
@@ -147,17 +150,40 @@ _SHIM_SCRIPT = textwrap.dedent(
 )
 
 
-def test_replacement_is_installed_when_lie_learn_fails_and_gives_the_same_matrices() -> None:
+_BROKEN_WIGNER = textwrap.dedent(
+    """
+    import sys
+
+    sys.stderr.write("A module that was compiled using NumPy 1.x cannot be run in NumPy 2.x\\n")
+    raise AttributeError("_ARRAY_API not found")
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["absent", "broken"])
+def test_replacement_is_installed_when_lie_learn_fails_and_gives_the_same_matrices(
+    mode: str, tmp_path: Path
+) -> None:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    if mode == "broken":
+        package = tmp_path / "lie_learn" / "representations" / "SO3"
+        package.mkdir(parents=True)
+        for folder in (package, package.parent, package.parent.parent):
+            (folder / "__init__.py").write_text("")
+        (package / "wigner_d.py").write_text(_BROKEN_WIGNER)
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), root])
     done = subprocess.run(
-        [sys.executable, "-c", _SHIM_SCRIPT],
+        [sys.executable, "-c", _SHIM_SCRIPT, mode],
         cwd=root,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    assert "compiled using NumPy 1.x" not in done.stderr  # the failed probe stays quiet
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["calls"] > 0  # escnn evaluated the octahedral irreps through the replacement
     assert result["worst"] < 1e-9
