@@ -18,10 +18,13 @@
 # dependencies (ereps, elayers, escnn-stubs) are found in the build folder (--find-links). Everything
 # else comes from PyPI, as for a user.
 #
-# py3nj: escnn declares it, it has no wheels and its build needs a Fortran compiler, and the finite
-# groups never use it. The workspace drops it with [tool.uv] override-dependencies, but overrides are
-# not part of built wheels, so a user's installer still asks for it. We reproduce what a uv user does
-# (an override file, below) and print the pip recipe.
+# py3nj and lie-learn: escnn declares both. py3nj has no wheels and its build needs a Fortran
+# compiler; the finite groups never use it. lie-learn has wheels only for Python 3.10-3.12, built
+# against numpy 1 (it pins numpy<2); escnn imports one function of it, which ereps provides when
+# lie-learn is absent. The workspace drops both with [tool.uv] override-dependencies, but overrides
+# are not part of built wheels, so a user's installer still asks for them. We reproduce the README's
+# recipes: uv with an override file (every Python version, numpy 2), and plain pip (escnn without
+# its dependencies), also with numpy 1 and the real lie-learn where lie-learn has wheels.
 #
 # Environment: SMOKE_PYTHON picks the interpreter (default: the version of the workspace
 # environment); SMOKE_KEEP=1 keeps the work folder.
@@ -81,19 +84,18 @@ wheel_of() {
 cd "$work"
 
 overrides="$work/overrides.txt"
-printf '%s\n' "py3nj ; sys_platform == 'never'" >"$overrides"
+printf '%s\n' "py3nj ; sys_platform == 'never'" "lie-learn ; sys_platform == 'never'" >"$overrides"
 
 cat <<'EOF'
 
-How users install without a Fortran compiler (escnn requires py3nj, which only builds with one):
-  uv:   printf '%s\n' "py3nj ; sys_platform == 'never'" > overrides.txt
+How users install (the README's recipes; escnn requires py3nj, which needs a Fortran compiler, and
+lie-learn, which has wheels for Python 3.10-3.12 only and pins numpy<2):
+  uv:   printf '%s\n' "py3nj ; sys_platform == 'never'" "lie-learn ; sys_platform == 'never'" > overrides.txt
         uv pip install --overrides overrides.txt eregressors        # or elayers, or ereps
-  pip:  pip cannot drop a dependency, and `pip install ereps` fails while building py3nj
-        ("meson ... ERROR: Unknown compiler(s): [['gfortran'], ...]"). Either install a Fortran
-        compiler first (e.g. apt-get install gfortran), or install escnn without its dependencies:
-        pip install "torch>=2.3" "numpy>=1.23,<2" scipy lie-learn joblib pymanopt autograd typing-extensions
+  pip:  pip install "torch>=2.3" "numpy>=1.23" scipy joblib pymanopt autograd typing-extensions
         pip install --no-deps escnn
         pip install --no-deps escnn-stubs ereps elayers eregressors  # the layers you need
+        (Python 3.10-3.12, numpy 1: add "numpy<2" lie-learn to the first line to use the real lie-learn)
 EOF
 
 make_env() {
@@ -194,6 +196,63 @@ EOF
     echo "[$name] escnn's install folder is untouched"
 }
 
+check_models() {
+    # The octahedral and icosahedral models, built and checked for equivariance; a whole-model
+    # pickle round trip. Prints whether escnn runs on the real lie_learn or on ereps' replacement.
+    local name="$1"
+    step "[$name] octahedral and icosahedral models: equivariance, pickle round trip"
+    # One cache for all environments: the first builds the groups cold, the others reuse it.
+    EREPS_CACHE_DIR="$work/cache-models" py "$name" - <<'EOF'
+import pickle
+import sys
+
+import numpy
+import torch
+
+import ereps
+import escnn.group as eg
+import lie_learn
+from eregressors import eCondTransformerRegressor
+
+which = "ereps' replacement" if getattr(lie_learn, "__ereps_shim__", False) else "the real lie_learn"
+print(f"Python {sys.version.split()[0]}, numpy {numpy.__version__}, escnn on {which}")
+torch.manual_seed(0)
+for group in (eg.octa_group(), eg.ico_group()):
+    standard = group.standard_representation
+    model = eCondTransformerRegressor(
+        standard, standard, standard, 4, 2, 1, 2, 2 * group.order()
+    ).double().eval()
+    err = model.check_equivariance(elements=list(group.generators))
+    if not err < 1e-10:
+        sys.exit(f"{group.name}: equivariance error {err:.2e}")
+    X, Z = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 2, 3, dtype=torch.float64)
+    step = torch.tensor([1.0, 500.0], dtype=torch.float64)
+    loaded = pickle.loads(pickle.dumps(model))
+    if not torch.equal(loaded(X, step, Z), model(X, step, Z)):
+        sys.exit(f"{group.name}: the unpickled model computes something else")
+    print(f"{group.name}: equivariance error {err:.1e}, pickle round trip equal")
+EOF
+}
+
+make_pip_env() {
+    # The README's plain-pip recipe, verbatim but for our wheels (from the build folder) and torch,
+    # which is put in from uv's cache first: pip would download the same wheel (~5 GB with its
+    # CUDA libraries); pip then finds the requirement satisfied.
+    local name="$1"
+    shift
+    local venv="$work/venv-$name"
+    step "[$name] fresh environment with pip: $*"
+    uv venv --no-config --quiet --seed --python "$python_request" "$venv"
+    uv pip install --no-config --quiet --python "$venv/bin/python" "torch>=2.3"
+    local t0=$SECONDS
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "torch>=2.3" "$@" \
+        scipy joblib pymanopt autograd typing-extensions
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps escnn
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        "$(wheel_of escnn-stubs)" "$(wheel_of ereps)" "$(wheel_of elayers)" "$(wheel_of eregressors)"
+    echo "[$name] installed with pip in $((SECONDS - t0)) s"
+}
+
 # --- ereps alone ------------------------------------------------------------------------------
 make_env ereps ereps
 check_first_party_from_dist ereps
@@ -243,6 +302,19 @@ print(
     "| public names:", sorted(getattr(eregressors, "__all__", [])),
 )
 EOF
+check_models eregressors
+
+# --- the plain-pip recipe ---------------------------------------------------------------------
+# Python 3.10-3.12: numpy 1 with the real lie-learn (its wheels pin numpy<2); 3.13+: numpy 2, no
+# lie-learn (ereps' replacement). The uv environments above cover numpy 2 on every version.
+pip_python_minor="$("$work/venv-eregressors/bin/python" -c 'import sys; print(sys.version_info[1])')"
+if ((pip_python_minor <= 12)); then
+    make_pip_env pip "numpy>=1.23,<2" lie-learn
+else
+    make_pip_env pip "numpy>=1.23"
+fi
+check_first_party_from_dist pip
+check_models pip
 
 # --- a downstream user's type check against the installed wheels -----------------------------
 typing_samples=("$repo"/tests/typing/*_sample.py)
