@@ -21,6 +21,7 @@ from elayers import (
     eLayerNorm,
     eLinear,
     eMLP,
+    eModule,
     eMultiheadAttention,
     eRMSNorm,
     eTransformerDecoderLayer,
@@ -32,7 +33,7 @@ from tests.elayers import _cases as C
 KEY = "C4xC2"
 
 
-def _builders() -> dict[str, Callable[[], nn.Module]]:
+def _builders() -> dict[str, Callable[[], eModule]]:
     return {
         "eLinear-conv": lambda: eLinear(C.rep(KEY, "2reg"), C.rep(KEY, "3reg")),
         "eLinear-basis": lambda: eLinear(C.rep(KEY, "Q:irr2+triv"), C.rep(KEY, "quot+irr1")),
@@ -71,7 +72,7 @@ def test_training_step_and_eval_read_no_group_facts(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = BUILDERS[name]().double()
-    n = module.in_rep.size  # type: ignore[union-attr]
+    n = module.in_rep.size
     x = C.seeded_randn(2, 3, n)
     module.eval()
     with torch.no_grad():
@@ -91,7 +92,5 @@ def test_training_step_and_eval_read_no_group_facts(
         torch.testing.assert_close(_forward(module, x), before)
     # ereps' equivariance check reads the elements from its own memo, not from escnn
     if not isinstance(module, (eMultiheadAttention, eTransformerDecoderLayer)):
-        rep = module.in_rep  # type: ignore[union-attr]
-        out_rep = module.out_rep  # type: ignore[union-attr]
         with torch.no_grad():
-            assert check_equivariance(module, rep, out_rep, inputs=[x]) < 1e-12
+            assert check_equivariance(module, module.in_rep, module.out_rep, inputs=[x]) < 1e-12

@@ -64,7 +64,8 @@ LARGE_L_STEP = 10
 def weights(order: int) -> Mat:
     """The fixed weights ``w_i`` of the sketch (a formula, not a random stream)."""
     i = np.arange(order, dtype=np.float64)
-    return np.cos(0.7 * i + 0.3) + 0.25 * np.sin(2.3 * i + 1.0)
+    w: Mat = np.cos(0.7 * i + 0.3) + 0.25 * np.sin(2.3 * i + 1.0)
+    return w
 
 
 def _frames(n: int) -> tuple[Mat, Mat]:
@@ -84,7 +85,8 @@ def sketch(rep: Representation) -> Mat:
         start=np.zeros((rep.size, rep.size)),
     )
     u, v = _frames(rep.size)
-    return np.asarray(v.T @ total @ u, dtype=np.float64)
+    result: Mat = np.asarray(v.T @ total @ u, dtype=np.float64)
+    return result
 
 
 def representations(key: str, group: Group) -> dict[str, Representation]:
@@ -93,7 +95,7 @@ def representations(key: str, group: Group) -> dict[str, Representation]:
     if key not in NO_REGULAR:
         reps["regular"] = group.regular_representation
     if key in ("O", "I"):
-        reps["standard"] = group.standard_representation
+        reps["standard"] = group.standard_representation  # type: ignore[attr-defined]
     return reps
 
 
@@ -124,11 +126,15 @@ def _wigner_entry(wigner: Callable[..., Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    import lie_learn  # the real one: the references must not come from ereps' replacement
-    from lie_learn.representations.SO3.wigner_d import wigner_D_matrix
+    import importlib
 
     from ereps._wigner import SHIM_MARKER
 
+    # the real lie_learn: the references must not come from ereps' replacement
+    lie_learn = importlib.import_module("lie_learn")
+    wigner_D_matrix = importlib.import_module(
+        "lie_learn.representations.SO3.wigner_d"
+    ).wigner_D_matrix
     if getattr(lie_learn, SHIM_MARKER, False):
         sys.stderr.write("lie_learn is ereps' replacement here: install the real lie-learn.\n")
         return 1

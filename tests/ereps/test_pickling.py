@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def _torch_round_trip(obj: Any) -> Any:
     return torch.load(buffer, weights_only=False)
 
 
-ROUND_TRIPS = {
+ROUND_TRIPS: dict[str, Callable[[Any], Any]] = {
     "pickle": lambda obj: pickle.loads(pickle.dumps(obj)),
     "torch.save": _torch_round_trip,
     "deepcopy": copy.deepcopy,

@@ -66,7 +66,7 @@ def test_wigner_matches_stored_values_at_a_large_degree() -> None:
 
 def test_wigner_is_a_homomorphism() -> None:
     # D(R1 R2) = D(R1) D(R2): compose two ZYZ rotations with scipy and compare.
-    from scipy.spatial.transform import Rotation
+    Rotation: Any = importlib.import_module("scipy.spatial.transform").Rotation
 
     rng = np.random.default_rng(3)
     for degree in (1, 2, 5):

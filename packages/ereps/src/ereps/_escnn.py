@@ -133,9 +133,9 @@ def _quiet_find_orthogonal_matrix(original: Callable[..., Any]) -> Callable[...,
 
 
 def _patch_numerical() -> None:
-    numerical = importlib.import_module("escnn.group._numerical")
-    numerical.find_orthogonal_matrix = _quiet_find_orthogonal_matrix(  # type: ignore[attr-defined]
-        numerical.find_orthogonal_matrix  # type: ignore[attr-defined]
+    numerical: Any = importlib.import_module("escnn.group._numerical")
+    numerical.find_orthogonal_matrix = _quiet_find_orthogonal_matrix(
+        numerical.find_orthogonal_matrix
     )
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import copyreg
 import pickle
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from ereps._escnn import Group, GroupElement, IrreducibleRepresentation, Representation
 from ereps._escnn import escnn_group as _eg
@@ -53,7 +54,8 @@ def _reduce_group(group: Group) -> tuple[Any, ...]:
         # through `direct_product` so that unpickling finds the cached object.
         name = None if getattr(group, "_defaulf_name", False) else group.name
         return (_direct_product, (group.G1, group.G2, name))
-    return (_group_from_keys, (type(group).__name__, dict(group._keys)))
+    keys: dict[str, Any] = dict(cast(Any, group)._keys)  # escnn's constructor arguments
+    return (_group_from_keys, (type(group).__name__, keys))
 
 
 def _irrep(group: Group, irrep_id: tuple[Any, ...]) -> IrreducibleRepresentation:
@@ -64,7 +66,7 @@ def _reduce_irrep(irrep: IrreducibleRepresentation) -> tuple[Any, ...]:
     return (_irrep, (irrep.group, tuple(irrep.id)))
 
 
-def _same_rep(rep: Representation, irreps: list[Any], q: np.ndarray) -> bool:
+def _same_rep(rep: Representation, irreps: list[Any], q: npt.NDArray[np.float64]) -> bool:
     return [tuple(i) for i in rep.irreps] == [tuple(i) for i in irreps] and bool(
         np.allclose(np.asarray(rep.change_of_basis), q, rtol=0.0, atol=1e-9)
     )
@@ -74,8 +76,8 @@ def _representation(
     group: Group,
     name: str,
     irreps: list[Any],
-    change_of_basis: np.ndarray,
-    change_of_basis_inv: np.ndarray,
+    change_of_basis: npt.NDArray[np.float64],
+    change_of_basis_inv: npt.NDArray[np.float64],
     supported_nonlinearities: list[str],
     attributes: dict[str, Any],
     registered: bool,
