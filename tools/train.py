@@ -296,6 +296,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
         learning_rate=args.lr, weight_decay=args.weight_decay
     )
     ema_fn = get_ema_multi_avg_fn(args.ema_decay)  # type: ignore[no-untyped-call]
+    # use_buffers=True averages real buffers too (none today); the models' constants (gather
+    # indices, float64 bases) are not buffers, so they are copied, never averaged.
     ema = AveragedModel(raw_model, multi_avg_fn=ema_fn, use_buffers=True)
 
     start_step = 0

@@ -45,10 +45,8 @@ class eAffine(eModule):
         group = rep.group
         dims = [group.irrep(*i).size for i in rep.irreps]
         self.scale = nn.Parameter(torch.ones(len(dims)))
-        self.register_buffer(
-            "expand",
-            torch.repeat_interleave(torch.arange(len(dims)), torch.tensor(dims)),
-            persistent=False,
+        self.register_constant(
+            "expand", torch.repeat_interleave(torch.arange(len(dims)), torch.tensor(dims))
         )
         self.expand: Tensor
         copies = regular_multiplicity(rep)

@@ -190,8 +190,8 @@ class eLinear(eModule):
         self.basis: GroupHomomorphismBasis | None = None
         if c_in is not None and c_out is not None:
             self.c_in, self.c_out, self.order = c_in, c_out, group.order()
-            self.register_buffer(
-                "flat_index", _group_conv_index(cayley_index(group), c_out, c_in), persistent=False
+            self.register_constant(
+                "flat_index", _group_conv_index(cayley_index(group), c_out, c_in)
             )
             self.flat_index: Tensor
             self.weight_params = nn.Parameter(torch.empty(c_out, c_in, self.order))
