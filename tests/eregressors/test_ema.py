@@ -1,4 +1,4 @@
-"""EMA with ``AveragedModel(use_buffers=True)``: the constants (index tables, bases) are not state."""
+"""EMA with AveragedModel(use_buffers=True): constants (index tables, bases) are not state."""
 
 from __future__ import annotations
 

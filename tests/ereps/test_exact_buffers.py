@@ -69,7 +69,7 @@ def test_constants_are_not_state() -> None:
     assert m.__dict__["other"].dtype == torch.float64
     with pytest.raises(KeyError, match="already"):
         m.register_constant("weight", torch.ones(2))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         m.register_constant("bad", [1.0])  # type: ignore[arg-type]
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ereps import (
-    ExactBuffersModule,
     INIT_SCHEMES,
+    ExactBuffersModule,
     GroupHomomorphismBasis,
     InitScheme,
     endomorphism_basis,
