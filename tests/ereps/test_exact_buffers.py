@@ -52,8 +52,9 @@ def test_constants_follow_the_device_and_submodules() -> None:
     assert inner.index.dtype == torch.int64
     assert inner.weight.device.type == "meta"
     # to_empty allocates new storage for state; constants keep their values.
-    cpu = nn.Sequential(_Module()).to_empty(device="cpu")
-    assert torch.equal(cpu[0].index, torch.arange(70_000))
+    cpu = nn.Sequential(_Module()).to_empty(device="cpu")[0]
+    assert isinstance(cpu, _Module)
+    assert torch.equal(cpu.index, torch.arange(70_000))
 
 
 def test_constants_are_not_state() -> None:
