@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 import numbers
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -108,6 +109,19 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
 
         def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor: ...
 
+    else:
+
+        @torch.compiler.disable(recursive=False)
+        def __call__(self, *args, **kwargs):
+            # A Python number becomes a 0-d tensor here, outside the compiled frame: torch.compile
+            # specializes on Python floats (a flow time that changes every call would recompile),
+            # never on tensor values. Only this frame is skipped; forward is still compiled.
+            if len(args) > 1:
+                args = (args[0], _step_tensor(args[1]), *args[2:])
+            elif "opt_step" in kwargs:
+                kwargs["opt_step"] = _step_tensor(kwargs["opt_step"])
+            return super().__call__(*args, **kwargs)
+
     def get_optim_groups(self, weight_decay: float = 1e-3) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.
 
@@ -154,12 +168,16 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
             Z: Expected ``(B, T_z, cond_dim)`` floating tensor with ``1 <= T_z <= cond_horizon``.
 
         Returns:
-            ``(X, step, Z)`` with ``step`` a ``(B,)`` tensor of ``X``'s dtype and device.
+            ``(X, step, Z)`` with ``step`` a ``(B,)`` tensor on ``X``'s device, in float64 for
+            float64 inputs and in float32 otherwise: steps are embedded in at least single
+            precision whatever the model's dtype (in bfloat16 the steps 998 and 999 are equal).
 
         Raises:
-            TypeError: If ``X`` or ``Z`` is not a floating-point tensor, or ``opt_step`` is not a
-                number or tensor.
-            ValueError: If a rank, a feature size, a sequence length or a batch size is wrong.
+            TypeError: If ``X`` or ``Z`` is not a floating-point tensor, their dtypes differ from
+                each other or from the model's parameters, or ``opt_step`` is not a real number or
+                a real (not bool, not complex) tensor.
+            ValueError: If a rank, a feature size, a sequence length, a batch size or a device is
+                wrong.
         """
         name = type(self).__name__
         for arg, value, dim, horizon, sym in (
@@ -196,6 +214,7 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
                     f"{name} expects {arg} of shape {expected} with {sym} <= {horizon} (its "
                     f"horizon); got {tuple(value.shape)}, a sequence of length {value.shape[1]}."
                 )
+        _check_dtype_and_device(self, X, Z)
         if X.shape[0] != Z.shape[0]:
             raise ValueError(
                 f"{name} expects X and Z with the same batch size; got X of shape "
@@ -206,10 +225,38 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
         return X, step, Z
 
 
+def _is_real_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _eager_step_tensor(opt_step: object) -> object:
+    """A Python (or numpy) real number as a 0-d float64 tensor; anything else unchanged."""
+    if _is_real_number(opt_step):
+        return torch.tensor(float(opt_step), dtype=torch.float64)  # type: ignore[arg-type]
+    return opt_step
+
+
+# Never traced: it reads the float (see GenCondRegressor.__call__).
+_step_tensor = cast(
+    "Callable[[object], object]",
+    torch.compiler.disable(_eager_step_tensor),  # type: ignore[no-untyped-call]
+)
+
+
+def _step_dtype(X: Tensor) -> torch.dtype:
+    """At least float32 for the step, whatever the model's dtype."""
+    return torch.float64 if X.dtype == torch.float64 else torch.float32
+
+
 def _normalize_step(name: str, opt_step: OptStep, batch: int, X: Tensor) -> Tensor:
-    """Turn a number, a 0-d or a ``(B,)`` tensor into a ``(B,)`` tensor of ``X``'s dtype/device."""
-    dtype = X.dtype
+    """Turn a number, a 0-d or a ``(B,)`` tensor into a ``(B,)`` float tensor on ``X``'s device."""
+    dtype = _step_dtype(X)
     if isinstance(opt_step, Tensor):
+        if opt_step.dtype == torch.bool or opt_step.is_complex():
+            raise TypeError(
+                f"{name} expects opt_step as a real number or a tensor of real (integer or "
+                f"floating) steps; got a tensor of dtype {opt_step.dtype}."
+            )
         if opt_step.dim() == 0:
             return opt_step.to(device=X.device, dtype=dtype).expand(batch)
         if opt_step.dim() == 1 and opt_step.shape[0] == batch:
@@ -220,12 +267,63 @@ def _normalize_step(name: str, opt_step: OptStep, batch: int, X: Tensor) -> Tens
             f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},) "
             f"(the batch size of X); got a tensor of shape {tuple(opt_step.shape)}."
         )
-    if isinstance(opt_step, bool) or not isinstance(opt_step, numbers.Real):
+    if not _is_real_number(opt_step):
         raise TypeError(
             f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},); "
             f"got {_describe(opt_step)}."
         )
     return torch.full((batch,), float(opt_step), dtype=dtype, device=X.device)
+
+
+def _first_parameter(module: torch.nn.Module) -> Tensor | None:
+    """The first parameter of ``module`` or its submodules (depth first), or ``None``.
+
+    Walks the module dicts directly: ``module.parameters()`` builds generators of generators,
+    too slow for every forward.
+    """
+    for p in module._parameters.values():
+        if p is not None:
+            return p
+    for child in module._modules.values():
+        if child is not None:
+            found = _first_parameter(child)
+            if found is not None:
+                return found
+    return None
+
+
+def _check_dtype_and_device(model: torch.nn.Module, X: Tensor, Z: Tensor) -> None:
+    """Refuse inputs whose dtype or device differ from each other's or from the model's."""
+    name = type(model).__name__
+    if Z.dtype != X.dtype:
+        raise TypeError(
+            f"{name} expects X and Z of the same dtype; got X of dtype {X.dtype} and Z of dtype "
+            f"{Z.dtype}. Cast Z with Z.to(X.dtype)."
+        )
+    if Z.device != X.device:
+        raise ValueError(
+            f"{name} expects X and Z on the same device; got X on {X.device} and Z on {Z.device}."
+        )
+    param = _first_parameter(model)
+    if param is None:
+        return
+    if X.device != param.device:
+        raise ValueError(
+            f"{name} expects X on the device of its parameters ({param.device}); got X on "
+            f"{X.device}. Move the inputs with X.to({str(param.device)!r}) or the model with "
+            f"model.to({str(X.device)!r})."
+        )
+    # Under autocast the model computes in the autocast dtype whatever its parameters' dtype.
+    if (
+        param.is_floating_point()
+        and X.dtype != param.dtype
+        and not torch.is_autocast_enabled(X.device.type)
+    ):
+        raise TypeError(
+            f"{name} expects X of the dtype of its parameters ({param.dtype}); got X of dtype "
+            f"{X.dtype}. Cast the inputs with X.to({param.dtype}) or the model with "
+            f"model.to({X.dtype})."
+        )
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> None:

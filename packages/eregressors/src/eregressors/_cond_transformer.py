@@ -7,7 +7,7 @@ from torch import Tensor
 
 from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
 from eregressors._masks import causal_memory_mask, causal_self_mask
-from eregressors._sinusoidal import SinusoidalPosEmb
+from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 
 __all__ = ["CondTransformerRegressor"]
 
@@ -145,7 +145,7 @@ class CondTransformerRegressor(GenCondRegressor):
         self.input_emb = torch.nn.Linear(in_dim, E)
         self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, E))
         # Memory: step token first, then the conditioning tokens.
-        self.step_emb = torch.nn.Sequential(
+        self.step_emb = StepEmbedding(
             SinusoidalPosEmb(E), torch.nn.Linear(E, E), torch.nn.GELU(), torch.nn.Linear(E, E)
         )
         self.cond_emb = torch.nn.Linear(cond_dim, E)

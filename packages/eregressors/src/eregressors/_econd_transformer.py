@@ -24,7 +24,7 @@ from elayers import (
 from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
-from eregressors._sinusoidal import SinusoidalPosEmb
+from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from ereps import (
     INIT_SCHEMES,
     GroupElement,
@@ -279,7 +279,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         self.input_emb = eLinear(in_rep, emb_rep, init_scheme=init_scheme)
         self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, copies))
         # Memory: step token (invariant) first, then the conditioning tokens.
-        self.step_emb = torch.nn.Sequential(
+        self.step_emb = StepEmbedding(
             SinusoidalPosEmb(step_emb_dim),
             torch.nn.Linear(step_emb_dim, E),
             torch.nn.GELU(),

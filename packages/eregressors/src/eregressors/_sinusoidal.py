@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-__all__ = ["SinusoidalPosEmb"]
+__all__ = ["SinusoidalPosEmb", "StepEmbedding"]
 
 
 class SinusoidalPosEmb(torch.nn.Module):
@@ -90,3 +90,27 @@ class SinusoidalPosEmb(torch.nn.Module):
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""
         return f"dim={self.dim}, max_period={self.max_period:g}"
+
+
+class StepEmbedding(torch.nn.Sequential):
+    """A :class:`SinusoidalPosEmb` followed by layers (an MLP) that run in their own dtype.
+
+    ``StepEmbedding(SinusoidalPosEmb(d), Linear(d, h), GELU(), Linear(h, e))`` embeds steps of
+    shape ``(B,)`` into ``(B, e)``. The sinusoid sees the steps in the precision they come in
+    (the regressors pass them in float32 or float64), and its features are cast to the dtype of
+    the first parameter after it: in a model cast to bfloat16 the angles ``ω k`` of neighbouring
+    steps still differ (``k`` itself would round to a multiple of 4 near 1000 in bfloat16), and
+    the features, bounded by one, lose nothing that matters in the cast.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed the steps ``x`` of shape ``(B,)``; returns ``(B, e)``."""
+        layers = iter(self._modules.values())
+        out: Tensor = next(layers)(x)
+        for p in self.parameters():
+            if p.is_floating_point():
+                out = out.to(p.dtype)
+                break
+        for layer in layers:
+            out = layer(out)
+        return out
