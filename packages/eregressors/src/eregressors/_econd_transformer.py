@@ -377,7 +377,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         """
         return split_optim_groups(self, weight_decay, _is_decayed)
 
-    def reset_parameters(self, scheme: InitScheme = "xavier_uniform") -> None:
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
         """Re-initialize all parameters.
 
         Linear maps (equivariant and the step MLP) are redrawn with ``scheme`` and their biases
@@ -385,12 +385,15 @@ class eCondTransformerRegressor(GenCondRegressor):
 
         Args:
             scheme: ``"xavier_uniform"``, ``"xavier_normal"``, ``"kaiming_uniform"`` or
-                ``"kaiming_normal"``.
+                ``"kaiming_normal"``; ``None`` (the default) for the model's ``init_scheme``,
+                the one it was built with.
 
         Raises:
             ValueError: If ``scheme`` is unknown.
         """
-        if scheme not in INIT_SCHEMES:
+        if scheme is None:
+            scheme = self.init_scheme
+        if not isinstance(scheme, str) or scheme not in INIT_SCHEMES:
             raise ValueError(
                 f"{type(self).__name__}.reset_parameters expects scheme to be one of "
                 f"{list(INIT_SCHEMES)}; got {scheme!r}."
