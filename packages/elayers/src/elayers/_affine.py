@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from elayers._checks import check_bool
 from elayers._linear import invariant_bias_or_none
 from elayers._module import eModule
 from ereps import InitScheme, Representation, regular_multiplicity
@@ -41,6 +42,7 @@ class eAffine(eModule):
     def __init__(self, rep: Representation, bias: bool = True) -> None:
         check_representation(rep, "rep")
         check_orthogonal(rep, "rep")
+        check_bool("eAffine", "bias", bias)
         super().__init__(rep, rep)
         group = rep.group
         dims = [group.irrep(*i).size for i in rep.irreps]

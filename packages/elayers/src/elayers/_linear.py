@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from elayers._checks import check_bool
 from elayers._module import eModule
 from ereps import (
     GroupHomomorphismBasis,
@@ -183,6 +184,7 @@ class eLinear(eModule):
         check_representation(in_rep, "in_rep")
         check_representation(out_rep, "out_rep")
         check_same_group([in_rep, out_rep], ["in_rep", "out_rep"])
+        check_bool("eLinear", "bias", bias)
         self.init_scheme = check_init_scheme(init_scheme)
         super().__init__(in_rep, out_rep)
         group = in_rep.group

@@ -225,15 +225,85 @@ class eModule(ExactBuffersModule):
         return new
 
     def _check_input(self, x: Tensor, name: str = "input") -> None:
+        """Refuse what this module cannot compute with, before any work.
+
+        ``x`` must be a floating-point tensor of shape ``(..., in_rep.size)`` on the module's
+        device and, outside autocast, of its parameters' dtype. A few attribute reads: cheap on
+        the batch-1 path, no device synchronization, nothing that breaks a compiled graph.
+
+        Raises:
+            TypeError: If ``x`` is not a tensor, not floating-point or of another dtype.
+            ValueError: If its last axis or its device is wrong.
+        """
+        owner = type(self).__name__
         if not isinstance(x, Tensor):
             raise TypeError(
-                f"{type(self).__name__} expects a torch.Tensor; got {type(x).__name__}."
+                f"{owner} expects {name} to be a torch.Tensor of shape (..., {self.in_rep.size}); "
+                f"got {type(x).__name__}."
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{owner} expects {name} to be a floating-point tensor; got dtype {x.dtype}. "
+                f"Cast it, e.g. {name}.float()."
             )
         if x.ndim == 0 or x.shape[-1] != self.in_rep.size:
             raise ValueError(
-                f"{type(self).__name__} expects {name} of shape (..., {self.in_rep.size}) for "
+                f"{owner} expects {name} of shape (..., {self.in_rep.size}) for "
                 f"in_rep {self.in_rep.name!r}; got {tuple(x.shape)}."
             )
+        self._check_placement(x, name)
+
+    def _check_placement(self, x: Tensor, name: str) -> None:
+        """Refuse a tensor on another device or (outside autocast) of another dtype."""
+        owner = type(self).__name__
+        ref = _first_parameter(self)
+        if ref is None:
+            ref = _first_constant(self)
+            if ref is None:
+                return
+            # Constants keep their own dtype (float64 bases): only the device is checked.
+            if x.device != ref.device:
+                raise ValueError(_device_message(owner, name, x, ref))
+            return
+        if x.device != ref.device:
+            raise ValueError(_device_message(owner, name, x, ref))
+        # Under autocast the data has the autocast dtype whatever the parameters' dtype.
+        if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"{owner} expects {name} of the dtype of its parameters ({ref.dtype}); got "
+                f"dtype {x.dtype}. Cast the input with {name}.to({ref.dtype}) or the module "
+                f"with module.to({x.dtype})."
+            )
+
+
+def _device_message(owner: str, name: str, x: Tensor, ref: Tensor) -> str:
+    return (
+        f"{owner} expects {name} on the device of its parameters ({ref.device}); got "
+        f"{name} on {x.device}. Move the input with {name}.to({str(ref.device)!r}) or the "
+        f"module with module.to({str(x.device)!r})."
+    )
+
+
+def _first_parameter(module: nn.Module) -> Tensor | None:
+    """The first floating parameter of ``module`` or its submodules (depth first), or ``None``.
+
+    Walks the module dicts directly: ``module.parameters()`` builds generators of generators,
+    too slow for every forward.
+    """
+    for p in module._parameters.values():
+        if p is not None and p.is_floating_point():
+            return p
+    for child in module._modules.values():
+        if child is not None:
+            found = _first_parameter(child)
+            if found is not None:
+                return found
+    return None
+
+
+def _first_constant(module: nn.Module) -> Tensor | None:
+    names: list[str] = module.__dict__.get("_constant_names", [])
+    return module.__dict__[names[0]] if names else None
 
 
 def _reset(module: Any, scheme: InitScheme | None) -> None:
