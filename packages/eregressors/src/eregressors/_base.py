@@ -326,6 +326,27 @@ def _check_dtype_and_device(model: torch.nn.Module, X: Tensor, Z: Tensor) -> Non
         )
 
 
+def _check_bool(owner: str, name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise ``TypeError`` (no truthiness coercion)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner} expects {name} to be a bool (True or False); got {value!r}.")
+    return value
+
+
+def _check_probability(owner: str, name: str, value: object, *, allow_one: bool = False) -> float:
+    """Return ``value`` as a float if it is a real number in ``[0, 1)`` (``[0, 1]``), else raise."""
+    interval = "[0, 1]" if allow_one else "[0, 1)"
+    if not _is_real_number(value):
+        raise TypeError(
+            f"{owner} expects {name} to be a probability, a float in {interval}; got {value!r} "
+            f"({type(value).__name__})."
+        )
+    p = float(value)  # type: ignore[arg-type]
+    if not (0.0 <= p <= 1.0 if allow_one else 0.0 <= p < 1.0):
+        raise ValueError(f"{owner} expects {name} in {interval}; got {value!r}.")
+    return p
+
+
 def _check_positive_int(owner: str, name: str, value: object) -> None:
     """Raise unless ``value`` is a positive ``int`` (``bool`` excluded)."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -21,7 +21,13 @@ from elayers import (
     make_norm,
     valid_head_counts,
 )
-from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._base import (
+    GenCondRegressor,
+    OptStep,
+    _check_bool,
+    _check_positive_int,
+    _check_probability,
+)
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
@@ -33,6 +39,7 @@ from ereps import (
     check_equivariance,
     direct_sum,
 )
+from ereps._validation import check_orthogonal
 
 __all__ = ["eCondTransformerRegressor"]
 
@@ -235,19 +242,22 @@ class eCondTransformerRegressor(GenCondRegressor):
             raise ValueError(
                 f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers}."
             )
-        if norm_module not in NORM_MODULES:
+        if not isinstance(norm_module, str) or norm_module not in NORM_MODULES:
             raise ValueError(
                 f"{name} expects norm_module to be one of {list(NORM_MODULES)}; "
                 f"got {norm_module!r}."
             )
-        if init_scheme not in INIT_SCHEMES:
+        if not isinstance(init_scheme, str) or init_scheme not in INIT_SCHEMES:
             raise ValueError(
                 f"{name} expects init_scheme to be one of {list(INIT_SCHEMES)}; "
                 f"got {init_scheme!r}."
             )
         for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} expects {arg} in [0, 1); got {p}.")
+            _check_probability(name, arg, p)
+        _check_bool(name, "causal_attn", causal_attn)
+        # Each representation by its own name: the layers would report cond_rep as in_rep.
+        for arg, rep in reps.items():
+            check_orthogonal(rep, arg)
         if step_emb_dim is None:
             step_emb_dim = 2 * math.ceil(embedding_dim / 2)
         _check_positive_int(name, "step_emb_dim", step_emb_dim)

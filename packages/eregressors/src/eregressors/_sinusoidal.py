@@ -50,8 +50,13 @@ class SinusoidalPosEmb(torch.nn.Module):
             )
         if dim < 2 or dim % 2 != 0:
             raise ValueError(f"SinusoidalPosEmb expects dim to be a positive even int; got {dim}.")
-        if not max_period > 0:
-            raise ValueError(f"SinusoidalPosEmb expects max_period > 0; got {max_period}.")
+        if isinstance(max_period, bool) or not isinstance(max_period, (int, float)):
+            raise TypeError(
+                f"SinusoidalPosEmb expects max_period to be a positive float; got {max_period!r} "
+                f"({type(max_period).__name__})."
+            )
+        if not 0 < max_period < math.inf:
+            raise ValueError(f"SinusoidalPosEmb expects max_period > 0 (finite); got {max_period}.")
         super().__init__()
         self.dim = dim
         self.max_period = float(max_period)
@@ -70,6 +75,15 @@ class SinusoidalPosEmb(torch.nn.Module):
         Raises:
             ValueError: If ``x`` is not one-dimensional.
         """
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"SinusoidalPosEmb expects x to be a tensor of steps of shape (B,); got "
+                f"{type(x).__name__}."
+            )
+        if x.dtype == torch.bool or x.is_complex():
+            raise TypeError(
+                f"SinusoidalPosEmb expects real (integer or floating) steps; got dtype {x.dtype}."
+            )
         if x.dim() != 1:
             raise ValueError(f"SinusoidalPosEmb expects steps of shape (B,); got {tuple(x.shape)}.")
         if not x.is_floating_point():
