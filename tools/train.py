@@ -24,7 +24,8 @@ model, the EMA and the optimizer, the step and the model's configuration, loadab
 learning-rate schedule of an uninterrupted run with the same ``--steps`` and number of processes
 (on one CPU process, the resumed run ends bit for bit where the uninterrupted one does). A larger
 ``--steps`` extends training; the cosine schedule is then stretched to the new total from the
-resumed step on. ``--stop-after`` simulates an interruption.
+resumed step on. ``--stop-after`` simulates an interruption. A checkpoint of another run (other
+``--seed``, ``--batch-size``, ``--train-size`` or number of processes) is refused.
 """
 
 from __future__ import annotations
