@@ -130,6 +130,12 @@ def test_helpers_refuse_the_wrong_kind() -> None:
         emb([1.0])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="weight_decay"):
         _baseline().get_optim_groups("0.1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="learning_rate"):
+        _baseline().configure_optimizers(learning_rate="1e-4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="learning_rate"):
+        _baseline().configure_optimizers(learning_rate=-1.0)
+    with pytest.raises(ValueError, match="betas"):
+        _baseline().configure_optimizers(betas=(0.9, 1.5))
 
 
 @pytest.mark.slow

@@ -154,6 +154,19 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
         Returns:
             The optimiser.
         """
+        owner = f"{type(self).__name__}.configure_optimizers"
+        if not _is_real_number(learning_rate) or not learning_rate > 0:
+            raise (ValueError if _is_real_number(learning_rate) else TypeError)(
+                f"{owner} expects learning_rate to be a float > 0; got {learning_rate!r}."
+            )
+        if (
+            not isinstance(betas, (tuple, list))
+            or len(betas) != 2
+            or not all(_is_real_number(b) and 0.0 <= b < 1.0 for b in betas)
+        ):
+            raise (TypeError if not isinstance(betas, (tuple, list)) else ValueError)(
+                f"{owner} expects betas to be a pair of floats in [0, 1); got {betas!r}."
+            )
         return torch.optim.AdamW(self.get_optim_groups(weight_decay), lr=learning_rate, betas=betas)
 
     def _validate_inputs(
