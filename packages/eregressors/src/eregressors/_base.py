@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import abc
 import numbers
-from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -115,11 +114,16 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
         def __call__(self, *args, **kwargs):
             # A Python number becomes a 0-d tensor here, outside the compiled frame: torch.compile
             # specializes on Python floats (a flow time that changes every call would recompile),
-            # never on tensor values. Only this frame is skipped; forward is still compiled.
-            if len(args) > 1:
-                args = (args[0], _step_tensor(args[1]), *args[2:])
-            elif "opt_step" in kwargs:
-                kwargs["opt_step"] = _step_tensor(kwargs["opt_step"])
+            # never on tensor values. Only this frame is skipped (forward is still compiled), so
+            # the conversion is inline: a Python helper called from here would be traced.
+            positional = len(args) > 1
+            step = args[1] if positional else kwargs.get("opt_step")
+            if isinstance(step, numbers.Real) and not isinstance(step, bool):
+                step = torch.tensor(float(step), dtype=torch.float64)
+                if positional:
+                    args = (args[0], step, *args[2:])
+                else:
+                    kwargs["opt_step"] = step
             return super().__call__(*args, **kwargs)
 
     def get_optim_groups(self, weight_decay: float = 1e-3) -> list[OptimGroup]:
@@ -240,20 +244,6 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
 
 def _is_real_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _eager_step_tensor(opt_step: object) -> object:
-    """A Python (or numpy) real number as a 0-d float64 tensor; anything else unchanged."""
-    if _is_real_number(opt_step):
-        return torch.tensor(float(opt_step), dtype=torch.float64)  # type: ignore[arg-type]
-    return opt_step
-
-
-# Never traced: it reads the float (see GenCondRegressor.__call__).
-_step_tensor = cast(
-    "Callable[[object], object]",
-    torch.compiler.disable(_eager_step_tensor),  # type: ignore[no-untyped-call]
-)
 
 
 def _step_dtype(X: Tensor) -> torch.dtype:
