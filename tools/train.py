@@ -24,7 +24,8 @@ model, the EMA and the optimizer, the step and the model's configuration, loadab
 learning-rate schedule of an uninterrupted run with the same ``--steps`` and number of processes
 (on one CPU process, the resumed run ends bit for bit where the uninterrupted one does). A larger
 ``--steps`` extends training; the cosine schedule is then stretched to the new total from the
-resumed step on. ``--stop-after`` simulates an interruption.
+resumed step on. ``--stop-after`` simulates an interruption. A checkpoint of another run (other
+``--seed``, ``--batch-size``, ``--train-size`` or number of processes) is refused.
 """
 
 from __future__ import annotations
@@ -238,6 +239,46 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# Options that fix the data, its order and the noise: a resumed run must use the checkpoint's.
+RUN_OPTIONS = ("seed", "batch_size", "train_size")
+
+
+def check_same_run(
+    checkpoint: dict[str, Any], args: argparse.Namespace, world_size: int, path: Path
+) -> None:
+    """Refuse to resume another run: other data, batches, noise or number of processes.
+
+    ``--steps`` may grow (the schedule is stretched); ``--seed``, ``--batch-size``,
+    ``--train-size`` and the process count decide which run the checkpoint belongs to.
+
+    Raises:
+        ValueError: Naming every option that differs, with the checkpoint's and the command
+            line's values.
+    """
+    saved = checkpoint.get("args")
+    if not isinstance(saved, dict) or "world_size" not in checkpoint:
+        raise ValueError(
+            f"Checkpoint {path} does not record the options of its run (--seed, --batch-size, "
+            "--train-size, process count), so resuming it cannot be checked; start a new run."
+        )
+    differ = [
+        f"--{name.replace('_', '-')} {saved.get(name)!r} (command line: {getattr(args, name)!r})"
+        for name in RUN_OPTIONS
+        if saved.get(name) != getattr(args, name)
+    ]
+    if checkpoint["world_size"] != world_size:
+        differ.append(
+            f"{checkpoint['world_size']!r} processes (command line: {world_size} processes)"
+        )
+    if differ:
+        raise ValueError(
+            f"Checkpoint {path} belongs to another run: it was written with "
+            + "; ".join(differ)
+            + ". Resume with the same options and number of processes, or train without "
+            "--resume (another --out)."
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train; returns the last step."""
     args = parse_args(argv)
@@ -296,6 +337,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
         learning_rate=args.lr, weight_decay=args.weight_decay
     )
     ema_fn = get_ema_multi_avg_fn(args.ema_decay)  # type: ignore[no-untyped-call]
+    # use_buffers=True averages real buffers too (none today); the models' constants (gather
+    # indices, float64 bases) are not buffers, so they are copied, never averaged.
     ema = AveragedModel(raw_model, multi_avg_fn=ema_fn, use_buffers=True)
 
     start_step = 0
@@ -303,6 +346,7 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
     if args.resume is not None:
         resume_path = checkpoint_path if args.resume == "auto" else Path(args.resume)
         checkpoint = torch.load(resume_path, map_location=device, weights_only=True)
+        check_same_run(checkpoint, args, info.world_size, resume_path)
         if checkpoint["model_config"] != config.to_dict():
             raise ValueError(
                 f"Checkpoint {resume_path} was written for model {checkpoint['model_config']}; "

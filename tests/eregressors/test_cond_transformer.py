@@ -216,7 +216,9 @@ def test_bad_inputs(X_shape: tuple[int, ...], Z_shape: tuple[int, ...], message:
         )
     with pytest.raises(ValueError, match=re.escape("got a tensor of shape (3,)")):
         model(
-            torch.randn(2, T_X, IN, dtype=torch.float64), torch.zeros(3), torch.randn(2, T_Z, COND)
+            torch.randn(2, T_X, IN, dtype=torch.float64),
+            torch.zeros(3),
+            torch.randn(2, T_Z, COND, dtype=torch.float64),
         )
 
 

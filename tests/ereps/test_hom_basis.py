@@ -12,6 +12,7 @@ import torch
 
 from ereps import (
     INIT_SCHEMES,
+    ExactBuffersModule,
     GroupHomomorphismBasis,
     InitScheme,
     endomorphism_basis,
@@ -360,17 +361,28 @@ def test_float_then_double_keeps_float64_accuracy() -> None:
     assert after.dtype == torch.float64
     assert float(_equivariance_errors("O", a, b, after)) <= 1e-10
     torch.testing.assert_close(after, before, atol=1e-14, rtol=0)
-    for name, buf in basis.named_buffers():
-        assert buf.dtype == torch.float64, name
+    assert list(basis.buffers()) == []
+    for const in _constants(basis):
+        assert const.dtype == torch.float64
 
 
-def test_buffers_follow_the_device_and_are_not_in_the_state_dict() -> None:
+def _constants(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [
+        const
+        for m in module.modules()
+        if isinstance(m, ExactBuffersModule)
+        for _, const in m.named_constants(recurse=False)
+    ]
+
+
+def test_constants_follow_the_device_and_are_not_state() -> None:
     basis = GroupHomomorphismBasis(C.rep("D4", "reg"), C.rep("D4", "irr1+irr3"))
     assert basis.state_dict() == {}
+    assert list(basis.buffers()) == []
     basis.to("meta")
-    buffers = list(basis.buffers())
-    assert buffers
-    assert all(buf.device.type == "meta" and buf.dtype == torch.float64 for buf in buffers)
+    constants = _constants(basis)
+    assert constants
+    assert all(c.device.type == "meta" and c.dtype == torch.float64 for c in constants)
     W = basis(torch.randn(basis.dim, device="meta"))
     assert W.device.type == "meta"
     assert W.shape == (basis.out_rep.size, 8)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from elayers._checks import check_bool
 from elayers._linear import invariant_bias_or_none
 from elayers._module import eModule
 from ereps import InitScheme, Representation, regular_multiplicity
@@ -41,14 +42,13 @@ class eAffine(eModule):
     def __init__(self, rep: Representation, bias: bool = True) -> None:
         check_representation(rep, "rep")
         check_orthogonal(rep, "rep")
+        check_bool("eAffine", "bias", bias)
         super().__init__(rep, rep)
         group = rep.group
         dims = [group.irrep(*i).size for i in rep.irreps]
         self.scale = nn.Parameter(torch.ones(len(dims)))
-        self.register_buffer(
-            "expand",
-            torch.repeat_interleave(torch.arange(len(dims)), torch.tensor(dims)),
-            persistent=False,
+        self.register_constant(
+            "expand", torch.repeat_interleave(torch.arange(len(dims)), torch.tensor(dims))
         )
         self.expand: Tensor
         copies = regular_multiplicity(rep)

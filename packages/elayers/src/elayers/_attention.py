@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from elayers._checks import check_bool, check_int, check_mask, check_probability, check_tensor
 from elayers._linear import eLinear
 from elayers._module import eModule
 from ereps import InitScheme, Representation, direct_sum, group_order, regular_multiplicity
@@ -22,19 +23,31 @@ def valid_head_counts(copies: int) -> list[int]:
     return [h for h in range(1, copies + 1) if copies % h == 0]
 
 
-def check_regular_copies(rep: Representation, who: str) -> int:
-    """Return the number of regular copies of ``rep`` or raise ``ValueError``."""
-    check_representation(rep, "in_rep")
+def check_regular_copies(rep: Representation, who: str, name: str = "in_rep") -> int:
+    """Return the number of regular copies of ``rep`` (the argument ``name``) or raise."""
+    check_representation(rep, name)
     copies = regular_multiplicity(rep)
     if copies is None:
         order = group_order(rep.group)
         raise ValueError(
-            f"{who} expects in_rep to be copies of the regular representation of {rep.group.name} "
+            f"{who} expects {name} to be copies of the regular representation of {rep.group.name} "
             f"(size a multiple of |G| = {order}, e.g. ereps.direct_sum([G.regular_representation] "
             "* c)); "
             f"got {rep.name!r} of size {rep.size}. Embed other representations first with eLinear."
         )
     return copies
+
+
+def check_heads(owner: str, name: str, value: object, copies: int) -> int:
+    """Return the head count ``value`` if it is an int dividing ``copies``, else raise."""
+    heads = check_int(owner, name, value, minimum=None)
+    if heads < 1 or copies % heads != 0:
+        raise ValueError(
+            f"{owner}: {name} must divide the {copies} regular copies of in_rep so that every "
+            f"head takes whole copies; got {heads}. Valid head counts: "
+            f"{valid_head_counts(copies)}."
+        )
+    return heads
 
 
 def _merge_masks(
@@ -124,16 +137,13 @@ class eMultiheadAttention(eModule):
         *,
         init_scheme: InitScheme = "xavier_normal",
     ) -> None:
-        copies = check_regular_copies(in_rep, "eMultiheadAttention")
+        owner = "eMultiheadAttention"
+        copies = check_regular_copies(in_rep, owner)
         check_init_scheme(init_scheme)
-        if not isinstance(num_heads, int) or num_heads <= 0 or copies % num_heads != 0:
-            raise ValueError(
-                f"eMultiheadAttention: num_heads must divide the {copies} regular copies of in_rep "
-                f"so that every head takes whole copies; got {num_heads}. Valid head counts: "
-                f"{valid_head_counts(copies)}."
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"eMultiheadAttention expects 0 <= dropout < 1; got {dropout}.")
+        check_heads(owner, "num_heads", num_heads, copies)
+        dropout = check_probability(owner, "dropout", dropout)
+        check_bool(owner, "bias", bias)
+        check_bool(owner, "batch_first", batch_first)
         super().__init__(in_rep, in_rep)
         self.num_heads = num_heads
         self.embed_dim = in_rep.size
@@ -175,13 +185,25 @@ class eMultiheadAttention(eModule):
             ``(output, weights)``: output of the query's shape; weights ``(N, L, S)`` (averaged) or
             ``(N, num_heads, L, S)``, or ``None`` if ``need_weights`` is false.
         """
+        owner = "eMultiheadAttention"
         for name, t in (("query", query), ("key", key), ("value", value)):
+            check_tensor(owner, name, t)
             if t.ndim != 3 or t.shape[-1] != self.embed_dim:
                 layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
                 raise ValueError(
                     f"eMultiheadAttention expects {name} of shape {layout} with E = "
                     f"{self.embed_dim}; got {tuple(t.shape)}."
                 )
+        self._check_placement(query, "query")
+        if key is not query:
+            self._check_placement(key, "key")
+        if value is not key:
+            self._check_placement(value, "value")
+        check_mask(owner, "key_padding_mask", key_padding_mask)
+        check_mask(owner, "attn_mask", attn_mask)
+        check_bool(owner, "need_weights", need_weights)
+        check_bool(owner, "average_attn_weights", average_attn_weights)
+        check_bool(owner, "is_causal", is_causal)
         if key.shape != value.shape:
             raise ValueError(
                 f"key and value must have the same shape; got {tuple(key.shape)} and "

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from elayers._checks import check_bool
 from elayers._module import eModule
 from ereps import (
     GroupHomomorphismBasis,
@@ -184,6 +185,7 @@ class eLinear(eModule):
         check_representation(in_rep, "in_rep")
         check_representation(out_rep, "out_rep")
         check_same_group([in_rep, out_rep], ["in_rep", "out_rep"])
+        check_bool("eLinear", "bias", bias)
         self.init_scheme = check_init_scheme(init_scheme)
         super().__init__(in_rep, out_rep)
         group = in_rep.group
@@ -191,8 +193,8 @@ class eLinear(eModule):
         self.basis: GroupHomomorphismBasis | None = None
         if c_in is not None and c_out is not None:
             self.c_in, self.c_out, self.order = c_in, c_out, group_order(group)
-            self.register_buffer(
-                "flat_index", _group_conv_index(cayley_index(group), c_out, c_in), persistent=False
+            self.register_constant(
+                "flat_index", _group_conv_index(cayley_index(group), c_out, c_in)
             )
             self.flat_index: Tensor
             self.weight_params = nn.Parameter(torch.empty(c_out, c_in, self.order))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from elayers._activation import Activation, apply_activation, resolve_activation
+from elayers._checks import check_bool, check_probability
 from elayers._linear import eLinear
 from elayers._module import eModule
 from ereps import (
@@ -85,8 +86,14 @@ class eMLP(eModule):
                 "hidden_reps; "
                 f"got hidden_units={hidden_units!r}, hidden_reps={hidden_reps!r}."
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"eMLP expects 0 <= dropout < 1; got {dropout}.")
+        check_probability("eMLP", "dropout", dropout)
+        check_bool("eMLP", "bias", bias)
+        for arg, seq in (("hidden_units", hidden_units), ("hidden_reps", hidden_reps)):
+            if seq is not None and (isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence)):
+                raise TypeError(
+                    f"eMLP expects {arg} to be a sequence (e.g. a list) of one entry per hidden "
+                    f"layer; got {seq!r} ({type(seq).__name__})."
+                )
         if hidden_units is not None:
             reps = [
                 regular_copies(in_rep, u, f"hidden_units[{i}]") for i, u in enumerate(hidden_units)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import hashlib
 import sys
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from elayers._records import RECORD_FORMAT, guard_loading, record_problem, rep_record
 from ereps import ExactBuffersModule, InitScheme, Representation
 
-__all__ = ["eModule", "rep_signature", "transform_active"]
+__all__ = ["eModule", "transform_active"]
 
 _M = TypeVar("_M", bound="eModule")
 _Derived = TypeVar("_Derived", Tensor, tuple[Tensor | None, ...])
@@ -87,22 +86,18 @@ def _has_inference_tensor(value: Tensor | tuple[Tensor | None, ...]) -> bool:
     return any(v is not None and v.is_inference() for v in value)
 
 
-def rep_signature(rep: Representation) -> str:
-    """A short, stable description of a representation: group, name, irreps and change of basis."""
-    q = np.round(np.asarray(rep.change_of_basis, dtype=np.float64), 8) + 0.0
-    digest = hashlib.sha1(q.tobytes()).hexdigest()[:12]
-    irreps = ",".join(str(tuple(i)) for i in rep.irreps)
-    return f"{rep.group.name}|{rep.name}|size={rep.size}|irreps=[{irreps}]|Q={digest}"
-
-
 class eModule(ExactBuffersModule):
     """Base class of modules that commute with a finite group's action.
 
     A subclass maps features transforming by ``in_rep`` on their last axis to features transforming
     by ``out_rep``: ``f(ρ_in(g) x) = ρ_out(g) f(x)`` for every ``g`` in the group.
 
-    The state dict records which representations the parameters were built for, and loading a state
-    dict built for other representations raises ``ValueError`` instead of silently mixing bases.
+    The state dict records which representations the parameters were built for (group, irreps
+    and change of basis, compared with a tolerance; see ``elayers._records``), and loading a
+    state dict built for other representations raises ``ValueError`` instead of silently mixing
+    bases. The check covers the whole state dict and runs before anything is copied, on
+    whichever module receives ``load_state_dict`` (a plain container of eModules included): a
+    refused load changes nothing.
 
     Dense tensors derived from the parameters (an :class:`eLinear`'s matrix, a norm's per-feature
     scale) are cached in eval mode, on CPU, when autograd does not track the parameters (under
@@ -123,6 +118,11 @@ class eModule(ExactBuffersModule):
         super().__init__()
         self.in_rep = in_rep
         self.out_rep = out_rep
+        # Records of the (immutable) representations, computed once: saving is a copy.
+        in_record = rep_record(in_rep)
+        out_record = in_record if out_rep is in_rep else rep_record(out_rep)
+        self._rep_records: dict[str, dict[str, Any]] = {"in_rep": in_record, "out_rep": out_record}
+        guard_loading(self)
         self._derived: dict[Hashable, tuple[tuple[Tensor, ...], Any]] = {}
 
     def _cached(
@@ -176,40 +176,40 @@ class eModule(ExactBuffersModule):
         for child in self.children():
             _reset(child, scheme)
 
-    def get_extra_state(self) -> dict[str, str]:
-        """Record the representations in the state dict."""
-        return {"in_rep": rep_signature(self.in_rep), "out_rep": rep_signature(self.out_rep)}
+    def get_extra_state(self) -> dict[str, Any]:
+        """Record the representations in the state dict (plain containers: str, int, float)."""
+        return {
+            "format": RECORD_FORMAT,
+            "in_rep": copy.deepcopy(self._rep_records["in_rep"]),
+            "out_rep": copy.deepcopy(self._rep_records["out_rep"]),
+        }
+
+    def _extra_state_problems(self, state: object) -> list[str]:
+        """Why a saved record does not fit this module (empty if it does)."""
+        if not isinstance(state, Mapping):
+            return [f"an unreadable representation record of type {type(state).__name__}"]
+        fmt = state.get("format", 1)
+        if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
+            return [f"a representation record of unknown format {fmt!r} (a newer version?)"]
+        problems = []
+        for key, rep in (("in_rep", self.in_rep), ("out_rep", self.out_rep)):
+            if key not in state:
+                problems.append(f"a representation record without {key}")
+                continue
+            problem = record_problem(state[key], self._rep_records[key], rep)
+            if problem is not None:
+                problems.append(f"{key} {problem}")
+        return problems
 
     def set_extra_state(self, state: Any) -> None:
         """Refuse a state dict built for other representations."""
-        if not isinstance(state, dict):
-            return
-        mine = self.get_extra_state()
-        for key in ("in_rep", "out_rep"):
-            if key in state and state[key] != mine[key]:
-                raise ValueError(
-                    f"Cannot load a state dict into {type(self).__name__}: it was built for "
-                    f"{key} {state[key]}, this module has {mine[key]}."
-                )
-
-    def _load_from_state_dict(
-        self,
-        state_dict: Mapping[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # Refuse before anything of this module (or its children) is copied, so a refused load
-        # leaves the module as it was.
-        extra = state_dict.get(prefix + "_extra_state")
-        if extra is not None:
-            self.set_extra_state(extra)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        problems = self._extra_state_problems(state)
+        if problems:
+            raise ValueError(
+                f"Cannot load a state dict into {type(self).__name__}: it was built for "
+                + "; ".join(problems)
+                + "."
+            )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> eModule:
         # Representations and groups are immutable descriptions: share them between copies
@@ -225,15 +225,85 @@ class eModule(ExactBuffersModule):
         return new
 
     def _check_input(self, x: Tensor, name: str = "input") -> None:
+        """Refuse what this module cannot compute with, before any work.
+
+        ``x`` must be a floating-point tensor of shape ``(..., in_rep.size)`` on the module's
+        device and, outside autocast, of its parameters' dtype. A few attribute reads: cheap on
+        the batch-1 path, no device synchronization, nothing that breaks a compiled graph.
+
+        Raises:
+            TypeError: If ``x`` is not a tensor, not floating-point or of another dtype.
+            ValueError: If its last axis or its device is wrong.
+        """
+        owner = type(self).__name__
         if not isinstance(x, Tensor):
             raise TypeError(
-                f"{type(self).__name__} expects a torch.Tensor; got {type(x).__name__}."
+                f"{owner} expects {name} to be a torch.Tensor of shape (..., {self.in_rep.size}); "
+                f"got {type(x).__name__}."
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{owner} expects {name} to be a floating-point tensor; got dtype {x.dtype}. "
+                f"Cast it, e.g. {name}.float()."
             )
         if x.ndim == 0 or x.shape[-1] != self.in_rep.size:
             raise ValueError(
-                f"{type(self).__name__} expects {name} of shape (..., {self.in_rep.size}) for "
+                f"{owner} expects {name} of shape (..., {self.in_rep.size}) for "
                 f"in_rep {self.in_rep.name!r}; got {tuple(x.shape)}."
             )
+        self._check_placement(x, name)
+
+    def _check_placement(self, x: Tensor, name: str) -> None:
+        """Refuse a tensor on another device or (outside autocast) of another dtype."""
+        owner = type(self).__name__
+        ref = _first_parameter(self)
+        if ref is None:
+            ref = _first_constant(self)
+            if ref is None:
+                return
+            # Constants keep their own dtype (float64 bases): only the device is checked.
+            if x.device != ref.device:
+                raise ValueError(_device_message(owner, name, x, ref))
+            return
+        if x.device != ref.device:
+            raise ValueError(_device_message(owner, name, x, ref))
+        # Under autocast the data has the autocast dtype whatever the parameters' dtype.
+        if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"{owner} expects {name} of the dtype of its parameters ({ref.dtype}); got "
+                f"dtype {x.dtype}. Cast the input with {name}.to({ref.dtype}) or the module "
+                f"with module.to({x.dtype})."
+            )
+
+
+def _device_message(owner: str, name: str, x: Tensor, ref: Tensor) -> str:
+    return (
+        f"{owner} expects {name} on the device of its parameters ({ref.device}); got "
+        f"{name} on {x.device}. Move the input with {name}.to({str(ref.device)!r}) or the "
+        f"module with module.to({str(x.device)!r})."
+    )
+
+
+def _first_parameter(module: nn.Module) -> Tensor | None:
+    """The first floating parameter of ``module`` or its submodules (depth first), or ``None``.
+
+    Walks the module dicts directly: ``module.parameters()`` builds generators of generators,
+    too slow for every forward.
+    """
+    for p in module._parameters.values():
+        if p is not None and p.is_floating_point():
+            return p
+    for child in module._modules.values():
+        if child is not None:
+            found = _first_parameter(child)
+            if found is not None:
+                return found
+    return None
+
+
+def _first_constant(module: nn.Module) -> Tensor | None:
+    names: list[str] = module.__dict__.get("_constant_names", [])
+    return module.__dict__[names[0]] if names else None
 
 
 def _reset(module: Any, scheme: InitScheme | None) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers._affine import eAffine
+from elayers._checks import check_bool, check_positive_real
 from elayers._module import eModule, transform_active
 from ereps import (
     InitScheme,
@@ -128,9 +129,11 @@ class _eNorm(eModule):
     ) -> None:
         check_representation(rep, "rep")
         check_orthogonal(rep, "rep")
-        if not eps > 0:
-            raise ValueError(f"{type(self).__name__} expects eps > 0; got {eps}.")
-        if affine not in ("auto", "irrep", "copy"):
+        owner = type(self).__name__
+        eps = check_positive_real(owner, "eps", eps)
+        check_bool(owner, "equiv_affine", equiv_affine)
+        check_bool(owner, "bias", bias)
+        if not isinstance(affine, str) or affine not in ("auto", "irrep", "copy"):
             raise ValueError(f"affine must be 'auto', 'irrep' or 'copy'; got {affine!r}.")
         copies = regular_multiplicity(rep)
         if affine == "copy" and copies is None:

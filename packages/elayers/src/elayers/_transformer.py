@@ -9,7 +9,14 @@ import torch
 from torch import Tensor, nn
 
 from elayers._activation import Activation, apply_activation, resolve_activation
-from elayers._attention import check_regular_copies, eMultiheadAttention
+from elayers._attention import check_heads, check_regular_copies, eMultiheadAttention
+from elayers._checks import (
+    check_bool,
+    check_int,
+    check_mask,
+    check_positive_real,
+    check_probability,
+)
 from elayers._linear import eLinear
 from elayers._mlp import regular_copies
 from elayers._module import eModule, transform_active
@@ -73,13 +80,27 @@ def _any_grad(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
-def _check_common(norm_module: str, dropout: float, init_scheme: str) -> None:
-    if norm_module not in NORM_MODULES:
+def _check_common(
+    owner: str,
+    in_rep: Representation,
+    nhead: object,
+    dropout: object,
+    layer_norm_eps: object,
+    flags: dict[str, object],
+    norm_module: object,
+    init_scheme: object,
+) -> None:
+    """The checks shared by the encoder and decoder layers, each naming its argument."""
+    copies = check_regular_copies(in_rep, owner)
+    check_heads(owner, "nhead", nhead, copies)
+    check_probability(owner, "dropout", dropout)
+    check_positive_real(owner, "layer_norm_eps", layer_norm_eps)
+    for name, flag in flags.items():
+        check_bool(owner, name, flag)
+    if not isinstance(norm_module, str) or norm_module not in NORM_MODULES:
         raise ValueError(
-            f"Unknown norm_module {norm_module!r}; expected one of {list(NORM_MODULES)}."
+            f"{owner}: unknown norm_module {norm_module!r}; expected one of {list(NORM_MODULES)}."
         )
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
     check_init_scheme(init_scheme)
 
 
@@ -150,8 +171,16 @@ class eTransformerEncoderLayer(eModule):
         bias: bool = True,
         init_scheme: InitScheme = "xavier_normal",
     ) -> None:
-        check_regular_copies(in_rep, type(self).__name__)
-        _check_common(norm_module, dropout, init_scheme)
+        _check_common(
+            type(self).__name__,
+            in_rep,
+            nhead,
+            dropout,
+            layer_norm_eps,
+            {"batch_first": batch_first, "norm_first": norm_first, "bias": bias},
+            norm_module,
+            init_scheme,
+        )
         super().__init__(in_rep, in_rep)
         self.self_attn = eMultiheadAttention(
             in_rep,
@@ -305,6 +334,10 @@ class eTransformerEncoderLayer(eModule):
             Tensor of the shape of ``src``.
         """
         self._check_input(src, "src")
+        owner = "eTransformerEncoderLayer"
+        check_mask(owner, "src_mask", src_mask)
+        check_mask(owner, "src_key_padding_mask", src_key_padding_mask)
+        check_bool(owner, "is_causal", is_causal)
         masked = src_mask is not None or src_key_padding_mask is not None or is_causal
         if self._fused_inference_ok(src, masked):
             # Same math as the composite path below, in torch's fused inference kernel.
@@ -371,8 +404,16 @@ class eTransformerDecoderLayer(eModule):
         bias: bool = True,
         init_scheme: InitScheme = "xavier_normal",
     ) -> None:
-        check_regular_copies(in_rep, type(self).__name__)
-        _check_common(norm_module, dropout, init_scheme)
+        _check_common(
+            type(self).__name__,
+            in_rep,
+            nhead,
+            dropout,
+            layer_norm_eps,
+            {"batch_first": batch_first, "norm_first": norm_first, "bias": bias},
+            norm_module,
+            init_scheme,
+        )
         super().__init__(in_rep, in_rep)
         kw = {"dropout": dropout, "bias": bias, "batch_first": batch_first}
         self.self_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
@@ -445,6 +486,16 @@ class eTransformerDecoderLayer(eModule):
         """
         self._check_input(tgt, "tgt")
         self._check_input(memory, "memory")
+        owner = "eTransformerDecoderLayer"
+        for name, mask in (
+            ("tgt_mask", tgt_mask),
+            ("memory_mask", memory_mask),
+            ("tgt_key_padding_mask", tgt_key_padding_mask),
+            ("memory_key_padding_mask", memory_key_padding_mask),
+        ):
+            check_mask(owner, name, mask)
+        check_bool(owner, "tgt_is_causal", tgt_is_causal)
+        check_bool(owner, "memory_is_causal", memory_is_causal)
         x: Tensor = tgt
         if self.norm_first:
             x = _residual(
@@ -487,14 +538,28 @@ class eTransformerDecoderLayer(eModule):
         ) -> Tensor: ...
 
 
-def _clones(layer: eModule, num_layers: int) -> nn.ModuleList:
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer; got {num_layers!r}.")
+def _clones(layer: eModule, num_layers: int, owner: str) -> nn.ModuleList:
+    check_int(owner, "num_layers", num_layers)
     layers = [copy.deepcopy(layer) for _ in range(num_layers)]
     # Independent draws per layer (torch's stacks repeat one draw; that wastes the depth at init).
     for one in layers:
         one.reset_parameters()
     return nn.ModuleList(layers)
+
+
+def _check_final_norm(owner: str, norm: object, layer: eModule) -> None:
+    if norm is None:
+        return
+    if not isinstance(norm, eModule):
+        raise TypeError(
+            f"{owner} expects norm to be None or an equivariant module (e.g. eLayerNorm) on the "
+            f"layers' representation; got {type(norm).__name__}."
+        )
+    if norm.in_rep.size != layer.in_rep.size or norm.in_rep.group != layer.in_rep.group:
+        raise ValueError(
+            f"{owner} expects norm on the layers' representation {layer.in_rep.name!r} (size "
+            f"{layer.in_rep.size}); got a norm on {norm.in_rep.name!r} (size {norm.in_rep.size})."
+        )
 
 
 class eTransformerEncoder(eModule):
@@ -514,8 +579,9 @@ class eTransformerEncoder(eModule):
                 "encoder_layer must be an eTransformerEncoderLayer; got "
                 f"{type(encoder_layer).__name__}."
             )
+        _check_final_norm("eTransformerEncoder", norm, encoder_layer)
         super().__init__(encoder_layer.in_rep, encoder_layer.out_rep)
-        self.layers = _clones(encoder_layer, num_layers)
+        self.layers = _clones(encoder_layer, num_layers, "eTransformerEncoder")
         self.norm = norm
 
     def forward(
@@ -561,8 +627,9 @@ class eTransformerDecoder(eModule):
                 "decoder_layer must be an eTransformerDecoderLayer; got "
                 f"{type(decoder_layer).__name__}."
             )
+        _check_final_norm("eTransformerDecoder", norm, decoder_layer)
         super().__init__(decoder_layer.in_rep, decoder_layer.out_rep)
-        self.layers = _clones(decoder_layer, num_layers)
+        self.layers = _clones(decoder_layer, num_layers, "eTransformerDecoder")
         self.norm = norm
 
     def forward(

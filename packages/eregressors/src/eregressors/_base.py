@@ -108,6 +108,24 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
 
         def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor: ...
 
+    else:
+
+        @torch.compiler.disable(recursive=False)
+        def __call__(self, *args, **kwargs):
+            # A Python number becomes a 0-d tensor here, outside the compiled frame: torch.compile
+            # specializes on Python floats (a flow time that changes every call would recompile),
+            # never on tensor values. Only this frame is skipped (forward is still compiled), so
+            # the conversion is inline: a Python helper called from here would be traced.
+            positional = len(args) > 1
+            step = args[1] if positional else kwargs.get("opt_step")
+            if isinstance(step, numbers.Real) and not isinstance(step, bool):
+                step = torch.tensor(float(step), dtype=torch.float64)
+                if positional:
+                    args = (args[0], step, *args[2:])
+                else:
+                    kwargs["opt_step"] = step
+            return super().__call__(*args, **kwargs)
+
     def get_optim_groups(self, weight_decay: float = 1e-3) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.
 
@@ -140,6 +158,19 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
         Returns:
             The optimiser.
         """
+        owner = f"{type(self).__name__}.configure_optimizers"
+        if not _is_real_number(learning_rate) or not learning_rate > 0:
+            raise (ValueError if _is_real_number(learning_rate) else TypeError)(
+                f"{owner} expects learning_rate to be a float > 0; got {learning_rate!r}."
+            )
+        if (
+            not isinstance(betas, (tuple, list))
+            or len(betas) != 2
+            or not all(_is_real_number(b) and 0.0 <= b < 1.0 for b in betas)
+        ):
+            raise (TypeError if not isinstance(betas, (tuple, list)) else ValueError)(
+                f"{owner} expects betas to be a pair of floats in [0, 1); got {betas!r}."
+            )
         return torch.optim.AdamW(self.get_optim_groups(weight_decay), lr=learning_rate, betas=betas)
 
     def _validate_inputs(
@@ -154,12 +185,16 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
             Z: Expected ``(B, T_z, cond_dim)`` floating tensor with ``1 <= T_z <= cond_horizon``.
 
         Returns:
-            ``(X, step, Z)`` with ``step`` a ``(B,)`` tensor of ``X``'s dtype and device.
+            ``(X, step, Z)`` with ``step`` a ``(B,)`` tensor on ``X``'s device, in float64 for
+            float64 inputs and in float32 otherwise: steps are embedded in at least single
+            precision whatever the model's dtype (in bfloat16 the steps 998 and 999 are equal).
 
         Raises:
-            TypeError: If ``X`` or ``Z`` is not a floating-point tensor, or ``opt_step`` is not a
-                number or tensor.
-            ValueError: If a rank, a feature size, a sequence length or a batch size is wrong.
+            TypeError: If ``X`` or ``Z`` is not a floating-point tensor, their dtypes differ from
+                each other or from the model's parameters, or ``opt_step`` is not a real number or
+                a real (not bool, not complex) tensor.
+            ValueError: If a rank, a feature size, a sequence length, a batch size or a device is
+                wrong.
         """
         name = type(self).__name__
         for arg, value, dim, horizon, sym in (
@@ -196,6 +231,7 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
                     f"{name} expects {arg} of shape {expected} with {sym} <= {horizon} (its "
                     f"horizon); got {tuple(value.shape)}, a sequence of length {value.shape[1]}."
                 )
+        _check_dtype_and_device(self, X, Z)
         if X.shape[0] != Z.shape[0]:
             raise ValueError(
                 f"{name} expects X and Z with the same batch size; got X of shape "
@@ -206,10 +242,24 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
         return X, step, Z
 
 
+def _is_real_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _step_dtype(X: Tensor) -> torch.dtype:
+    """At least float32 for the step, whatever the model's dtype."""
+    return torch.float64 if X.dtype == torch.float64 else torch.float32
+
+
 def _normalize_step(name: str, opt_step: OptStep, batch: int, X: Tensor) -> Tensor:
-    """Turn a number, a 0-d or a ``(B,)`` tensor into a ``(B,)`` tensor of ``X``'s dtype/device."""
-    dtype = X.dtype
+    """Turn a number, a 0-d or a ``(B,)`` tensor into a ``(B,)`` float tensor on ``X``'s device."""
+    dtype = _step_dtype(X)
     if isinstance(opt_step, Tensor):
+        if opt_step.dtype == torch.bool or opt_step.is_complex():
+            raise TypeError(
+                f"{name} expects opt_step as a real number or a tensor of real (integer or "
+                f"floating) steps; got a tensor of dtype {opt_step.dtype}."
+            )
         if opt_step.dim() == 0:
             return opt_step.to(device=X.device, dtype=dtype).expand(batch)
         if opt_step.dim() == 1 and opt_step.shape[0] == batch:
@@ -220,12 +270,84 @@ def _normalize_step(name: str, opt_step: OptStep, batch: int, X: Tensor) -> Tens
             f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},) "
             f"(the batch size of X); got a tensor of shape {tuple(opt_step.shape)}."
         )
-    if isinstance(opt_step, bool) or not isinstance(opt_step, numbers.Real):
+    if not _is_real_number(opt_step):
         raise TypeError(
             f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},); "
             f"got {_describe(opt_step)}."
         )
     return torch.full((batch,), float(opt_step), dtype=dtype, device=X.device)
+
+
+def _first_parameter(module: torch.nn.Module) -> Tensor | None:
+    """The first parameter of ``module`` or its submodules (depth first), or ``None``.
+
+    Walks the module dicts directly: ``module.parameters()`` builds generators of generators,
+    too slow for every forward.
+    """
+    for p in module._parameters.values():
+        if p is not None:
+            return p
+    for child in module._modules.values():
+        if child is not None:
+            found = _first_parameter(child)
+            if found is not None:
+                return found
+    return None
+
+
+def _check_dtype_and_device(model: torch.nn.Module, X: Tensor, Z: Tensor) -> None:
+    """Refuse inputs whose dtype or device differ from each other's or from the model's."""
+    name = type(model).__name__
+    if Z.dtype != X.dtype:
+        raise TypeError(
+            f"{name} expects X and Z of the same dtype; got X of dtype {X.dtype} and Z of dtype "
+            f"{Z.dtype}. Cast Z with Z.to(X.dtype)."
+        )
+    if Z.device != X.device:
+        raise ValueError(
+            f"{name} expects X and Z on the same device; got X on {X.device} and Z on {Z.device}."
+        )
+    param = _first_parameter(model)
+    if param is None:
+        return
+    if X.device != param.device:
+        raise ValueError(
+            f"{name} expects X on the device of its parameters ({param.device}); got X on "
+            f"{X.device}. Move the inputs with X.to({str(param.device)!r}) or the model with "
+            f"model.to({str(X.device)!r})."
+        )
+    # Under autocast the model computes in the autocast dtype whatever its parameters' dtype.
+    if (
+        param.is_floating_point()
+        and X.dtype != param.dtype
+        and not torch.is_autocast_enabled(X.device.type)
+    ):
+        raise TypeError(
+            f"{name} expects X of the dtype of its parameters ({param.dtype}); got X of dtype "
+            f"{X.dtype}. Cast the inputs with X.to({param.dtype}) or the model with "
+            f"model.to({X.dtype})."
+        )
+
+
+def _check_bool(owner: str, name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise ``TypeError`` (no truthiness coercion)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner} expects {name} to be a bool (True or False); got {value!r}.")
+    return value
+
+
+def _check_probability(owner: str, name: str, value: object, *, allow_one: bool = False) -> float:
+    """Return ``value`` as a float if it is a real number in ``[0, 1)`` (``[0, 1]``), else raise."""
+    interval = "[0, 1]" if allow_one else "[0, 1)"
+    if not _is_real_number(value):
+        raise TypeError(
+            f"{owner} expects {name} to be a probability, a float in {interval}; got {value!r} "
+            f"({type(value).__name__})."
+        )
+    p = float(value)  # type: ignore[arg-type]
+    if not (0.0 <= p <= 1.0 if allow_one else 0.0 <= p < 1.0):
+        raise ValueError(f"{owner} expects {name} in {interval}; got {value!r}.")
+    return p
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> None:

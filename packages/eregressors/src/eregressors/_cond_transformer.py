@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._base import (
+    GenCondRegressor,
+    OptStep,
+    _check_bool,
+    _check_positive_int,
+    _check_probability,
+)
 from eregressors._masks import causal_memory_mask, causal_self_mask
-from eregressors._sinusoidal import SinusoidalPosEmb
+from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 
 __all__ = ["CondTransformerRegressor"]
 
@@ -114,11 +120,11 @@ class CondTransformerRegressor(GenCondRegressor):
             ("embedding_dim", embedding_dim),
         ):
             _check_positive_int(name, arg, value)
-        if (
-            isinstance(num_cond_layers, bool)
-            or not isinstance(num_cond_layers, int)
-            or num_cond_layers < 0
-        ):
+        if isinstance(num_cond_layers, bool) or not isinstance(num_cond_layers, int):
+            raise TypeError(
+                f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers!r}."
+            )
+        if num_cond_layers < 0:
             raise ValueError(
                 f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers!r}."
             )
@@ -129,8 +135,8 @@ class CondTransformerRegressor(GenCondRegressor):
                 f"num_attention_heads={num_attention_heads}. Valid head counts: {valid}."
             )
         for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} expects {arg} in [0, 1]; got {p}.")
+            _check_probability(name, arg, p, allow_one=True)
+        _check_bool(name, "causal_attn", causal_attn)
         super().__init__(
             in_dim, out_dim, cond_dim, in_horizon=in_horizon, cond_horizon=cond_horizon
         )
@@ -145,7 +151,7 @@ class CondTransformerRegressor(GenCondRegressor):
         self.input_emb = torch.nn.Linear(in_dim, E)
         self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, E))
         # Memory: step token first, then the conditioning tokens.
-        self.step_emb = torch.nn.Sequential(
+        self.step_emb = StepEmbedding(
             SinusoidalPosEmb(E), torch.nn.Linear(E, E), torch.nn.GELU(), torch.nn.Linear(E, E)
         )
         self.cond_emb = torch.nn.Linear(cond_dim, E)

@@ -21,10 +21,16 @@ from elayers import (
     make_norm,
     valid_head_counts,
 )
-from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._base import (
+    GenCondRegressor,
+    OptStep,
+    _check_bool,
+    _check_positive_int,
+    _check_probability,
+)
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
-from eregressors._sinusoidal import SinusoidalPosEmb
+from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from ereps import (
     INIT_SCHEMES,
     GroupElement,
@@ -34,6 +40,7 @@ from ereps import (
     direct_sum,
     group_order,
 )
+from ereps._validation import check_orthogonal
 
 __all__ = ["eCondTransformerRegressor"]
 
@@ -236,19 +243,22 @@ class eCondTransformerRegressor(GenCondRegressor):
             raise ValueError(
                 f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers}."
             )
-        if norm_module not in NORM_MODULES:
+        if not isinstance(norm_module, str) or norm_module not in NORM_MODULES:
             raise ValueError(
                 f"{name} expects norm_module to be one of {list(NORM_MODULES)}; "
                 f"got {norm_module!r}."
             )
-        if init_scheme not in INIT_SCHEMES:
+        if not isinstance(init_scheme, str) or init_scheme not in INIT_SCHEMES:
             raise ValueError(
                 f"{name} expects init_scheme to be one of {list(INIT_SCHEMES)}; "
                 f"got {init_scheme!r}."
             )
         for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} expects {arg} in [0, 1); got {p}.")
+            _check_probability(name, arg, p)
+        _check_bool(name, "causal_attn", causal_attn)
+        # Each representation by its own name: the layers would report cond_rep as in_rep.
+        for arg, rep in reps.items():
+            check_orthogonal(rep, arg)
         if step_emb_dim is None:
             step_emb_dim = 2 * math.ceil(embedding_dim / 2)
         _check_positive_int(name, "step_emb_dim", step_emb_dim)
@@ -280,7 +290,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         self.input_emb = eLinear(in_rep, emb_rep, init_scheme=init_scheme)
         self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, copies))
         # Memory: step token (invariant) first, then the conditioning tokens.
-        self.step_emb = torch.nn.Sequential(
+        self.step_emb = StepEmbedding(
             SinusoidalPosEmb(step_emb_dim),
             torch.nn.Linear(step_emb_dim, E),
             torch.nn.GELU(),
@@ -378,7 +388,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         """
         return split_optim_groups(self, weight_decay, _is_decayed)
 
-    def reset_parameters(self, scheme: InitScheme = "xavier_uniform") -> None:
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
         """Re-initialize all parameters.
 
         Linear maps (equivariant and the step MLP) are redrawn with ``scheme`` and their biases
@@ -386,12 +396,15 @@ class eCondTransformerRegressor(GenCondRegressor):
 
         Args:
             scheme: ``"xavier_uniform"``, ``"xavier_normal"``, ``"kaiming_uniform"`` or
-                ``"kaiming_normal"``.
+                ``"kaiming_normal"``; ``None`` (the default) for the model's ``init_scheme``,
+                the one it was built with.
 
         Raises:
             ValueError: If ``scheme`` is unknown.
         """
-        if scheme not in INIT_SCHEMES:
+        if scheme is None:
+            scheme = self.init_scheme
+        if not isinstance(scheme, str) or scheme not in INIT_SCHEMES:
             raise ValueError(
                 f"{type(self).__name__}.reset_parameters expects scheme to be one of "
                 f"{list(INIT_SCHEMES)}; got {scheme!r}."

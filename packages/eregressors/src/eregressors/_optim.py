@@ -61,7 +61,12 @@ def split_optim_groups(
     Raises:
         ValueError: If ``weight_decay`` is negative.
     """
-    if weight_decay < 0:
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+        raise TypeError(
+            f"weight_decay must be a float >= 0; got {weight_decay!r} "
+            f"({type(weight_decay).__name__})."
+        )
+    if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-__all__ = ["SinusoidalPosEmb"]
+__all__ = ["SinusoidalPosEmb", "StepEmbedding"]
 
 
 class SinusoidalPosEmb(torch.nn.Module):
@@ -50,8 +50,13 @@ class SinusoidalPosEmb(torch.nn.Module):
             )
         if dim < 2 or dim % 2 != 0:
             raise ValueError(f"SinusoidalPosEmb expects dim to be a positive even int; got {dim}.")
-        if not max_period > 0:
-            raise ValueError(f"SinusoidalPosEmb expects max_period > 0; got {max_period}.")
+        if isinstance(max_period, bool) or not isinstance(max_period, (int, float)):
+            raise TypeError(
+                f"SinusoidalPosEmb expects max_period to be a positive float; got {max_period!r} "
+                f"({type(max_period).__name__})."
+            )
+        if not 0 < max_period < math.inf:
+            raise ValueError(f"SinusoidalPosEmb expects max_period > 0 (finite); got {max_period}.")
         super().__init__()
         self.dim = dim
         self.max_period = float(max_period)
@@ -70,6 +75,15 @@ class SinusoidalPosEmb(torch.nn.Module):
         Raises:
             ValueError: If ``x`` is not one-dimensional.
         """
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"SinusoidalPosEmb expects x to be a tensor of steps of shape (B,); got "
+                f"{type(x).__name__}."
+            )
+        if x.dtype == torch.bool or x.is_complex():
+            raise TypeError(
+                f"SinusoidalPosEmb expects real (integer or floating) steps; got dtype {x.dtype}."
+            )
         if x.dim() != 1:
             raise ValueError(f"SinusoidalPosEmb expects steps of shape (B,); got {tuple(x.shape)}.")
         if not x.is_floating_point():
@@ -90,3 +104,27 @@ class SinusoidalPosEmb(torch.nn.Module):
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""
         return f"dim={self.dim}, max_period={self.max_period:g}"
+
+
+class StepEmbedding(torch.nn.Sequential):
+    """A :class:`SinusoidalPosEmb` followed by layers (an MLP) that run in their own dtype.
+
+    ``StepEmbedding(SinusoidalPosEmb(d), Linear(d, h), GELU(), Linear(h, e))`` embeds steps of
+    shape ``(B,)`` into ``(B, e)``. The sinusoid sees the steps in the precision they come in
+    (the regressors pass them in float32 or float64), and its features are cast to the dtype of
+    the first parameter after it: in a model cast to bfloat16 the angles ``ω k`` of neighbouring
+    steps still differ (``k`` itself would round to a multiple of 4 near 1000 in bfloat16), and
+    the features, bounded by one, lose nothing that matters in the cast.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed the steps ``x`` of shape ``(B,)``; returns ``(B, e)``."""
+        layers = iter(self._modules.values())
+        out: Tensor = next(layers)(x)
+        for p in self.parameters():
+            if p.is_floating_point():
+                out = out.to(p.dtype)
+                break
+        for layer in layers:
+            out = layer(out)
+        return out
