@@ -10,6 +10,7 @@ from torch import Tensor
 
 from elayers._linear import eLinear
 from elayers._module import eModule
+from elayers._plain import MultiheadAttention
 from ereps import InitScheme, Representation, direct_sum, regular_multiplicity
 from ereps._hom_basis import check_init_scheme
 from ereps._validation import check_representation
@@ -238,6 +239,38 @@ class eMultiheadAttention(eModule):
         if weights is not None and average_attn_weights:
             weights = weights.mean(dim=1)
         return out, weights
+
+    def export(self) -> MultiheadAttention:
+        """``torch.nn.MultiheadAttention`` with the dense projections (see :meth:`eModule.export`).
+
+        The fused ``in_proj`` is torch's ``in_proj_weight``/``in_proj_bias`` (rows ``[q; k; v]``) and
+        heads split the embedding into contiguous slices of ``head_dim`` as here, so the plain
+        module computes the same attention (torch's fused inference path included). It is the
+        :class:`elayers._plain.MultiheadAttention` subclass, which also accepts
+        ``is_causal=True`` without ``attn_mask``, as this module does.
+        """
+        with torch.no_grad():
+            w_in = self.in_proj.weight
+            b_in = self.in_proj.bias
+            w_out = self.out_proj.weight
+            b_out = self.out_proj.bias
+            mha = MultiheadAttention(
+                self.embed_dim,
+                self.num_heads,
+                dropout=self.dropout,
+                bias=b_in is not None,
+                batch_first=self.batch_first,
+                device=w_in.device,
+                dtype=w_in.dtype,
+            )
+            assert mha.in_proj_weight is not None  # _qkv_same_embed_dim
+            mha.in_proj_weight.copy_(w_in)
+            mha.out_proj.weight.copy_(w_out)
+            if b_in is not None and b_out is not None:
+                assert mha.in_proj_bias is not None and mha.out_proj.bias is not None
+                mha.in_proj_bias.copy_(b_in)
+                mha.out_proj.bias.copy_(b_out)
+            return mha.train(self.training)
 
     def extra_repr(self) -> str:
         return f"{self.in_rep.name}, num_heads={self.num_heads}, dropout={self.dropout}"

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from elayers._activation import Activation, apply_activation, resolve_activation
+from elayers._activation import (
+    Activation,
+    apply_activation,
+    plain_activation,
+    resolve_activation,
+)
 from elayers._linear import eLinear
 from elayers._module import eModule
 from ereps import (
@@ -127,6 +132,18 @@ class eMLP(eModule):
             x = self.dropout(apply_activation(self.activation, self.activation_name, layer(x)))
         out: Tensor = last(x)
         return out
+
+    def export(self) -> nn.Sequential:
+        """``torch.nn.Sequential`` of ``Linear``, activation and ``Dropout`` modules, in the order of
+        :meth:`forward` (see :meth:`eModule.export`)."""
+        *hidden, last = self.layers
+        parts: list[nn.Module] = []
+        for layer in hidden:
+            parts.append(layer.export())
+            parts.append(plain_activation(self.activation, self.activation_name))
+            parts.append(nn.Dropout(self.dropout.p))
+        parts.append(last.export())
+        return nn.Sequential(*parts).train(self.training)
 
     if TYPE_CHECKING:
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import ctypes
 import hashlib
-import sys
-from collections.abc import Callable, Hashable, Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,9 +14,8 @@ from torch import Tensor, nn
 
 from ereps import ExactBuffersModule, InitScheme, Representation
 
-__all__ = ["eModule", "rep_signature", "transform_active"]
+__all__ = ["FrozenWeights", "eModule", "frozen_registry", "rep_signature", "transform_active"]
 
-_M = TypeVar("_M", bound="eModule")
 _Derived = TypeVar("_Derived", Tensor, tuple[Tensor | None, ...])
 
 
@@ -35,56 +33,57 @@ def transform_active() -> bool:
     )
 
 
-def _cacheable(sources: tuple[Tensor, ...]) -> bool:
-    # Plain CPU tensors that autograd does not need to track. On accelerators synthesis is a few
-    # asynchronous kernels, while the value check below would synchronize with the device.
-    grad = torch.is_grad_enabled()
-    for s in sources:
-        if type(s) is not nn.Parameter and type(s) is not Tensor:
-            return False
-        if not s.is_cpu or (grad and s.requires_grad):
-            return False
-    return True
+class FrozenWeights:
+    """The dense tensors of one module inside an :func:`elayers.frozen` scope.
+
+    Built once on entry from the module's own parameters (``sources``). Every use first checks
+    that those parameters are still the same tensors at the same version and address, and raises
+    instead of serving old weights when an edit was detected (an in-place update, an optimizer
+    step, ``load_state_dict``, ``.to()``). That is a guard against misuse, not a cache policy:
+    edits through ``.data`` bypass version counters, which is why parameters must not change
+    inside the scope at all.
+    """
+
+    __slots__ = ("module", "sources", "values")
+
+    def __init__(self, module: eModule, values: dict[str, Any]) -> None:
+        self.module = module
+        self.values = values
+        self.sources = [
+            (name, p, None if p.is_inference() else p._version, p.data_ptr())
+            for name, p in module._parameters.items()
+            if p is not None
+        ]
+
+    def check(self) -> None:
+        """Raise ``RuntimeError`` if a parameter was replaced or edited since entry."""
+        params = self.module._parameters
+        for name, p, version, ptr in self.sources:
+            if (
+                params.get(name) is not p
+                or (version is not None and p._version != version)
+                or p.data_ptr() != ptr
+            ):
+                raise RuntimeError(
+                    f"{type(self.module).__name__}: parameter {name!r} changed inside "
+                    "elayers.frozen(); the dense weights were built on entry and would be stale. "
+                    "Edit parameters outside the scope (or re-enter it after the edit)."
+                )
+
+    def needs_grad(self) -> bool:
+        """Whether autograd would track the sources (then the module synthesizes as usual)."""
+        return torch.is_grad_enabled() and any(p.requires_grad for _, p, _, _ in self.sources)
 
 
-def _load_memcmp() -> Callable[[int, int, int], int] | None:
-    """The C library's ``memcmp``, or ``None`` where ctypes cannot find it."""
-    try:
-        libc = ctypes.CDLL(None) if sys.platform != "win32" else ctypes.cdll.msvcrt
-        fn = libc.memcmp
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
+# Modules inside an active frozen() scope, by id: a forward looks itself up here. Kept outside
+# the modules so that copies and pickles of a module made inside a scope are never frozen.
+_FROZEN: dict[int, FrozenWeights] = {}
+_FROZEN_LOCK = threading.Lock()
 
 
-# Comparing bytes in place is several times cheaper than torch.equal (which allocates and does
-# not vectorize): it keeps the value check of the eval cache a small fraction of a forward.
-_MEMCMP = _load_memcmp()
-
-
-def _same_values(snapshot: Tensor, source: Tensor) -> bool:
-    # torch.equal is False for other shapes, but it would compare values across dtypes.
-    if snapshot.dtype is not source.dtype or snapshot.shape != source.shape:
-        return False
-    if _MEMCMP is not None and source.is_contiguous() and snapshot.is_contiguous():
-        # Bit patterns (both on CPU, see _cacheable): equal bits give an equal derived tensor.
-        nbytes = source.numel() * source.element_size()
-        return _MEMCMP(snapshot.data_ptr(), source.data_ptr(), nbytes) == 0
-    return torch.equal(snapshot, source)
-
-
-def _matches(snapshots: tuple[Tensor, ...], sources: tuple[Tensor, ...]) -> bool:
-    return len(snapshots) == len(sources) and all(
-        _same_values(snap, src) for snap, src in zip(snapshots, sources, strict=True)
-    )
-
-
-def _has_inference_tensor(value: Tensor | tuple[Tensor | None, ...]) -> bool:
-    if isinstance(value, Tensor):
-        return value.is_inference()
-    return any(v is not None and v.is_inference() for v in value)
+def frozen_registry() -> tuple[dict[int, FrozenWeights], threading.Lock]:
+    """The registry of frozen modules and its lock (for :func:`elayers.frozen`)."""
+    return _FROZEN, _FROZEN_LOCK
 
 
 def rep_signature(rep: Representation) -> str:
@@ -104,15 +103,20 @@ class eModule(ExactBuffersModule):
     The state dict records which representations the parameters were built for, and loading a state
     dict built for other representations raises ``ValueError`` instead of silently mixing bases.
 
-    Dense tensors derived from the parameters (an :class:`eLinear`'s matrix, a norm's per-feature
-    scale) are cached in eval mode, on CPU, when autograd does not track the parameters (under
-    ``torch.no_grad()``/``torch.inference_mode()``, or for frozen parameters). A cached tensor is
-    reused only while the parameters it was built from hold exactly the bits they had when it was
-    built (a byte-wise comparison with a snapshot, a small fraction of the cost of the synthesis),
-    so no way of editing parameters (optimizer steps, ``load_state_dict``, in-place EMA
-    updates, edits through ``.data``, ``.to()``) can make it serve stale weights. Nothing is cached
-    in training mode, while compiling, tracing or exporting, under ``torch.func`` transforms, or on
-    accelerators. ``train()`` drops the cache; so do ``.to()`` and the like.
+    Nothing derived from the parameters is cached implicitly: every forward, in training or in
+    eval, synthesizes its dense tensors (an :class:`eLinear`'s matrix, a norm's per-feature scale)
+    from the current parameters, so no edit of the parameters can make a forward use old weights.
+    Two explicit ways avoid the synthesis at inference time:
+
+    * :meth:`export` (and :func:`elayers.export` for any module tree) returns a new plain-PyTorch
+      module computing the same function with the current weights (``torch.nn.Linear``,
+      ``torch.nn.LayerNorm``, ``torch.nn.MultiheadAttention``, ...), for ``torch.export``, ONNX
+      and machines without escnn;
+    * :func:`elayers.frozen` builds the dense tensors once on entry and uses them in every forward
+      inside the scope (parameters must not change there).
+
+    Subclasses override :meth:`export` and, where they derive dense tensors, :meth:`_freeze`
+    (what :func:`elayers.frozen` builds) and read them through :meth:`_derived`.
 
     Args:
         in_rep: Representation of the input features.
@@ -123,48 +127,43 @@ class eModule(ExactBuffersModule):
         super().__init__()
         self.in_rep = in_rep
         self.out_rep = out_rep
-        self._derived: dict[Hashable, tuple[tuple[Tensor, ...], Any]] = {}
 
-    def _cached(
-        self, key: Hashable, sources: tuple[Tensor, ...], build: Callable[[], _Derived]
-    ) -> _Derived:
-        """``build()``, or its cached value if ``sources`` hold the values it was built from.
+    def export(self) -> nn.Module:
+        """A new plain-PyTorch module computing this module's function with its current weights.
 
-        Only for internal consumers that never modify the result in place (it may be shared).
+        The result holds detached copies of the weights (this module is left unchanged), no escnn
+        or ``ereps`` object and no equivariant module: ``torch.nn`` classes, or plain modules of
+        ``elayers``' torch-only ``_plain`` module where torch has no exact equivalent. It keeps
+        this module's training flag. Subclasses override this method; use
+        :func:`elayers.export` to export a whole module tree.
+
+        Raises:
+            NotImplementedError: If the subclass does not implement it.
         """
-        if self.training or transform_active() or not _cacheable(sources):
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement export(); override it to return a plain "
+            "torch.nn.Module computing the same function."
+        )
+
+    def _freeze(self) -> dict[str, Any]:
+        """The dense tensors that :func:`elayers.frozen` builds on entry, by key (none here)."""
+        return {}
+
+    def _derived(self, key: str, build: Callable[[], _Derived]) -> _Derived:
+        """``build()``, or the value built on entry of an :func:`elayers.frozen` scope.
+
+        The frozen value is used only when this module is inside a scope, autograd does not track
+        its parameters, and no compiler, tracer or ``torch.func`` transform is running (there the
+        synthesis is recorded from the parameters as in training).
+        """
+        if not _FROZEN:
             return build()
-        entry = self._derived.get(key)
-        if entry is not None and _matches(entry[0], sources):
-            value: _Derived = entry[1]
-            # Inference tensors must not reach autograd outside inference mode: rebuild.
-            if not _has_inference_tensor(value) or torch.is_inference_mode_enabled():
-                return value
-        value = build()
-        snapshots = tuple(s.detach().clone(memory_format=torch.contiguous_format) for s in sources)
-        self._derived[key] = (snapshots, value)
+        entry = _FROZEN.get(id(self))
+        if entry is None or key not in entry.values or entry.needs_grad() or transform_active():
+            return build()
+        entry.check()
+        value: _Derived = entry.values[key]
         return value
-
-    def train(self: _M, mode: bool = True) -> _M:
-        """Set training mode (see :meth:`torch.nn.Module.train`); entering it drops the cache."""
-        if mode:
-            self._derived.clear()
-        return super().train(mode)
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Any:
-        self._derived.clear()
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickled modules (torch.save(model)) carry parameters, not caches.
-        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
-        state = dict(state)
-        state["_derived"] = {}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_derived", {})
-        super().__setstate__(state)  # type: ignore[no-untyped-call]
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:
         """Re-initialize every parameter of this module and its equivariant submodules.
@@ -220,8 +219,7 @@ class eModule(ExactBuffersModule):
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            # The copy starts without a cache (its parameters are new tensors anyway).
-            new.__dict__[key] = {} if key == "_derived" else copy.deepcopy(value, memo)
+            new.__dict__[key] = copy.deepcopy(value, memo)
         return new
 
     def _check_input(self, x: Tensor, name: str = "input") -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Literal, get_args
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from elayers._activation import Activation, apply_activation, resolve_activation
+
+from elayers import _plain
+from elayers._activation import ACTIVATIONS, Activation, apply_activation, resolve_activation
 from elayers._attention import check_regular_copies, eMultiheadAttention
 from elayers._linear import eLinear
 from elayers._mlp import regular_copies
@@ -61,16 +64,26 @@ def _residual(x: Tensor, update: Tensor) -> Tensor:
     return update.add_(x)
 
 
-def _collect_parameters(module: nn.Module, out: list[Tensor]) -> None:
-    # module.parameters() goes through generators of generators: too slow for every forward.
-    out.extend(p for p in module._parameters.values() if p is not None)
-    for child in module._modules.values():
-        if child is not None:
-            _collect_parameters(child, out)
-
-
 def _any_grad(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
+
+
+def _hooks_attached(module: nn.Module) -> bool:
+    """Whether a forward (pre-)hook would see a submodule's call (torch's fast path test)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def _torch_activation(activation: Callable[[Tensor], Tensor], name: str | None) -> Any:
+    """The ``activation`` argument of torch's layers for an equivariant layer's activation."""
+    if name in ("relu", "gelu"):
+        return name  # torch's layers recognize these and may take their fused path
+    if name is not None:
+        return ACTIVATIONS[name]
+    return copy.deepcopy(activation) if isinstance(activation, nn.Module) else activation
 
 
 def _check_common(norm_module: str, dropout: float, init_scheme: str) -> None:
@@ -175,8 +188,11 @@ class eTransformerEncoderLayer(eModule):
 
         It does when the norms are LayerNorms with per-copy affine maps (per-feature weights that
         are constant on each regular copy), the activation is ReLU or GELU, no gradient is needed,
-        and nothing the kernel lacks is asked for (masks, autocast, tracing, huge inputs that need
-        the norms' overflow guard).
+        and nothing the kernel lacks is asked for. As torch's own layer, it declines when hooks are
+        attached (the kernel would skip the submodules' calls), under autocast, while compiling,
+        tracing, exporting or under ``torch.func`` transforms (``vmap``'s batched tensors have no
+        storage for the kernel), for an empty batch, and for inputs so large that the norms need
+        their overflow guard.
         """
         # Cheap call-dependent checks first: this runs on every forward.
         if (
@@ -184,10 +200,11 @@ class eTransformerEncoderLayer(eModule):
             or masked
             or not self.batch_first
             or src.dim() != 3
-            or torch.compiler.is_compiling()
+            or src.numel() == 0
             or torch.is_autocast_enabled()
             or not torch.backends.mha.get_fastpath_enabled()
             or src.device.type not in ("cpu", "cuda")
+            or transform_active()
         ):
             return False
         norm1, norm2 = self.norm1, self.norm2
@@ -208,38 +225,31 @@ class eTransformerEncoderLayer(eModule):
             and ff.linear2.invariant_bias is not None
             and attn.num_heads % 2 == 0
             and not (torch.is_grad_enabled() and (src.requires_grad or _any_grad(self)))
+            and not _hooks_attached(self)
+            # The only data-dependent check (a device sync on accelerators): the kernel's float32
+            # layer norm would overflow where the equivariant norms switch to float64 sums.
             and max_abs(src) <= SAFE_MAX_ABS
         )
 
     def _fused_weights(self, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
-        """The dense arguments of the fused kernel, in its order (cached as one entry in eval)."""
+        """The dense arguments of the fused kernel, in its order (frozen inside elayers.frozen)."""
         attn, ff = self.self_attn, self.ff
-        norm1, norm2 = self.norm1, self.norm2
-        parts = (attn.in_proj, attn.out_proj, norm1, norm2, ff.linear1, ff.linear2)
-
-        def build() -> tuple[Tensor | None, ...]:
-            scale1, bias1 = norm1.copy_affine(dtype)
-            scale2, bias2 = norm2.copy_affine(dtype)
-            return (
-                attn.in_proj.dense_weight(),
-                attn.in_proj.dense_bias(),
-                attn.out_proj.dense_weight(),
-                attn.out_proj.dense_bias(),
-                scale1,
-                bias1,
-                scale2,
-                bias2,
-                ff.linear1.dense_weight(),
-                ff.linear1.dense_bias(),
-                ff.linear2.dense_weight(),
-                ff.linear2.dense_bias(),
-            )
-
-        # One cache entry checked against all twelve parameters instead of twelve lookups.
-        sources: list[Tensor] = []
-        for part in parts:
-            _collect_parameters(part, sources)
-        return self._cached(("fused", dtype), tuple(sources), build)
+        scale1, bias1 = self.norm1.copy_affine(dtype)
+        scale2, bias2 = self.norm2.copy_affine(dtype)
+        return (
+            attn.in_proj.dense_weight(),
+            attn.in_proj.dense_bias(),
+            attn.out_proj.dense_weight(),
+            attn.out_proj.dense_bias(),
+            scale1,
+            bias1,
+            scale2,
+            bias2,
+            ff.linear1.dense_weight(),
+            ff.linear1.dense_bias(),
+            ff.linear2.dense_weight(),
+            ff.linear2.dense_bias(),
+        )
 
     def _fused_inference(self, src: Tensor) -> Tensor:
         attn = self.self_attn
@@ -270,6 +280,39 @@ class eTransformerEncoderLayer(eModule):
             None,
         )
         return out
+
+    def export(self) -> _plain.TransformerEncoderLayer:
+        """``torch.nn.TransformerEncoderLayer`` with the dense weights (see :meth:`eModule.export`).
+
+        Its norms are ``torch.nn.LayerNorm``/``torch.nn.RMSNorm`` with the expanded per-copy
+        affine maps; with layer norms, ReLU/GELU and an even head count it takes torch's fused
+        inference path. It is the :class:`elayers._plain.TransformerEncoderLayer` subclass, which
+        accepts ``is_causal=True`` without a mask and runs RMS norms on torch's composite path.
+        """
+        attn, ff = self.self_attn, self.ff
+        ref = attn.in_proj.weight_params
+        layer = _plain.TransformerEncoderLayer(
+            attn.embed_dim,
+            attn.num_heads,
+            dim_feedforward=ff.linear1.out_rep.size,
+            dropout=self.dropout1.p,
+            activation=_torch_activation(ff.activation, ff.activation_name),
+            layer_norm_eps=self.norm1.eps,
+            batch_first=self.batch_first,
+            norm_first=self.norm_first,
+            bias=attn.in_proj.invariant_bias is not None,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        layer.self_attn = attn.export()
+        layer.linear1 = ff.linear1.export()
+        layer.dropout = nn.Dropout(ff.dropout.p)
+        layer.linear2 = ff.linear2.export()
+        layer.norm1 = self.norm1.export()
+        layer.norm2 = self.norm2.export()
+        layer.dropout1 = nn.Dropout(self.dropout1.p)
+        layer.dropout2 = nn.Dropout(self.dropout2.p)
+        return layer.train(self.training)
 
     def _sa_block(
         self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
@@ -386,6 +429,40 @@ class eTransformerDecoderLayer(eModule):
         self.dropout3 = nn.Dropout(dropout)
         self.norm_first = norm_first
         self.batch_first = batch_first
+
+    def export(self) -> _plain.TransformerDecoderLayer:
+        """``torch.nn.TransformerDecoderLayer`` with the dense weights (see :meth:`eModule.export`).
+
+        It is the :class:`elayers._plain.TransformerDecoderLayer` subclass, which accepts
+        ``tgt_is_causal``/``memory_is_causal`` without masks, as this layer does.
+        """
+        attn, ff = self.self_attn, self.ff
+        ref = attn.in_proj.weight_params
+        layer = _plain.TransformerDecoderLayer(
+            attn.embed_dim,
+            attn.num_heads,
+            dim_feedforward=ff.linear1.out_rep.size,
+            dropout=self.dropout1.p,
+            activation=_torch_activation(ff.activation, ff.activation_name),
+            layer_norm_eps=self.norm1.eps,
+            batch_first=self.batch_first,
+            norm_first=self.norm_first,
+            bias=attn.in_proj.invariant_bias is not None,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        layer.self_attn = attn.export()
+        layer.multihead_attn = self.multihead_attn.export()
+        layer.linear1 = ff.linear1.export()
+        layer.dropout = nn.Dropout(ff.dropout.p)
+        layer.linear2 = ff.linear2.export()
+        layer.norm1 = self.norm1.export()
+        layer.norm2 = self.norm2.export()
+        layer.norm3 = self.norm3.export()
+        layer.dropout1 = nn.Dropout(self.dropout1.p)
+        layer.dropout2 = nn.Dropout(self.dropout2.p)
+        layer.dropout3 = nn.Dropout(self.dropout3.p)
+        return layer.train(self.training)
 
     def _sa_block(
         self, x: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
@@ -533,6 +610,15 @@ class eTransformerEncoder(eModule):
             )
         return x if self.norm is None else self.norm(x)
 
+    def export(self) -> nn.TransformerEncoder:
+        """``torch.nn.TransformerEncoder`` of the exported layers (see :meth:`eModule.export`)."""
+        layers = [layer.export() for layer in self.layers]
+        norm = None if self.norm is None else self.norm.export()
+        stack = nn.TransformerEncoder(layers[0], 1, norm=norm, enable_nested_tensor=False)
+        stack.layers = nn.ModuleList(layers)
+        stack.num_layers = len(layers)
+        return stack.train(self.training)
+
     if TYPE_CHECKING:
 
         def __call__(
@@ -590,6 +676,15 @@ class eTransformerDecoder(eModule):
                 memory_is_causal=memory_is_causal,
             )
         return x if self.norm is None else self.norm(x)
+
+    def export(self) -> nn.TransformerDecoder:
+        """``torch.nn.TransformerDecoder`` of the exported layers (see :meth:`eModule.export`)."""
+        layers = [layer.export() for layer in self.layers]
+        norm = None if self.norm is None else self.norm.export()
+        stack = nn.TransformerDecoder(layers[0], 1, norm=norm)
+        stack.layers = nn.ModuleList(layers)
+        stack.num_layers = len(layers)
+        return stack.train(self.training)
 
     if TYPE_CHECKING:
 
