@@ -32,19 +32,27 @@ class _StableNormalize(torch.autograd.Function):
     data where autograd through the composite would need about ten.
     """
 
+    # Written in the setup_context style with a generated vmap rule, so that torch.func
+    # transforms (vmap over an ensemble, jacrev) can run through it.
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: Any, x: Tensor, eps: float, center: bool) -> Tensor:
+    def forward(x: Tensor, eps: float, center: bool) -> tuple[Tensor, Tensor]:
         xc = x - x.mean(dim=-1, keepdim=True) if center else x
         norm = torch.linalg.vector_norm(xc, dim=-1, keepdim=True, dtype=torch.float64)
         r = torch.rsqrt(norm.square() / x.shape[-1] + eps).to(x.dtype)
-        y = xc * r
+        return xc * r, r
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        y, r = output
         ctx.save_for_backward(y, r)
-        ctx.center = center
-        return y
+        ctx.center = inputs[2]
+        ctx.mark_non_differentiable(r)
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None, None]:
-        (g,) = grads
+        g = grads[0]
         y, r = ctx.saved_tensors
         c = torch.linalg.vecdot(g, y).unsqueeze(-1) / y.shape[-1]
         dx = torch.addcmul(g, y, c, value=-1.0).mul_(r)
@@ -63,8 +71,10 @@ def stable_rms_normalize(x: Tensor, eps: float, center: bool = False) -> Tensor:
     """
     dtype = x.dtype
     if dtype in (torch.float16, torch.bfloat16):
-        return _StableNormalize.apply(x.float(), eps, center).to(dtype)  # type: ignore[no-any-return]
-    return _StableNormalize.apply(x, eps, center)  # type: ignore[no-any-return]
+        y, _ = _StableNormalize.apply(x.float(), eps, center)
+        return y.to(dtype)  # type: ignore[no-any-return]
+    out, _ = _StableNormalize.apply(x, eps, center)
+    return out  # type: ignore[no-any-return]
 
 
 # Below this magnitude single-precision statistics (torch's layer norm kernels included) cannot
