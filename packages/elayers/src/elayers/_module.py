@@ -156,10 +156,11 @@ class eModule(ExactBuffersModule):
         its parameters, and no compiler, tracer or ``torch.func`` transform is running (there the
         synthesis is recorded from the parameters as in training).
         """
-        if not _FROZEN:
+        # The transform check comes before the registry is read, so that compilers never trace it.
+        if not _FROZEN or transform_active():
             return build()
         entry = _FROZEN.get(id(self))
-        if entry is None or key not in entry.values or entry.needs_grad() or transform_active():
+        if entry is None or key not in entry.values or entry.needs_grad():
             return build()
         entry.check()
         value: _Derived = entry.values[key]
