@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import Tensor
@@ -12,7 +13,20 @@ from eregressors._masks import causal_memory_mask, causal_self_mask
 from eregressors._plain import PlainCondTransformer, PlainSinusoidalPosEmb
 from eregressors._sinusoidal import SinusoidalPosEmb
 
-__all__ = ["CondTransformerRegressor"]
+__all__ = ["CondTransformerRegressor", "plain_sinusoid"]
+
+
+def plain_sinusoid(sinusoid: SinusoidalPosEmb, reference: Tensor) -> PlainSinusoidalPosEmb:
+    """The exported step features: ``sinusoid``'s frequencies as :class:`SinusoidalPosEmb` computes
+    them for steps of ``reference``'s dtype (float32 for half precision), on its device."""
+    dtype = reference.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    half = sinusoid.dim // 2
+    # The same operations as SinusoidalPosEmb.forward, so eager results agree bit for bit.
+    exponents = torch.arange(half, device=reference.device, dtype=dtype) / half
+    return PlainSinusoidalPosEmb(torch.exp(exponents * (-math.log(sinusoid.max_period))))
+
 
 _INIT_STD = 0.02
 
@@ -276,7 +290,7 @@ class CondTransformerRegressor(GenCondRegressor):
                 input_emb=copy.deepcopy(self.input_emb),
                 pos_emb=self.pos_emb,
                 step_emb=torch.nn.Sequential(
-                    PlainSinusoidalPosEmb(sinusoid.dim, sinusoid.max_period),
+                    plain_sinusoid(sinusoid, self.pos_emb),
                     *copy.deepcopy(mlp),
                 ),
                 cond_emb=copy.deepcopy(self.cond_emb),

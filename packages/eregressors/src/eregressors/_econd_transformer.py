@@ -23,9 +23,10 @@ from elayers import (
     valid_head_counts,
 )
 from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._cond_transformer import plain_sinusoid
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
-from eregressors._plain import PlainCondTransformer, PlainSinusoidalPosEmb
+from eregressors._plain import PlainCondTransformer
 from eregressors._sinusoidal import SinusoidalPosEmb
 from ereps import (
     INIT_SCHEMES,
@@ -396,7 +397,7 @@ class eCondTransformerRegressor(GenCondRegressor):
                 input_emb=self.input_emb.export(),
                 pos_emb=self._expand_invariant(self.pos_emb),
                 step_emb=torch.nn.Sequential(
-                    PlainSinusoidalPosEmb(sinusoid.dim, sinusoid.max_period),
+                    plain_sinusoid(sinusoid, self.pos_emb),
                     copy.deepcopy(first),
                     copy.deepcopy(act),
                     expanded.train(last.training),

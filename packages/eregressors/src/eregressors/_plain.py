@@ -15,31 +15,29 @@ __all__ = ["PlainCondTransformer", "PlainSinusoidalPosEmb"]
 
 
 class PlainSinusoidalPosEmb(nn.Module):
-    r"""``(sin(ω_i k), cos(ω_i k))`` with ``ω_i = P^{-i/h}``, ``i < h = dim / 2``: steps ``(B,)`` to
-    ``(B, dim)``, in the steps' dtype (half precision computed in float32, as
+    r"""``(sin(ω_i k), cos(ω_i k))``: steps ``(B,)`` to features ``(B, 2h)`` for the frequencies
+    ``ω`` (``(h,)``), in the steps' dtype (half precision computed in float32, as
     ``eregressors.SinusoidalPosEmb``).
 
+    The frequencies are a buffer computed by the exporting model, so that runtimes with another
+    ``exp`` (ONNX Runtime) multiply by exactly the same numbers: at steps near 1000 one unit in the
+    last place of a float32 frequency moves the angle by about 6e-5.
+
     Args:
-        dim: Number of features (even).
-        max_period: Longest period ``P``.
+        freqs: The frequencies ``ω_i = P^{-i/h}``, shape ``(h,)``.
     """
 
-    def __init__(self, dim: int, max_period: float) -> None:
+    def __init__(self, freqs: Tensor) -> None:
         super().__init__()
-        self.dim = dim
-        self.max_period = max_period
-        # -log(P) as a Python float (math.log and float64 torch.log agree).
-        self.neg_log_period = -float(torch.tensor(max_period, dtype=torch.float64).log())
+        self.register_buffer("freqs", freqs.detach().clone())
+        self.freqs: Tensor
 
     def forward(self, x: Tensor) -> Tensor:
-        """Embed steps of shape ``(B,)`` as ``(B, dim)``."""
+        """Embed steps of shape ``(B,)`` as ``(B, 2h)``."""
         out_dtype = x.dtype
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
-        half = self.dim // 2
-        exponents = torch.arange(half, device=x.device, dtype=x.dtype) / half
-        freqs = torch.exp(exponents * self.neg_log_period)
-        angles = x[:, None] * freqs[None, :]
+        angles = x[:, None] * self.freqs.to(x.dtype)[None, :]
         return torch.cat((angles.sin(), angles.cos()), dim=-1).to(out_dtype)
 
 
