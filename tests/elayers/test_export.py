@@ -348,7 +348,7 @@ def test_export_keeps_the_training_flag_and_rejects_non_modules() -> None:
     layer = eLinear(C.rep("C8", "reg"), C.rep("C8", "reg"))
     assert elayers.export(layer).training
     assert not elayers.export(layer.eval()).training
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         elayers.export(lambda x: x)  # type: ignore[arg-type]
 
 

@@ -16,7 +16,7 @@ from elayers._attention import eMultiheadAttention, valid_head_counts
 from elayers._export import Exportable, export, frozen
 from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
 from elayers._norm import eLayerNorm, eRMSNorm
 from elayers._transformer import (
     NORM_MODULES,
@@ -51,6 +51,7 @@ __all__ = [
     "eTransformerEncoderLayer",
     "export",
     "frozen",
+    "frozen_twin",
     "make_norm",
     "regular_copies",
     "valid_head_counts",

@@ -108,8 +108,11 @@ _MODULES: dict[str, Callable[[], nn.Module]] = {
 
 
 def plain_activation(activation: Callable[[Tensor], Tensor], name: str | None) -> nn.Module:
-    """The activation as a module of an exported model: ``torch.nn.GELU()`` for ``"gelu"``, a copy
-    of a module, or a :class:`Pointwise` wrapper of any other callable."""
+    """The activation as a module of an exported model.
+
+    ``torch.nn.GELU()`` for ``"gelu"`` (and so on), a copy of a module, or a :class:`Pointwise`
+    wrapper of any other callable.
+    """
     if name is not None:
         return _MODULES[name]()
     if isinstance(activation, nn.Module):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from elayers._linear import invariant_bias_or_none, plain_linear
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
 from elayers._plain import ElementwiseAffine
 from ereps import InitScheme, Representation, regular_multiplicity
 from ereps._validation import check_orthogonal, check_representation
@@ -87,17 +87,17 @@ class eAffine(eModule):
         return (q * s.view(-1, 1, q.shape[0])) @ q.T
 
     def _operator(self) -> Tensor:
-        """What forward multiplies by: the scale vector (elementwise), the per-copy blocks
-        ``(c, |G|, |G|)`` (regular copies) or the dense matrix ``Q diag(s) Qᵀ``."""
+        """What forward multiplies by.
+
+        The scale vector (elementwise), the per-copy blocks ``(c, |G|, |G|)`` (regular copies) or
+        the dense matrix ``Q diag(s) Qᵀ``.
+        """
         s = self.scale[self.expand]
         if self.elementwise:
             return s
         if self.copies is None:
             return self.matrix()
         return self._copy_blocks(self.q.to(s.dtype), s)
-
-    def _freeze(self) -> dict[str, Tensor]:
-        return {"operator": self._operator()}
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the per-irrep scaling and the bias.
@@ -109,7 +109,11 @@ class eAffine(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
-        op = self._derived("operator", self._operator).to(x.dtype)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
+        op = self._operator().to(x.dtype)
         if self.elementwise:
             y = x * op
         elif self.copies is None:
@@ -124,8 +128,11 @@ class eAffine(eModule):
         return y
 
     def export(self) -> nn.Module:
-        """``torch.nn.Linear`` with the dense ``Q diag(s) Qᵀ`` and bias, or an elementwise affine
-        map when the representation is a plain sum of irreps (see :meth:`eModule.export`)."""
+        """``torch.nn.Linear`` with the dense ``Q diag(s) Qᵀ`` and bias.
+
+        An elementwise affine map instead when the representation is a plain sum of irreps (see
+        :meth:`eModule.export`).
+        """
         with torch.no_grad():
             bias = None if self.invariant_bias is None else self.invariant_bias.bias
             if self.elementwise:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from elayers._linear import eLinear
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
 from elayers._plain import MultiheadAttention
 from ereps import InitScheme, Representation, direct_sum, regular_multiplicity
 from ereps._hom_basis import check_init_scheme
@@ -188,6 +188,19 @@ class eMultiheadAttention(eModule):
                 f"key and value must have the same shape; got {tuple(key.shape)} and "
                 f"{tuple(value.shape)}."
             )
+        twin = frozen_twin(self)
+        if twin is not None:
+            result: tuple[Tensor, Tensor | None] = twin(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                need_weights=need_weights,
+                attn_mask=attn_mask,
+                average_attn_weights=average_attn_weights,
+                is_causal=is_causal,
+            )
+            return result
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if query.shape[0] != key.shape[0]:
@@ -243,8 +256,8 @@ class eMultiheadAttention(eModule):
     def export(self) -> MultiheadAttention:
         """``torch.nn.MultiheadAttention`` with the dense projections (see :meth:`eModule.export`).
 
-        The fused ``in_proj`` is torch's ``in_proj_weight``/``in_proj_bias`` (rows ``[q; k; v]``) and
-        heads split the embedding into contiguous slices of ``head_dim`` as here, so the plain
+        The fused ``in_proj`` is torch's ``in_proj_weight``/``in_proj_bias`` (rows ``[q; k; v]``)
+        and heads split the embedding into contiguous slices of ``head_dim`` as here, so the plain
         module computes the same attention (torch's fused inference path included). It is the
         :class:`elayers._plain.MultiheadAttention` subclass, which also accepts
         ``is_causal=True`` without ``attn_mask``, as this module does.
@@ -267,7 +280,8 @@ class eMultiheadAttention(eModule):
             mha.in_proj_weight.copy_(w_in)
             mha.out_proj.weight.copy_(w_out)
             if b_in is not None and b_out is not None:
-                assert mha.in_proj_bias is not None and mha.out_proj.bias is not None
+                assert mha.in_proj_bias is not None
+                assert mha.out_proj.bias is not None
                 mha.in_proj_bias.copy_(b_in)
                 mha.out_proj.bias.copy_(b_out)
             return mha.train(self.training)

@@ -1,4 +1,4 @@
-"""Explicit inference: export to plain PyTorch, and a frozen-weights scope for in-place evaluation."""
+"""Explicit inference: export to plain PyTorch, and a frozen scope for in-place evaluation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from elayers._module import FrozenWeights, eModule, frozen_registry
+from elayers._module import FrozenTwin, eModule, frozen_registry
 
 __all__ = ["Exportable", "export", "frozen"]
 
@@ -102,12 +102,14 @@ def _checked_export(module: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def frozen(module: _T) -> Iterator[_T]:
-    """Evaluate ``module`` in place with its dense weights built once, on entry.
+    """Evaluate ``module`` in place with its weights turned into plain PyTorch once, on entry.
 
-    Inside the scope every forward of an equivariant module of the tree uses the dense tensors
-    (matrices, biases, per-feature norm scales) built on entry instead of synthesizing them; on
-    exit they are dropped. Use it for repeated evaluation without exporting, e.g. sampling with
-    an EMA model during training (10-100 denoising steps with the same weights)::
+    On entry every topmost equivariant module of the tree (each :class:`eModule` or regressor that
+    :func:`export` would replace) is exported once; inside the scope its forward validates the
+    input as usual and then runs that plain twin (``torch.nn`` layers with the dense weights,
+    torch's fused kernels) instead of synthesizing its weights; on exit the twins are dropped. Use
+    it for repeated evaluation without exporting, e.g. sampling with an EMA model during training
+    (10-100 denoising steps with the same weights)::
 
         with torch.no_grad(), elayers.frozen(ema_model):
             for k in steps:
@@ -119,13 +121,17 @@ def frozen(module: _T) -> Iterator[_T]:
     forward instead of using old weights; an edit through ``.data`` cannot be seen. After the scope
     forwards synthesize from the current parameters again.
 
-    The frozen tensors are used only where autograd does not track the parameters (under
-    ``torch.no_grad()``/``torch.inference_mode()``, or for parameters with
-    ``requires_grad=False``), and not while compiling, tracing or under ``torch.func``
-    transforms: there forwards synthesize as usual, so gradients and graphs stay correct. Copies
-    and pickles of the module made inside the scope are not frozen. The scope applies to the
-    module objects, so other threads that call them meanwhile use the frozen tensors too.
-    Nested scopes on the same modules are allowed; the outermost one builds and drops.
+    The twin runs only for calls it computes exactly as the module would: in the training mode of
+    entry (eval, normally), where autograd does not track the parameters (under
+    ``torch.no_grad()``/``torch.inference_mode()``, or for parameters with ``requires_grad=False``),
+    with no forward hook on a submodule, and not while compiling, tracing or under ``torch.func``
+    transforms. Every other call runs the module itself, so gradients, hooks and graphs stay
+    correct. Results agree with the module's to rounding (the plain layers sum in another order),
+    and inputs beyond about 1e15 lose the equivariant norms' overflow guard. Submodules called on
+    their own inside the scope run as usual. The twins hold a copy of the weights while the scope
+    lasts. Copies and pickles of the module made inside the scope are not frozen. The scope applies
+    to the module objects, so other threads that call them meanwhile use the twins too. Nested
+    scopes are allowed; the outermost one builds and drops.
 
     Args:
         module: Any ``torch.nn.Module`` tree containing equivariant modules.
@@ -139,11 +145,17 @@ def frozen(module: _T) -> Iterator[_T]:
     if not isinstance(module, nn.Module):
         raise TypeError(f"frozen expects a torch.nn.Module; got {type(module).__name__}.")
     registry, lock = frozen_registry()
-    entries: dict[int, FrozenWeights] = {}
+    found: dict[int, nn.Module] = {}
+    if _is_exportable(module):
+        found[id(module)] = module
+    else:
+        _topmost_exportables(module, found)
+    entries: dict[int, FrozenTwin] = {}
     with torch.no_grad(), torch.inference_mode(False):
-        for part in module.modules():
-            if isinstance(part, eModule) and id(part) not in registry and id(part) not in entries:
-                entries[id(part)] = FrozenWeights(part, part._freeze())
+        for key, part in found.items():
+            # Nothing to gain for a module without equivariant parts (the baseline regressor).
+            if key not in registry and any(isinstance(m, eModule) for m in part.modules()):
+                entries[key] = FrozenTwin(part, _checked_export(part))
     with lock:
         # Another scope may have frozen some of them meanwhile: that one owns them.
         mine = {key: entry for key, entry in entries.items() if key not in registry}

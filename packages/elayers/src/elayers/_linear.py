@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
 from elayers._plain import Bias
 from ereps import (
     GroupHomomorphismBasis,
@@ -107,15 +107,8 @@ class InvariantBias(eModule):
         return self._synthesize()
 
     def dense(self) -> Tensor:
-        """The dense invariant vector for computing with: synthesized, or frozen in a scope.
-
-        Inside :func:`elayers.frozen` the result is shared between calls: read it, never modify
-        it in place.
-        """
-        return self._derived("bias", self._synthesize)
-
-    def _freeze(self) -> dict[str, Tensor]:
-        return {"bias": self._synthesize()}
+        """The dense invariant vector for computing with (synthesized on every call)."""
+        return self._synthesize()
 
     def export(self) -> Bias:
         """A plain module adding the dense bias (see :meth:`eModule.export`)."""
@@ -144,6 +137,10 @@ class InvariantBias(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
         return x + self.dense()
 
     def extra_repr(self) -> str:
@@ -246,18 +243,15 @@ class eLinear(eModule):
         return self._synthesize()
 
     def dense_weight(self) -> Tensor:
-        """``W`` for computing with: synthesized from the coefficients on every call, or built once
-        on entry of an :func:`elayers.frozen` scope (then shared between calls: read it, never
-        modify it in place).
+        """``W`` for computing with: synthesized from the coefficients on every call.
+
+        Nothing is cached, so it always reflects the current coefficients.
         """
-        return self._derived("weight", self._synthesize)
+        return self._synthesize()
 
     def dense_bias(self) -> Tensor | None:
         """The bias for computing with (see :meth:`dense_weight`), or ``None``."""
         return None if self.invariant_bias is None else self.invariant_bias.dense()
-
-    def _freeze(self) -> dict[str, Tensor]:
-        return {"weight": self._synthesize()}
 
     def export(self) -> nn.Linear:
         """A ``torch.nn.Linear`` with the dense ``W`` and bias (see :meth:`eModule.export`)."""
@@ -300,6 +294,10 @@ class eLinear(eModule):
             Tensor of shape ``(..., out_rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
         return F.linear(x, self.dense_weight(), self.dense_bias())
 
     def extra_repr(self) -> str:

@@ -15,7 +15,7 @@ from elayers._activation import (
     resolve_activation,
 )
 from elayers._linear import eLinear
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
 from ereps import (
     InitScheme,
     Representation,
@@ -127,6 +127,10 @@ class eMLP(eModule):
             Tensor of shape ``(..., out_rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            result: Tensor = twin(x)
+            return result
         *hidden, last = self.layers
         for layer in hidden:
             x = self.dropout(apply_activation(self.activation, self.activation_name, layer(x)))
@@ -134,8 +138,10 @@ class eMLP(eModule):
         return out
 
     def export(self) -> nn.Sequential:
-        """``torch.nn.Sequential`` of ``Linear``, activation and ``Dropout`` modules, in the order of
-        :meth:`forward` (see :meth:`eModule.export`)."""
+        """``torch.nn.Sequential`` of ``Linear``, activation and ``Dropout`` modules.
+
+        In the order of :meth:`forward` (see :meth:`eModule.export`).
+        """
         *hidden, last = self.layers
         parts: list[nn.Module] = []
         for layer in hidden:

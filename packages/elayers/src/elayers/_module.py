@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,9 +14,14 @@ from torch import Tensor, nn
 
 from ereps import ExactBuffersModule, InitScheme, Representation
 
-__all__ = ["FrozenWeights", "eModule", "frozen_registry", "rep_signature", "transform_active"]
-
-_Derived = TypeVar("_Derived", Tensor, tuple[Tensor | None, ...])
+__all__ = [
+    "FrozenTwin",
+    "eModule",
+    "frozen_registry",
+    "frozen_twin",
+    "rep_signature",
+    "transform_active",
+]
 
 
 def transform_active() -> bool:
@@ -33,57 +38,88 @@ def transform_active() -> bool:
     )
 
 
-class FrozenWeights:
-    """The dense tensors of one module inside an :func:`elayers.frozen` scope.
+class FrozenTwin:
+    """The plain twin of one module inside an :func:`elayers.frozen` scope.
 
-    Built once on entry from the module's own parameters (``sources``). Every use first checks
-    that those parameters are still the same tensors at the same version and address, and raises
-    instead of serving old weights when an edit was detected (an in-place update, an optimizer
-    step, ``load_state_dict``, ``.to()``). That is a guard against misuse, not a cache policy:
-    edits through ``.data`` bypass version counters, which is why parameters must not change
-    inside the scope at all.
+    Built once on entry (the module's :meth:`eModule.export`); every use first checks that the
+    module's parameters (its whole subtree) are still the same tensors at the same version and
+    address, and raises instead of computing with old weights when an edit was detected (an
+    in-place update, an optimizer step, ``load_state_dict``, ``.to()``). That is a guard against
+    misuse, not a cache policy: edits through ``.data`` bypass version counters, which is why
+    parameters must not change inside the scope at all.
     """
 
-    __slots__ = ("module", "sources", "values")
+    __slots__ = ("module", "sources", "submodules", "training", "twin")
 
-    def __init__(self, module: eModule, values: dict[str, Any]) -> None:
+    def __init__(self, module: nn.Module, twin: nn.Module) -> None:
         self.module = module
-        self.values = values
+        self.twin = twin
+        self.training = module.training
+        self.submodules = list(module.modules())
         self.sources = [
-            (name, p, None if p.is_inference() else p._version, p.data_ptr())
-            for name, p in module._parameters.items()
+            (owner, name, p, None if p.is_inference() else p._version, p.data_ptr())
+            for owner in self.submodules
+            for name, p in owner._parameters.items()
             if p is not None
         ]
 
+    def usable(self) -> bool:
+        """Whether the twin computes this call.
+
+        It does in the training mode of entry, without autograd of the parameters, compilers,
+        tracers or ``torch.func`` transforms, and with no hook that the twin would skip.
+        """
+        if self.module.training != self.training or transform_active():
+            return False
+        if torch.is_grad_enabled() and any(src[2].requires_grad for src in self.sources):
+            return False
+        from torch.nn.modules import module as torch_module
+
+        if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+            return False
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in self.submodules[1:])
+
     def check(self) -> None:
         """Raise ``RuntimeError`` if a parameter was replaced or edited since entry."""
-        params = self.module._parameters
-        for name, p, version, ptr in self.sources:
+        for owner, name, p, version, ptr in self.sources:
             if (
-                params.get(name) is not p
+                owner._parameters.get(name) is not p
                 or (version is not None and p._version != version)
                 or p.data_ptr() != ptr
             ):
                 raise RuntimeError(
-                    f"{type(self.module).__name__}: parameter {name!r} changed inside "
-                    "elayers.frozen(); the dense weights were built on entry and would be stale. "
-                    "Edit parameters outside the scope (or re-enter it after the edit)."
+                    f"{type(self.module).__name__}: parameter {name!r} of "
+                    f"{type(owner).__name__} changed inside elayers.frozen(); the weights were "
+                    "built on entry and would be stale. Edit parameters outside the scope (or "
+                    "re-enter it after the edit)."
                 )
-
-    def needs_grad(self) -> bool:
-        """Whether autograd would track the sources (then the module synthesizes as usual)."""
-        return torch.is_grad_enabled() and any(p.requires_grad for _, p, _, _ in self.sources)
 
 
 # Modules inside an active frozen() scope, by id: a forward looks itself up here. Kept outside
 # the modules so that copies and pickles of a module made inside a scope are never frozen.
-_FROZEN: dict[int, FrozenWeights] = {}
+_FROZEN: dict[int, FrozenTwin] = {}
 _FROZEN_LOCK = threading.Lock()
 
 
-def frozen_registry() -> tuple[dict[int, FrozenWeights], threading.Lock]:
+def frozen_registry() -> tuple[dict[int, FrozenTwin], threading.Lock]:
     """The registry of frozen modules and its lock (for :func:`elayers.frozen`)."""
     return _FROZEN, _FROZEN_LOCK
+
+
+def frozen_twin(module: nn.Module) -> nn.Module | None:
+    """The plain twin that ``module``'s forward should run instead of itself, or ``None``.
+
+    Not ``None`` only inside an :func:`elayers.frozen` scope that built one for ``module`` and
+    when the twin computes this call (see :meth:`FrozenTwin.usable`); raises ``RuntimeError`` if
+    the module's parameters changed since entry. Cheap outside scopes (one dict check).
+    """
+    if not _FROZEN or torch.compiler.is_compiling():
+        return None
+    entry = _FROZEN.get(id(module))
+    if entry is None or not entry.usable():
+        return None
+    entry.check()
+    return entry.twin
 
 
 def rep_signature(rep: Representation) -> str:
@@ -112,11 +148,11 @@ class eModule(ExactBuffersModule):
       module computing the same function with the current weights (``torch.nn.Linear``,
       ``torch.nn.LayerNorm``, ``torch.nn.MultiheadAttention``, ...), for ``torch.export``, ONNX
       and machines without escnn;
-    * :func:`elayers.frozen` builds the dense tensors once on entry and uses them in every forward
+    * :func:`elayers.frozen` exports once on entry and runs that plain twin in every forward
       inside the scope (parameters must not change there).
 
-    Subclasses override :meth:`export` and, where they derive dense tensors, :meth:`_freeze`
-    (what :func:`elayers.frozen` builds) and read them through :meth:`_derived`.
+    Subclasses override :meth:`export`, and their forwards start (after validating the input) by
+    running the frozen twin if :func:`frozen_twin` gives one.
 
     Args:
         in_rep: Representation of the input features.
@@ -144,27 +180,6 @@ class eModule(ExactBuffersModule):
             f"{type(self).__name__} does not implement export(); override it to return a plain "
             "torch.nn.Module computing the same function."
         )
-
-    def _freeze(self) -> dict[str, Any]:
-        """The dense tensors that :func:`elayers.frozen` builds on entry, by key (none here)."""
-        return {}
-
-    def _derived(self, key: str, build: Callable[[], _Derived]) -> _Derived:
-        """``build()``, or the value built on entry of an :func:`elayers.frozen` scope.
-
-        The frozen value is used only when this module is inside a scope, autograd does not track
-        its parameters, and no compiler, tracer or ``torch.func`` transform is running (there the
-        synthesis is recorded from the parameters as in training).
-        """
-        # The transform check comes before the registry is read, so that compilers never trace it.
-        if not _FROZEN or transform_active():
-            return build()
-        entry = _FROZEN.get(id(self))
-        if entry is None or key not in entry.values or entry.needs_grad():
-            return build()
-        entry.check()
-        value: _Derived = entry.values[key]
-        return value
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:
         """Re-initialize every parameter of this module and its equivariant submodules.

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers._affine import eAffine
-from elayers._module import eModule, transform_active
+from elayers._module import eModule, frozen_twin, transform_active
 from elayers._plain import Bias, RemoveComponent
 from ereps import (
     InitScheme,
@@ -170,12 +170,11 @@ class _eNorm(eModule):
     def copy_affine(self, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
         """The per-copy scale and bias as per-feature vectors in ``dtype`` (``None`` if absent).
 
-        Synthesized on every call, or built once on entry of an :func:`elayers.frozen` scope for
-        the parameters' dtype (then shared: read them, never modify them in place).
+        Synthesized on every call.
         """
         if self.copy_scale is None and self.copy_bias is None:
             return None, None
-        expanded = self._derived(f"copy_affine:{dtype}", lambda: self._expand_copy_affine(dtype))
+        expanded = self._expand_copy_affine(dtype)
         return expanded[0], expanded[1]
 
     def _expand_copy_affine(self, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
@@ -186,19 +185,15 @@ class _eNorm(eModule):
 
         return expand(self.copy_scale), expand(self.copy_bias)
 
-    def _freeze(self) -> dict[str, Any]:
-        p = self.copy_scale if self.copy_scale is not None else self.copy_bias
-        if p is None:
-            return {}
-        return {f"copy_affine:{p.dtype}": self._expand_copy_affine(p.dtype)}
-
     def _plain_core(self, weight: Tensor | None, bias: Tensor | None) -> nn.Module:
         """The plain normalization with the per-feature affine ``weight``/``bias`` folded in."""
         raise NotImplementedError
 
     def export(self) -> nn.Module:
-        """``torch.nn.LayerNorm``/``torch.nn.RMSNorm`` with the expanded per-copy affine map, or
-        the plain norm followed by the exported :class:`eAffine` (see :meth:`eModule.export`)."""
+        """``torch.nn.LayerNorm``/``torch.nn.RMSNorm`` with the expanded per-copy affine map.
+
+        Or the plain norm followed by the exported :class:`eAffine` (see :meth:`eModule.export`).
+        """
         with torch.no_grad():
             p = self.copy_scale if self.copy_scale is not None else self.copy_bias
             weight, bias = (None, None) if p is None else self._expand_copy_affine(p.dtype)
@@ -220,6 +215,10 @@ class _eNorm(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
         weight, bias = self.copy_affine(x.dtype)
         y = self._normalize(x, weight, bias)
         return y if self.affine is None else self.affine(y)

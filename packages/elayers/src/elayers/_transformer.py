@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-
 from elayers import _plain
 from elayers._activation import ACTIVATIONS, Activation, apply_activation, resolve_activation
 from elayers._attention import check_regular_copies, eMultiheadAttention
 from elayers._linear import eLinear
 from elayers._mlp import regular_copies
-from elayers._module import eModule, transform_active
+from elayers._module import eModule, frozen_twin, transform_active
 from elayers._norm import SAFE_MAX_ABS, eLayerNorm, eRMSNorm, max_abs
 from ereps import InitScheme, Representation
 from ereps._hom_basis import check_init_scheme
@@ -232,7 +231,7 @@ class eTransformerEncoderLayer(eModule):
         )
 
     def _fused_weights(self, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
-        """The dense arguments of the fused kernel, in its order (frozen inside elayers.frozen)."""
+        """The dense arguments of the fused kernel, in its order (synthesized on every call)."""
         attn, ff = self.self_attn, self.ff
         scale1, bias1 = self.norm1.copy_affine(dtype)
         scale2, bias2 = self.norm2.copy_affine(dtype)
@@ -348,6 +347,10 @@ class eTransformerEncoderLayer(eModule):
             Tensor of the shape of ``src``.
         """
         self._check_input(src, "src")
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(src, src_mask, src_key_padding_mask, is_causal)
+            return out
         masked = src_mask is not None or src_key_padding_mask is not None or is_causal
         if self._fused_inference_ok(src, masked):
             # Same math as the composite path below, in torch's fused inference kernel.
@@ -522,6 +525,19 @@ class eTransformerDecoderLayer(eModule):
         """
         self._check_input(tgt, "tgt")
         self._check_input(memory, "memory")
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(
+                tgt,
+                memory,
+                tgt_mask,
+                memory_mask,
+                tgt_key_padding_mask,
+                memory_key_padding_mask,
+                tgt_is_causal,
+                memory_is_causal,
+            )
+            return out
         x: Tensor = tgt
         if self.norm_first:
             x = _residual(
@@ -603,6 +619,12 @@ class eTransformerEncoder(eModule):
         is_causal: bool = False,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerEncoderLayer`."""
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(
+                src, mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+            )
+            return out
         x = src
         for layer in self.layers:
             x = layer(
@@ -663,6 +685,19 @@ class eTransformerDecoder(eModule):
         memory_is_causal: bool = False,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerDecoderLayer`."""
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(
+                tgt,
+                memory,
+                tgt_mask=tgt_mask,
+                memory_mask=memory_mask,
+                tgt_key_padding_mask=tgt_key_padding_mask,
+                memory_key_padding_mask=memory_key_padding_mask,
+                tgt_is_causal=tgt_is_causal,
+                memory_is_causal=memory_is_causal,
+            )
+            return out
         x = tgt
         for layer in self.layers:
             x = layer(

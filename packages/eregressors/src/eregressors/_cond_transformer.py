@@ -17,8 +17,11 @@ __all__ = ["CondTransformerRegressor", "plain_sinusoid"]
 
 
 def plain_sinusoid(sinusoid: SinusoidalPosEmb, reference: Tensor) -> PlainSinusoidalPosEmb:
-    """The exported step features: ``sinusoid``'s frequencies as :class:`SinusoidalPosEmb` computes
-    them for steps of ``reference``'s dtype (float32 for half precision), on its device."""
+    """The exported step features of ``sinusoid``.
+
+    Its frequencies as :class:`SinusoidalPosEmb` computes them for steps of ``reference``'s dtype
+    (float32 for half precision), on its device.
+    """
     dtype = reference.dtype
     if dtype in (torch.float16, torch.bfloat16):
         dtype = torch.float32

@@ -19,6 +19,7 @@ from elayers import (
     eTransformerDecoderLayer,
     eTransformerEncoder,
     eTransformerEncoderLayer,
+    frozen_twin,
     make_norm,
     valid_head_counts,
 )
@@ -346,6 +347,10 @@ class eCondTransformerRegressor(GenCondRegressor):
             ValueError: If a shape is wrong (see :meth:`GenCondRegressor._validate_inputs`).
         """
         X, step, Z = self._validate_inputs(X, opt_step, Z)
+        twin = frozen_twin(self)
+        if twin is not None:  # inside elayers.frozen: the plain model exported on entry
+            result: Tensor = twin(X, step, Z)
+            return result
         T_x, T_z = X.shape[1], Z.shape[1]
 
         step_token = self._expand_invariant(self.step_emb(step)).unsqueeze(1)  # (B, 1, E)

@@ -15,9 +15,10 @@ __all__ = ["PlainCondTransformer", "PlainSinusoidalPosEmb"]
 
 
 class PlainSinusoidalPosEmb(nn.Module):
-    r"""``(sin(ω_i k), cos(ω_i k))``: steps ``(B,)`` to features ``(B, 2h)`` for the frequencies
-    ``ω`` (``(h,)``), in the steps' dtype (half precision computed in float32, as
-    ``eregressors.SinusoidalPosEmb``).
+    r"""Sinusoidal step features ``(sin(ω_i k), cos(ω_i k))``: ``(B,)`` to ``(B, 2h)``.
+
+    For the frequencies ``ω`` (``(h,)``), in the steps' dtype (half precision computed in float32,
+    as ``eregressors.SinusoidalPosEmb``).
 
     The frequencies are a buffer computed by the exporting model, so that runtimes with another
     ``exp`` (ONNX Runtime) multiply by exactly the same numbers: at steps near 1000 one unit in the
