@@ -1,10 +1,10 @@
 """Plain PyTorch modules of exported models where ``torch.nn`` has no exact equivalent.
 
 This file imports nothing but torch at run time (a test checks it): exported models hold
-``torch.nn`` classes and the classes below only, never an escnn, ``ereps`` or equivariant object. The three
-transformer classes are ``torch.nn`` layers that also accept ``is_causal=True`` without a mask (the
-equivariant layers do; torch's own treat ``is_causal`` as a hint about a given mask), and the
-encoder layer takes torch's fused inference kernel only when its norms are ``LayerNorm`` (the
+``torch.nn`` classes and the classes below only, never an escnn, ``ereps`` or equivariant object.
+The three transformer classes are ``torch.nn`` layers that also accept ``is_causal=True`` without a
+mask (the equivariant layers do; torch's own treat ``is_causal`` as a hint about a given mask), and
+the encoder layer takes torch's fused inference kernel only when its norms are ``LayerNorm`` (the
 kernel computes layer norms whatever the norm modules are).
 """
 
