@@ -6,6 +6,7 @@ import copy
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -55,7 +56,8 @@ def _masked_attention_call(module: nn.Module, x: Tensor) -> Tensor:
     out, weights = module(x, x, x, key_padding_mask=padding, attn_mask=mask)
     if weights is None:  # torch's fast path returns no weights for an empty batch
         assert n == 0
-        return out.flatten()
+        flat: Tensor = out.flatten()
+        return flat
     return torch.cat((out.flatten(), weights.flatten()))
 
 
@@ -334,7 +336,7 @@ def test_export_walks_a_user_container_and_keeps_sharing() -> None:
             assert owner.startswith("torch.") or owner in X.PLAIN_MODULES, (name, type(sub))
     assert not any(isinstance(m, eModule) for m in plain.modules())
     assert plain.heads["a"] is plain.shared
-    assert plain.heads["b"][0] is plain.shared
+    assert plain.heads["b"][0] is plain.shared  # type: ignore[index]
     assert plain.scale == 2.0
     assert plain.offset is not model.offset
     x = C.seeded_randn(3, 4, 16)
@@ -373,7 +375,7 @@ def test_exported_module_pickles_and_reloads() -> None:
         torch.testing.assert_close(run(loaded[0], x), run(module, x), rtol=1e-5, atol=1e-5)
     clone = copy.deepcopy(plain)
     with torch.no_grad():
-        torch.testing.assert_close(run(clone[0], x), run(module, x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run(clone[0], x), run(module, x), rtol=1e-5, atol=1e-5)  # type: ignore[index]
 
 
 def test_exported_layer_runs_torch_fused_inference_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -382,7 +384,7 @@ def test_exported_layer_runs_torch_fused_inference_path(monkeypatch: pytest.Monk
     calls: list[int] = []
     fused = torch._transformer_encoder_layer_fwd
 
-    def spy(*args: object) -> Tensor:
+    def spy(*args: Any) -> Tensor:
         calls.append(1)
         out: Tensor = fused(*args)
         return out

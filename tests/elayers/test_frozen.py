@@ -50,7 +50,9 @@ def test_forwards_inside_run_the_twin_built_on_entry(monkeypatch: pytest.MonkeyP
         outs = [model(x) for _ in range(3)]
         assert len(calls) == built  # no synthesis inside the scope
         assert elayers.frozen_twin(model[0]) is not None
-        assert elayers.frozen_twin(model[0].ff.linear1) is None  # only the topmost modules
+        layer = model[0]
+        assert isinstance(layer, eTransformerEncoderLayer)
+        assert elayers.frozen_twin(layer.ff.linear1) is None  # only the topmost modules
     for out in outs:
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     # Dropped on exit: forwards synthesize again.
@@ -71,7 +73,9 @@ def test_calls_the_twin_would_not_compute_run_the_module(monkeypatch: pytest.Mon
         assert all(p.grad is not None for p in model.parameters())
         # A hook on a submodule must see its call.
         seen: list[int] = []
-        handle = model[1].layers[0].register_forward_hook(lambda *_: seen.append(1))
+        mlp = model[1]
+        assert isinstance(mlp, eMLP)
+        handle = mlp.layers[0].register_forward_hook(lambda *_: seen.append(1))
         with torch.no_grad():
             model(x)
         handle.remove()

@@ -110,7 +110,7 @@ def test_fused_path_declines_under_vmap(monkeypatch: pytest.MonkeyPatch) -> None
     params = {n: torch.stack([p.detach(), p.detach()]) for n, p in layer.named_parameters()}
     with torch.no_grad():
         out = torch.func.vmap(
-            lambda p: torch.func.functional_call(layer, p, (x,)),  # type: ignore[arg-type]
+            lambda p: torch.func.functional_call(layer, p, (x,)),
         )(params)
     torch.testing.assert_close(out[1], expected, rtol=1e-5, atol=1e-5)
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 import elayers
 from eregressors import CondTransformerRegressor, GenCondRegressor, eCondTransformerRegressor
 from eregressors._plain import PlainCondTransformer
+from ereps import Group
 from tests import _exported as X
 
 IN_HORIZON, COND_HORIZON = 6, 3
@@ -22,8 +23,13 @@ IN_HORIZON, COND_HORIZON = 6, 3
 def _equivariant(
     causal: bool, cond_layers: int, norm: str, key: str = "D3"
 ) -> eCondTransformerRegressor:
-    G = eg.dihedral_group(3) if key == "D3" else eg.cyclic_group(4)
-    rho = G.irrep(1, 1) if key == "D3" else G.irrep(1)
+    G: Group
+    if key == "D3":
+        G = eg.dihedral_group(3)
+        rho = G.irrep(1, 1)
+    else:
+        G = eg.cyclic_group(4)
+        rho = G.irrep(1)
     torch.manual_seed(0)
     model = eCondTransformerRegressor(
         rho,
@@ -70,9 +76,8 @@ CONFIGS = list(itertools.product([False, True], [0, 2]))
 @pytest.mark.parametrize("norm", ["rmsnorm", "layernorm"])
 def test_equivariant_regressor_export_agrees(causal: bool, cond_layers: int, norm: str) -> None:
     model = _equivariant(causal, cond_layers, norm)
-    plain = model.export()
-    assert isinstance(plain, PlainCondTransformer)
-    X.assert_plain(plain)
+    assert isinstance(model.export(), PlainCondTransformer)
+    X.assert_plain(model.export())
     for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
         model.to(dtype)
         plain = elayers.export(model)
@@ -98,7 +103,7 @@ def test_regressor_inside_a_user_module_and_pickling() -> None:
     model = _equivariant(True, 1, "layernorm", key="C4")
     tree = nn.ModuleDict({"policy": model, "obs_proj": nn.Linear(3, 3)})
     plain = elayers.export(tree)
-    assert isinstance(plain["policy"], PlainCondTransformer)
+    assert isinstance(plain["policy"], PlainCondTransformer)  # type: ignore[index]
     assert not any(isinstance(m, (GenCondRegressor, elayers.eModule)) for m in plain.modules())
     buffer = io.BytesIO()
     torch.save(plain, buffer)

@@ -145,9 +145,11 @@ class eMLP(eModule):
         *hidden, last = self.layers
         parts: list[nn.Module] = []
         for layer in hidden:
+            assert isinstance(layer, eLinear)
             parts.append(layer.export())
             parts.append(plain_activation(self.activation, self.activation_name))
             parts.append(nn.Dropout(self.dropout.p))
+        assert isinstance(last, eLinear)
         parts.append(last.export())
         return nn.Sequential(*parts).train(self.training)
 

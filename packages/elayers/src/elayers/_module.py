@@ -57,13 +57,13 @@ class FrozenTwin:
         self.training = module.training
         # Submodules whose hooks the twin would skip (the module's own run around the twin).
         self.hookables = list(module.modules())[1:]
-        self.keys = [
-            (owner, name)
-            for owner in module.modules()
-            for name, p in owner._parameters.items()
-            if p is not None
-        ]
-        self.params = [owner._parameters[name] for owner, name in self.keys]
+        self.keys: list[tuple[nn.Module, str]] = []
+        self.params: list[Tensor] = []
+        for owner in module.modules():
+            for name, p in owner._parameters.items():
+                if p is not None:
+                    self.keys.append((owner, name))
+                    self.params.append(p)
         self.versions = self._versions()
         self.ptrs = [p.data_ptr() for p in self.params]
 

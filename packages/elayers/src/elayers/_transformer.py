@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args, overload
 
 import torch
 from torch import Tensor, nn
@@ -307,8 +307,8 @@ class eTransformerEncoderLayer(eModule):
         layer.linear1 = ff.linear1.export()
         layer.dropout = nn.Dropout(ff.dropout.p)
         layer.linear2 = ff.linear2.export()
-        layer.norm1 = self.norm1.export()
-        layer.norm2 = self.norm2.export()
+        layer.norm1 = self.norm1.export()  # type: ignore[assignment]  # any norm module
+        layer.norm2 = self.norm2.export()  # type: ignore[assignment]  # any norm module
         layer.dropout1 = nn.Dropout(self.dropout1.p)
         layer.dropout2 = nn.Dropout(self.dropout2.p)
         return layer.train(self.training)
@@ -459,9 +459,9 @@ class eTransformerDecoderLayer(eModule):
         layer.linear1 = ff.linear1.export()
         layer.dropout = nn.Dropout(ff.dropout.p)
         layer.linear2 = ff.linear2.export()
-        layer.norm1 = self.norm1.export()
-        layer.norm2 = self.norm2.export()
-        layer.norm3 = self.norm3.export()
+        layer.norm1 = self.norm1.export()  # type: ignore[assignment]  # any norm module
+        layer.norm2 = self.norm2.export()  # type: ignore[assignment]  # any norm module
+        layer.norm3 = self.norm3.export()  # type: ignore[assignment]  # any norm module
         layer.dropout1 = nn.Dropout(self.dropout1.p)
         layer.dropout2 = nn.Dropout(self.dropout2.p)
         layer.dropout3 = nn.Dropout(self.dropout3.p)
@@ -580,6 +580,23 @@ class eTransformerDecoderLayer(eModule):
         ) -> Tensor: ...
 
 
+@overload
+def _export_child(
+    layer: nn.Module, kind: type[eTransformerEncoderLayer]
+) -> _plain.TransformerEncoderLayer: ...
+
+
+@overload
+def _export_child(
+    layer: nn.Module, kind: type[eTransformerDecoderLayer]
+) -> _plain.TransformerDecoderLayer: ...
+
+
+def _export_child(layer: nn.Module, kind: type[eModule]) -> nn.Module:
+    assert isinstance(layer, kind)  # the stacks hold the layers they were built with
+    return layer.export()
+
+
 def _clones(layer: eModule, num_layers: int) -> nn.ModuleList:
     if not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer; got {num_layers!r}.")
@@ -634,7 +651,7 @@ class eTransformerEncoder(eModule):
 
     def export(self) -> nn.TransformerEncoder:
         """``torch.nn.TransformerEncoder`` of the exported layers (see :meth:`eModule.export`)."""
-        layers = [layer.export() for layer in self.layers]
+        layers = [_export_child(layer, eTransformerEncoderLayer) for layer in self.layers]
         norm = None if self.norm is None else self.norm.export()
         stack = nn.TransformerEncoder(layers[0], 1, norm=norm, enable_nested_tensor=False)
         stack.layers = nn.ModuleList(layers)
@@ -714,7 +731,7 @@ class eTransformerDecoder(eModule):
 
     def export(self) -> nn.TransformerDecoder:
         """``torch.nn.TransformerDecoder`` of the exported layers (see :meth:`eModule.export`)."""
-        layers = [layer.export() for layer in self.layers]
+        layers = [_export_child(layer, eTransformerDecoderLayer) for layer in self.layers]
         norm = None if self.norm is None else self.norm.export()
         stack = nn.TransformerDecoder(layers[0], 1, norm=norm)
         stack.layers = nn.ModuleList(layers)
