@@ -17,7 +17,8 @@ better):
    is ``zero_grad`` + forward + MSE loss + backward + AdamW step (from ``configure_optimizers``);
    an eval forward is ``model.eval()`` under ``torch.no_grad()``. Training steps of the two models
    are interleaved; eval forwards are interleaved in a second phase, at every ``--eval-batches``
-   size (default 1 and 64: robot inference runs at batch 1), with four contenders: the equivariant
+   size (default 1 and 64: robot inference runs at batch 1; eval mode set once, not per call),
+   with four contenders: the equivariant
    model as is (it synthesizes its dense weights on every forward), the same inside
    ``elayers.frozen`` (weights built once), its ``elayers.export`` (plain PyTorch), and the
    baseline. Both models use ``--norm-module`` (default ``layernorm``, the baseline's norm).
@@ -176,6 +177,8 @@ def bench_inference(
     cond_size: int,
 ) -> list[EvalRow]:
     """Eval forwards at each ``--eval-batches`` size: eager, frozen(), exported, baseline."""
+    # Inference sets eval mode once, not per forward (model.eval() walks every submodule, and the
+    # equivariant tree has more of them: timing it would charge a training-loop habit).
     model_e.eval()
     model_b.eval()
     exported = elayers.export(model_e).eval()
@@ -191,10 +194,10 @@ def bench_inference(
             k = torch.randint(0, 1000, (b,), generator=generator).to(device, torch.float32)
             t = interleaved_timings(
                 {
-                    "eager": regressor_eval(model_e, x, k, z),
-                    "frozen": regressor_eval(frozen_e, x, k, z),
-                    "exported": regressor_eval(exported, x, k, z),
-                    "base": regressor_eval(model_b, x, k, z),
+                    "eager": no_grad_forward(model_e, x, k, z),
+                    "frozen": no_grad_forward(frozen_e, x, k, z),
+                    "exported": no_grad_forward(exported, x, k, z),
+                    "base": no_grad_forward(model_b, x, k, z),
                 },
                 device=device,
                 warmup=args.warmup,
@@ -202,6 +205,18 @@ def bench_inference(
             )
             rows.append(EvalRow(b, t["eager"], t["frozen"], t["exported"], t["base"]))
     return rows
+
+
+def no_grad_forward(
+    model: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
+) -> Callable[[], None]:
+    """One forward under ``torch.no_grad()`` of a model already in eval mode."""
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x, k, z)
+
+    return forward
 
 
 def optimizer_tensors(
