@@ -44,7 +44,7 @@ def test_linear_follows_the_device_and_exports_on_cuda() -> None:
         torch.testing.assert_close(layer(x), 2 * cpu)
         layer.cuda()
         plain = elayers.export(layer)
-        assert plain.weight.device.type == "cuda"  # type: ignore[union-attr]
+        assert plain.weight.device.type == "cuda"
         torch.testing.assert_close(plain(x.cuda()).cpu(), 2 * cpu)
         with elayers.frozen(layer):
             torch.testing.assert_close(layer(x.cuda()).cpu(), 2 * cpu)
