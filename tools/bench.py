@@ -16,8 +16,12 @@ better):
    ``X`` and the output, four copies for ``Z``; the baseline sees the same sizes. A training step
    is ``zero_grad`` + forward + MSE loss + backward + AdamW step (from ``configure_optimizers``);
    an eval forward is ``model.eval()`` under ``torch.no_grad()``. Training steps of the two models
-   are interleaved; eval forwards are interleaved in a second phase (so that an eval-mode weight
-   cache is measured warm, as in inference).
+   are interleaved; eval forwards are interleaved in a second phase, at every ``--eval-batches``
+   size (default 1 and 64: robot inference runs at batch 1; eval mode set once, not per call),
+   with four contenders: the equivariant
+   model as is (it synthesizes its dense weights on every forward), the same inside
+   ``elayers.frozen`` (weights built once), its ``elayers.export`` (plain PyTorch), and the
+   baseline. Both models use ``--norm-module`` (default ``layernorm``, the baseline's norm).
 2. ``elayers``: ``eTransformerEncoderLayer`` on copies of the regular representation against
    ``torch.nn.TransformerEncoderLayer`` with the same width, feed-forward size, heads, dropout,
    activation and ``norm_first``, batch 64 x sequence 16: C8 at width 128 and the icosahedral group
@@ -37,6 +41,7 @@ Times are medians over interleaved rounds after warm-up, ratios the medians of t
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -48,6 +53,7 @@ from typing import Any
 
 import torch
 
+import elayers
 import ereps
 from _timing import Timing, interleaved_timings, paired_ratio, peak_step_memory, resident_bytes
 from elayers import eTransformerEncoderLayer
@@ -94,6 +100,18 @@ class RegressorRow:
     peak_mb_base: float
     build_s_e: float
     build_s_base: float
+    evals: list[EvalRow] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class EvalRow:
+    """Eval forwards of one regressor configuration at one batch size."""
+
+    batch: int
+    eager: Timing
+    frozen: Timing
+    exported: Timing
+    base: Timing
 
 
 @dataclasses.dataclass
@@ -138,12 +156,63 @@ def regressor_step(
 
 
 def regressor_eval(
-    model: GenCondRegressor, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
+    model: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
 ) -> Callable[[], None]:
     """One eval forward as a closure."""
 
     def forward() -> None:
         model.eval()
+        with torch.no_grad():
+            model(x, k, z)
+
+    return forward
+
+
+def bench_inference(
+    args: argparse.Namespace,
+    device: torch.device,
+    model_e: eCondTransformerRegressor,
+    model_b: CondTransformerRegressor,
+    in_size: int,
+    cond_size: int,
+) -> list[EvalRow]:
+    """Eval forwards at each ``--eval-batches`` size: eager, frozen(), exported, baseline."""
+    # Inference sets eval mode once, not per forward (model.eval() walks every submodule, and the
+    # equivariant tree has more of them: timing it would charge a training-loop habit).
+    model_e.eval()
+    model_b.eval()
+    exported = elayers.export(model_e).eval()
+    # A copy of its own stays inside one frozen scope for the whole phase, so that the eager
+    # contender (the same weights) is measured outside any scope.
+    frozen_e = copy.deepcopy(model_e).eval()
+    rows: list[EvalRow] = []
+    with elayers.frozen(frozen_e):
+        for b in args.eval_batches:
+            generator = torch.Generator().manual_seed(2)
+            x = torch.randn(b, args.in_horizon, in_size, generator=generator).to(device)
+            z = torch.randn(b, args.cond_horizon, cond_size, generator=generator).to(device)
+            k = torch.randint(0, 1000, (b,), generator=generator).to(device, torch.float32)
+            t = interleaved_timings(
+                {
+                    "eager": no_grad_forward(model_e, x, k, z),
+                    "frozen": no_grad_forward(frozen_e, x, k, z),
+                    "exported": no_grad_forward(exported, x, k, z),
+                    "base": no_grad_forward(model_b, x, k, z),
+                },
+                device=device,
+                warmup=args.warmup,
+                repeats=args.repeats,
+            )
+            rows.append(EvalRow(b, t["eager"], t["frozen"], t["exported"], t["base"]))
+    return rows
+
+
+def no_grad_forward(
+    model: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
+) -> Callable[[], None]:
+    """One forward under ``torch.no_grad()`` of a model already in eval mode."""
+
+    def forward() -> None:
         with torch.no_grad():
             model(x, k, z)
 
@@ -214,6 +283,7 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
             warmup=args.warmup,
             repeats=args.repeats,
         )
+        eval_rows = bench_inference(args, device, model_e, model_b, in_rep.size, cond_rep.size)
         rows.append(
             RegressorRow(
                 group=name,
@@ -228,6 +298,7 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
                 peak_mb_base=peak_b / 2**20,
                 build_s_e=build_e,
                 build_s_base=build_b,
+                evals=eval_rows,
             )
         )
         print(f"  regressors {name}: done", flush=True)
@@ -344,6 +415,24 @@ def regressor_table(rows: list[RegressorRow]) -> str:
     return "\n".join(lines)
 
 
+def inference_table(rows: list[RegressorRow]) -> str:
+    """Markdown table of the eval forwards: eager, frozen(), exported, against the baseline."""
+    lines = [
+        "| group | batch | eager ms | frozen() ms | exported ms | baseline ms "
+        "| eager ratio | frozen() ratio | exported ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for e in r.evals:
+            lines.append(
+                f"| {r.group} | {e.batch} | {e.eager.median_ms:.2f} | {e.frozen.median_ms:.2f} | "
+                f"{e.exported.median_ms:.2f} | {e.base.median_ms:.2f} | "
+                f"{_ratio(e.eager, e.base)} | {_ratio(e.frozen, e.base)} | "
+                f"{_ratio(e.exported, e.base)} |"
+            )
+    return "\n".join(lines)
+
+
 def layer_table(rows: list[LayerRow]) -> str:
     """Markdown table of the layer benchmark."""
     lines = [
@@ -412,8 +501,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--norm-module",
         choices=("rmsnorm", "layernorm"),
-        default="rmsnorm",
-        help="norm of the equivariant regressor (default: rmsnorm)",
+        default="layernorm",
+        help="norm of the equivariant regressor (default: layernorm, as the baseline's)",
+    )
+    parser.add_argument(
+        "--eval-batches",
+        type=int,
+        nargs="+",
+        default=[1, 64],
+        help="batch sizes of the eval-forward comparison (default: 1 64)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=None, help="regressor batch (default: 64; quick: 16)"
@@ -499,6 +595,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "equivariant / baseline)\n"
         )
         print(regressor_table(rows), flush=True)
+        print(
+            f"\nEval forwards (no_grad) at batch {', '.join(map(str, args.eval_batches))}: the "
+            "equivariant model as is, inside elayers.frozen(), exported with elayers.export(), "
+            "and the baseline (ratios: medians of per-round ratios to the baseline)\n"
+        )
+        print(inference_table(rows), flush=True)
     if args.only in ("all", "layers"):
         layer_rows = bench_layers(args, device)
         document["layers"] = [dataclasses.asdict(r) for r in layer_rows]

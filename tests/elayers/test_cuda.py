@@ -1,10 +1,11 @@
-"""CUDA: same results as on the CPU, exact bases and a fresh cache after moving devices."""
+"""CUDA: same results as on the CPU, exact bases, moving devices, export and frozen on CUDA."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import elayers
 from elayers import eLinear, eTransformerEncoderLayer
 from tests.elayers import _cases as C
 
@@ -28,7 +29,7 @@ def test_encoder_layer_on_cuda_matches_cpu(dtype: torch.dtype) -> None:
         assert C.equivariance_error(layer, "D3", ["4reg"], "4reg", [xc]) < tol
 
 
-def test_linear_cache_follows_the_device() -> None:
+def test_linear_follows_the_device_and_exports_on_cuda() -> None:
     layer = eLinear(C.rep("O", "std3+triv"), C.rep("O", "quot+std3")).eval()
     x = C.seeded_randn(3, 4, dtype=torch.float32)
     with torch.no_grad():
@@ -41,3 +42,9 @@ def test_linear_cache_follows_the_device() -> None:
             p.mul_(2.0)
         layer.cpu()
         torch.testing.assert_close(layer(x), 2 * cpu)
+        layer.cuda()
+        plain = elayers.export(layer)
+        assert plain.weight.device.type == "cuda"
+        torch.testing.assert_close(plain(x.cuda()).cpu(), 2 * cpu)
+        with elayers.frozen(layer):
+            torch.testing.assert_close(layer(x.cuda()).cpu(), 2 * cpu)

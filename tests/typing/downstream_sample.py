@@ -13,8 +13,16 @@ import torch
 from torch import Tensor
 from typing_extensions import assert_type
 
-from elayers import eLinear, eMLP, eMultiheadAttention, eRMSNorm, eTransformerEncoderLayer
-from eregressors import CondTransformerRegressor, eCondTransformerRegressor
+from elayers import (
+    eLinear,
+    eMLP,
+    eMultiheadAttention,
+    eRMSNorm,
+    eTransformerEncoderLayer,
+    export,
+    frozen,
+)
+from eregressors import CondTransformerRegressor, PlainCondTransformer, eCondTransformerRegressor
 from ereps import (
     GroupHomomorphismBasis,
     Representation,
@@ -61,6 +69,12 @@ def main() -> None:
     assert_type(model.configure_optimizers(), torch.optim.AdamW)
     baseline = CondTransformerRegressor(3, 3, 3, 4, 2, num_layers=1, num_attention_heads=2)
     assert_type(baseline(torch.randn(1, 4, 3), torch.tensor(5), torch.randn(1, 2, 3)), Tensor)
+    assert_type(export(model), torch.nn.Module)
+    assert_type(model.export(), PlainCondTransformer)
+    assert_type(linear.export(), torch.nn.Linear)
+    with torch.no_grad(), frozen(model) as same:
+        assert_type(same, eCondTransformerRegressor)
+        assert_type(same(torch.randn(3, 4, rho.size), 10, torch.randn(3, 2, rho.size)), Tensor)
 
     g = group.elements[1]
     assert_type(act(rho, g, torch.randn(rho.size)), Tensor)

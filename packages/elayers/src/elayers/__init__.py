@@ -2,6 +2,10 @@
 
 Every module maps features transforming by ``in_rep`` (on the last axis) to features transforming by
 ``out_rep``, for a finite escnn group: ``f(ρ_in(g) x) = ρ_out(g) f(x)``.
+
+Inference is explicit: :func:`export` turns any module tree into plain PyTorch (``torch.nn``
+layers, for ``torch.export``, ONNX and machines without escnn), and :func:`frozen` evaluates in
+place with the dense weights built once for the scope.
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 from elayers._activation import ACTIVATIONS, Activation
 from elayers._affine import eAffine
 from elayers._attention import eMultiheadAttention, valid_head_counts
+from elayers._export import Exportable, export, frozen
 from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
 from elayers._norm import eLayerNorm, eRMSNorm
 from elayers._transformer import (
     NORM_MODULES,
@@ -29,6 +34,7 @@ __all__ = [
     "ACTIVATIONS",
     "NORM_MODULES",
     "Activation",
+    "Exportable",
     "InvariantBias",
     "NormModule",
     "__version__",
@@ -43,6 +49,9 @@ __all__ = [
     "eTransformerDecoderLayer",
     "eTransformerEncoder",
     "eTransformerEncoderLayer",
+    "export",
+    "frozen",
+    "frozen_twin",
     "make_norm",
     "regular_copies",
     "valid_head_counts",

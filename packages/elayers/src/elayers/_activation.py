@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -9,8 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers._module import transform_active
+from elayers._plain import Pointwise
 
-__all__ = ["ACTIVATIONS", "Activation", "apply_activation", "resolve_activation"]
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "apply_activation",
+    "plain_activation",
+    "resolve_activation",
+]
 
 Activation = str | Callable[[Tensor], Tensor]
 
@@ -88,3 +96,27 @@ def resolve_activation(activation: Activation) -> Callable[[Tensor], Tensor]:
     if isinstance(activation, nn.Module) or callable(activation):
         return activation
     raise TypeError(f"activation must be a name or a callable; got {type(activation).__name__}.")
+
+
+_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+def plain_activation(activation: Callable[[Tensor], Tensor], name: str | None) -> nn.Module:
+    """The activation as a module of an exported model.
+
+    ``torch.nn.GELU()`` for ``"gelu"`` (and so on), a copy of a module, or a :class:`Pointwise`
+    wrapper of any other callable.
+    """
+    if name is not None:
+        return _MODULES[name]()
+    if isinstance(activation, nn.Module):
+        return copy.deepcopy(activation)
+    return Pointwise(activation)

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from elayers._checks import check_bool
-from elayers._linear import invariant_bias_or_none
-from elayers._module import eModule
+from elayers._linear import invariant_bias_or_none, plain_linear
+from elayers._module import eModule, frozen_twin
+from elayers._plain import ElementwiseAffine
 from ereps import InitScheme, Representation, regular_multiplicity
 from ereps._validation import check_orthogonal, check_representation
 
@@ -85,6 +86,19 @@ class eAffine(eModule):
         """Per-copy symmetric blocks ``M_c = Q diag(s_c) Qᵀ``, shape ``(c, |G|, |G|)``."""
         return (q * s.view(-1, 1, q.shape[0])) @ q.T
 
+    def _operator(self) -> Tensor:
+        """What forward multiplies by.
+
+        The scale vector (elementwise), the per-copy blocks ``(c, |G|, |G|)`` (regular copies) or
+        the dense matrix ``Q diag(s) Qᵀ``.
+        """
+        s = self.scale[self.expand]
+        if self.elementwise:
+            return s
+        if self.copies is None:
+            return self.matrix()
+        return self._copy_blocks(self.q.to(s.dtype), s)
+
     def forward(self, x: Tensor) -> Tensor:
         """Apply the per-irrep scaling and the bias.
 
@@ -95,20 +109,35 @@ class eAffine(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
-        s = self.scale[self.expand].to(x.dtype)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
+        op = self._operator().to(x.dtype)
         if self.elementwise:
-            y = x * s
+            y = x * op
         elif self.copies is None:
-            q = self.q.to(x.dtype)
-            y = ((x @ q) * s) @ q.T
+            # Q diag(s) Qᵀ is symmetric: x ↦ M x is x @ M on the last axis.
+            y = x @ op
         else:
-            q = self.q.to(x.dtype)
             # The per-copy blocks applied as one batched product.
-            xc = x.reshape(*x.shape[:-1], self.copies, q.shape[0])
-            y = torch.einsum("...ci,cij->...cj", xc, self._copy_blocks(q, s)).reshape(x.shape)
+            xc = x.reshape(*x.shape[:-1], self.copies, op.shape[-1])
+            y = torch.einsum("...ci,cij->...cj", xc, op).reshape(x.shape)
         if self.invariant_bias is not None:
             y = y + self.invariant_bias.dense().to(x.dtype)
         return y
+
+    def export(self) -> nn.Module:
+        """``torch.nn.Linear`` with the dense ``Q diag(s) Qᵀ`` and bias.
+
+        An elementwise affine map instead when the representation is a plain sum of irreps (see
+        :meth:`eModule.export`).
+        """
+        with torch.no_grad():
+            bias = None if self.invariant_bias is None else self.invariant_bias.bias
+            if self.elementwise:
+                return ElementwiseAffine(self.scale[self.expand], bias).train(self.training)
+            return plain_linear(self.matrix(), bias, self.training)
 
     def extra_repr(self) -> str:
         has_bias = self.invariant_bias is not None

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from elayers._checks import check_bool, check_int, check_mask, check_probability, check_tensor
 from elayers._linear import eLinear
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
+from elayers._plain import MultiheadAttention
 from ereps import InitScheme, Representation, direct_sum, group_order, regular_multiplicity
 from ereps._hom_basis import check_init_scheme
 from ereps._validation import check_representation
@@ -209,6 +210,19 @@ class eMultiheadAttention(eModule):
                 f"key and value must have the same shape; got {tuple(key.shape)} and "
                 f"{tuple(value.shape)}."
             )
+        twin = frozen_twin(self)
+        if twin is not None:
+            result: tuple[Tensor, Tensor | None] = twin(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                need_weights=need_weights,
+                attn_mask=attn_mask,
+                average_attn_weights=average_attn_weights,
+                is_causal=is_causal,
+            )
+            return result
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if query.shape[0] != key.shape[0]:
@@ -260,6 +274,39 @@ class eMultiheadAttention(eModule):
         if weights is not None and average_attn_weights:
             weights = weights.mean(dim=1)
         return out, weights
+
+    def export(self) -> MultiheadAttention:
+        """``torch.nn.MultiheadAttention`` with the dense projections (see :meth:`eModule.export`).
+
+        The fused ``in_proj`` is torch's ``in_proj_weight``/``in_proj_bias`` (rows ``[q; k; v]``)
+        and heads split the embedding into contiguous slices of ``head_dim`` as here, so the plain
+        module computes the same attention (torch's fused inference path included). It is the
+        :class:`elayers._plain.MultiheadAttention` subclass, which also accepts
+        ``is_causal=True`` without ``attn_mask``, as this module does.
+        """
+        with torch.no_grad():
+            w_in = self.in_proj.weight
+            b_in = self.in_proj.bias
+            w_out = self.out_proj.weight
+            b_out = self.out_proj.bias
+            mha = MultiheadAttention(
+                self.embed_dim,
+                self.num_heads,
+                dropout=self.dropout,
+                bias=b_in is not None,
+                batch_first=self.batch_first,
+                device=w_in.device,
+                dtype=w_in.dtype,
+            )
+            assert mha.in_proj_weight is not None  # _qkv_same_embed_dim
+            mha.in_proj_weight.copy_(w_in)
+            mha.out_proj.weight.copy_(w_out)
+            if b_in is not None and b_out is not None:
+                assert mha.in_proj_bias is not None
+                assert mha.out_proj.bias is not None
+                mha.in_proj_bias.copy_(b_in)
+                mha.out_proj.bias.copy_(b_out)
+            return mha.train(self.training)
 
     def extra_repr(self) -> str:
         return f"{self.in_rep.name}, num_heads={self.num_heads}, dropout={self.dropout}"

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers._checks import check_bool
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
+from elayers._plain import Bias
 from ereps import (
     GroupHomomorphismBasis,
     InitScheme,
@@ -22,7 +23,7 @@ from ereps import (
 from ereps._hom_basis import check_init_scheme, sample_init
 from ereps._validation import check_orthogonal, check_representation, check_same_group
 
-__all__ = ["InvariantBias", "eLinear", "invariant_bias_or_none", "trivial_columns"]
+__all__ = ["InvariantBias", "eLinear", "invariant_bias_or_none", "plain_linear", "trivial_columns"]
 
 
 def trivial_columns(rep: Representation) -> Tensor:
@@ -36,6 +37,20 @@ def trivial_columns(rep: Representation) -> Tensor:
         offset += size
     q = torch.as_tensor(rep.change_of_basis, dtype=torch.float64)
     return q[:, cols].contiguous()
+
+
+def plain_linear(weight: Tensor, bias: Tensor | None, training: bool) -> nn.Linear:
+    """A ``torch.nn.Linear`` holding copies of ``weight`` ``(out, in)`` and ``bias`` ``(out,)``."""
+    out_features, in_features = weight.shape
+    layer = nn.Linear(
+        in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            assert layer.bias is not None  # built with bias=True just above
+            layer.bias.copy_(bias)
+    return layer.train(training)
 
 
 def _group_conv_index(cayley: Tensor, c_out: int, c_in: int) -> Tensor:
@@ -94,11 +109,13 @@ class InvariantBias(eModule):
         return self._synthesize()
 
     def dense(self) -> Tensor:
-        """The dense invariant vector for computing with, cached in eval (see :class:`eModule`).
+        """The dense invariant vector for computing with (synthesized on every call)."""
+        return self._synthesize()
 
-        The result may be shared between calls: read it, never modify it in place.
-        """
-        return self._cached("bias", (self.coeffs,), self._synthesize)
+    def export(self) -> Bias:
+        """A plain module adding the dense bias (see :meth:`eModule.export`)."""
+        with torch.no_grad():
+            return Bias(self._synthesize()).train(self.training)
 
     def _synthesize(self) -> Tensor:
         if self.regular_order is not None:
@@ -122,6 +139,10 @@ class InvariantBias(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
         return x + self.dense()
 
     def extra_repr(self) -> str:
@@ -225,16 +246,21 @@ class eLinear(eModule):
         return self._synthesize()
 
     def dense_weight(self) -> Tensor:
-        """``W`` for computing with: cached in eval without autograd (see :class:`eModule`).
+        """``W`` for computing with: synthesized from the coefficients on every call.
 
-        Reused only while the coefficients keep the values it was built from, so it is never
-        stale. The result may be shared between calls: read it, never modify it in place.
+        Nothing is cached, so it always reflects the current coefficients.
         """
-        return self._cached("weight", (self.weight_params,), self._synthesize)
+        return self._synthesize()
 
     def dense_bias(self) -> Tensor | None:
         """The bias for computing with (see :meth:`dense_weight`), or ``None``."""
         return None if self.invariant_bias is None else self.invariant_bias.dense()
+
+    def export(self) -> nn.Linear:
+        """A ``torch.nn.Linear`` with the dense ``W`` and bias (see :meth:`eModule.export`)."""
+        with torch.no_grad():
+            bias = None if self.invariant_bias is None else self.invariant_bias.bias
+            return plain_linear(self._synthesize(), bias, self.training)
 
     def _synthesize(self) -> Tensor:
         if self.basis is None:
@@ -271,6 +297,10 @@ class eLinear(eModule):
             Tensor of shape ``(..., out_rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
         return F.linear(x, self.dense_weight(), self.dense_bias())
 
     def extra_repr(self) -> str:

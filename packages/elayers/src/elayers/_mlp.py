@@ -8,10 +8,15 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from elayers._activation import Activation, apply_activation, resolve_activation
+from elayers._activation import (
+    Activation,
+    apply_activation,
+    plain_activation,
+    resolve_activation,
+)
 from elayers._checks import check_bool, check_probability
 from elayers._linear import eLinear
-from elayers._module import eModule
+from elayers._module import eModule, frozen_twin
 from ereps import (
     InitScheme,
     Representation,
@@ -130,11 +135,31 @@ class eMLP(eModule):
             Tensor of shape ``(..., out_rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            result: Tensor = twin(x)
+            return result
         *hidden, last = self.layers
         for layer in hidden:
             x = self.dropout(apply_activation(self.activation, self.activation_name, layer(x)))
         out: Tensor = last(x)
         return out
+
+    def export(self) -> nn.Sequential:
+        """``torch.nn.Sequential`` of ``Linear``, activation and ``Dropout`` modules.
+
+        In the order of :meth:`forward` (see :meth:`eModule.export`).
+        """
+        *hidden, last = self.layers
+        parts: list[nn.Module] = []
+        for layer in hidden:
+            assert isinstance(layer, eLinear)
+            parts.append(layer.export())
+            parts.append(plain_activation(self.activation, self.activation_name))
+            parts.append(nn.Dropout(self.dropout.p))
+        assert isinstance(last, eLinear)
+        parts.append(last.export())
+        return nn.Sequential(*parts).train(self.training)
 
     if TYPE_CHECKING:
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import ctypes
-import sys
-from collections.abc import Callable, Hashable, Mapping
-from typing import Any, TypeVar
+import threading
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -14,10 +13,13 @@ from torch import Tensor, nn
 from elayers._records import RECORD_FORMAT, guard_loading, record_problem, rep_record
 from ereps import ExactBuffersModule, InitScheme, Representation
 
-__all__ = ["eModule", "transform_active"]
-
-_M = TypeVar("_M", bound="eModule")
-_Derived = TypeVar("_Derived", Tensor, tuple[Tensor | None, ...])
+__all__ = [
+    "FrozenTwin",
+    "eModule",
+    "frozen_registry",
+    "frozen_twin",
+    "transform_active",
+]
 
 
 def transform_active() -> bool:
@@ -34,56 +36,110 @@ def transform_active() -> bool:
     )
 
 
-def _cacheable(sources: tuple[Tensor, ...]) -> bool:
-    # Plain CPU tensors that autograd does not need to track. On accelerators synthesis is a few
-    # asynchronous kernels, while the value check below would synchronize with the device.
-    grad = torch.is_grad_enabled()
-    for s in sources:
-        if type(s) is not nn.Parameter and type(s) is not Tensor:
+class FrozenTwin:
+    """The plain twin of one module inside an :func:`elayers.frozen` scope.
+
+    Built once on entry (the module's :meth:`eModule.export`); every use first checks that the
+    module's parameters (its whole subtree) are still the same tensors at the same version and
+    address, and raises instead of computing with old weights when an edit was detected (an
+    in-place update, an optimizer step, ``load_state_dict``, ``.to()``). That is a guard against
+    misuse, not a cache policy: edits through ``.data`` bypass version counters, which is why
+    parameters must not change inside the scope at all.
+    """
+
+    __slots__ = ("hookables", "keys", "module", "params", "ptrs", "training", "twin", "versions")
+
+    def __init__(self, module: nn.Module, twin: nn.Module) -> None:
+        self.module = module
+        self.twin = twin
+        self.training = module.training
+        # Submodules whose hooks the twin would skip (the module's own run around the twin).
+        self.hookables = list(module.modules())[1:]
+        self.keys: list[tuple[nn.Module, str]] = []
+        self.params: list[Tensor] = []
+        for owner in module.modules():
+            for name, p in owner._parameters.items():
+                if p is not None:
+                    self.keys.append((owner, name))
+                    self.params.append(p)
+        self.versions = self._versions()
+        self.ptrs = [p.data_ptr() for p in self.params]
+
+    def _versions(self) -> list[int]:
+        # Inference tensors have no version counter (then only identity and address are checked).
+        return [-1 if p.is_inference() else p._version for p in self.params]
+
+    def usable(self) -> bool:
+        """Whether the twin computes this call.
+
+        It does in the training mode of entry, without autograd of the parameters, compilers,
+        tracers or ``torch.func`` transforms, and with no hook that the twin would skip.
+        """
+        if self.module.training != self.training or transform_active():
             return False
-        if not s.is_cpu or (grad and s.requires_grad):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.params):
             return False
-    return True
+        from torch.nn.modules import module as torch_module
+
+        if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+            return False
+        return not any([m._forward_hooks or m._forward_pre_hooks for m in self.hookables])
+
+    def check(self) -> None:
+        """Raise ``RuntimeError`` if a parameter was replaced or edited since entry."""
+        # List comprehensions compared at once: a few microseconds for a whole model.
+        if (
+            self._versions() == self.versions
+            and [p.data_ptr() for p in self.params] == self.ptrs
+            and all(
+                [
+                    o._parameters.get(n) is p
+                    for (o, n), p in zip(self.keys, self.params, strict=True)
+                ]
+            )
+        ):
+            return
+        for (owner, name), p, version, ptr in zip(
+            self.keys, self.params, self.versions, self.ptrs, strict=True
+        ):
+            if (
+                owner._parameters.get(name) is not p
+                or (not p.is_inference() and p._version != version)
+                or p.data_ptr() != ptr
+            ):
+                raise RuntimeError(
+                    f"{type(self.module).__name__}: parameter {name!r} of "
+                    f"{type(owner).__name__} changed inside elayers.frozen(); the weights were "
+                    "built on entry and would be stale. Edit parameters outside the scope (or "
+                    "re-enter it after the edit)."
+                )
 
 
-def _load_memcmp() -> Callable[[int, int, int], int] | None:
-    """The C library's ``memcmp``, or ``None`` where ctypes cannot find it."""
-    try:
-        libc = ctypes.CDLL(None) if sys.platform != "win32" else ctypes.cdll.msvcrt
-        fn = libc.memcmp
-    except (OSError, AttributeError):
+# Modules inside an active frozen() scope, by id: a forward looks itself up here. Kept outside
+# the modules so that copies and pickles of a module made inside a scope are never frozen.
+_FROZEN: dict[int, FrozenTwin] = {}
+_FROZEN_LOCK = threading.Lock()
+
+
+def frozen_registry() -> tuple[dict[int, FrozenTwin], threading.Lock]:
+    """The registry of frozen modules and its lock (for :func:`elayers.frozen`)."""
+    return _FROZEN, _FROZEN_LOCK
+
+
+def frozen_twin(module: nn.Module) -> nn.Module | None:
+    """The plain twin that ``module``'s forward should run instead of itself, or ``None``.
+
+    Not ``None`` only inside an :func:`elayers.frozen` scope that built one for ``module`` and
+    when the twin computes this call (see :meth:`FrozenTwin.usable`); raises ``RuntimeError`` if
+    the module's parameters changed since entry. Cheap outside scopes (one dict check).
+    """
+    if not _FROZEN or torch.compiler.is_compiling():
         return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-# Comparing bytes in place is several times cheaper than torch.equal (which allocates and does
-# not vectorize): it keeps the value check of the eval cache a small fraction of a forward.
-_MEMCMP = _load_memcmp()
-
-
-def _same_values(snapshot: Tensor, source: Tensor) -> bool:
-    # torch.equal is False for other shapes, but it would compare values across dtypes.
-    if snapshot.dtype is not source.dtype or snapshot.shape != source.shape:
-        return False
-    if _MEMCMP is not None and source.is_contiguous() and snapshot.is_contiguous():
-        # Bit patterns (both on CPU, see _cacheable): equal bits give an equal derived tensor.
-        nbytes = source.numel() * source.element_size()
-        return _MEMCMP(snapshot.data_ptr(), source.data_ptr(), nbytes) == 0
-    return torch.equal(snapshot, source)
-
-
-def _matches(snapshots: tuple[Tensor, ...], sources: tuple[Tensor, ...]) -> bool:
-    return len(snapshots) == len(sources) and all(
-        _same_values(snap, src) for snap, src in zip(snapshots, sources, strict=True)
-    )
-
-
-def _has_inference_tensor(value: Tensor | tuple[Tensor | None, ...]) -> bool:
-    if isinstance(value, Tensor):
-        return value.is_inference()
-    return any(v is not None and v.is_inference() for v in value)
+    entry = _FROZEN.get(id(module))
+    if entry is None or not entry.usable():
+        return None
+    entry.check()
+    return entry.twin
 
 
 class eModule(ExactBuffersModule):
@@ -99,15 +155,20 @@ class eModule(ExactBuffersModule):
     whichever module receives ``load_state_dict`` (a plain container of eModules included): a
     refused load changes nothing.
 
-    Dense tensors derived from the parameters (an :class:`eLinear`'s matrix, a norm's per-feature
-    scale) are cached in eval mode, on CPU, when autograd does not track the parameters (under
-    ``torch.no_grad()``/``torch.inference_mode()``, or for frozen parameters). A cached tensor is
-    reused only while the parameters it was built from hold exactly the bits they had when it was
-    built (a byte-wise comparison with a snapshot, a small fraction of the cost of the synthesis),
-    so no way of editing parameters (optimizer steps, ``load_state_dict``, in-place EMA
-    updates, edits through ``.data``, ``.to()``) can make it serve stale weights. Nothing is cached
-    in training mode, while compiling, tracing or exporting, under ``torch.func`` transforms, or on
-    accelerators. ``train()`` drops the cache; so do ``.to()`` and the like.
+    Nothing derived from the parameters is cached implicitly: every forward, in training or in
+    eval, synthesizes its dense tensors (an :class:`eLinear`'s matrix, a norm's per-feature scale)
+    from the current parameters, so no edit of the parameters can make a forward use old weights.
+    Two explicit ways avoid the synthesis at inference time:
+
+    * :meth:`export` (and :func:`elayers.export` for any module tree) returns a new plain-PyTorch
+      module computing the same function with the current weights (``torch.nn.Linear``,
+      ``torch.nn.LayerNorm``, ``torch.nn.MultiheadAttention``, ...), for ``torch.export``, ONNX
+      and machines without escnn;
+    * :func:`elayers.frozen` exports once on entry and runs that plain twin in every forward
+      inside the scope (parameters must not change there).
+
+    Subclasses override :meth:`export`, and their forwards start (after validating the input) by
+    running the frozen twin if :func:`frozen_twin` gives one.
 
     Args:
         in_rep: Representation of the input features.
@@ -123,48 +184,23 @@ class eModule(ExactBuffersModule):
         out_record = in_record if out_rep is in_rep else rep_record(out_rep)
         self._rep_records: dict[str, dict[str, Any]] = {"in_rep": in_record, "out_rep": out_record}
         guard_loading(self)
-        self._derived: dict[Hashable, tuple[tuple[Tensor, ...], Any]] = {}
 
-    def _cached(
-        self, key: Hashable, sources: tuple[Tensor, ...], build: Callable[[], _Derived]
-    ) -> _Derived:
-        """``build()``, or its cached value if ``sources`` hold the values it was built from.
+    def export(self) -> nn.Module:
+        """A new plain-PyTorch module computing this module's function with its current weights.
 
-        Only for internal consumers that never modify the result in place (it may be shared).
+        The result holds detached copies of the weights (this module is left unchanged), no escnn
+        or ``ereps`` object and no equivariant module: ``torch.nn`` classes, or plain modules of
+        ``elayers``' torch-only ``_plain`` module where torch has no exact equivalent. It keeps
+        this module's training flag. Subclasses override this method; use
+        :func:`elayers.export` to export a whole module tree.
+
+        Raises:
+            NotImplementedError: If the subclass does not implement it.
         """
-        if self.training or transform_active() or not _cacheable(sources):
-            return build()
-        entry = self._derived.get(key)
-        if entry is not None and _matches(entry[0], sources):
-            value: _Derived = entry[1]
-            # Inference tensors must not reach autograd outside inference mode: rebuild.
-            if not _has_inference_tensor(value) or torch.is_inference_mode_enabled():
-                return value
-        value = build()
-        snapshots = tuple(s.detach().clone(memory_format=torch.contiguous_format) for s in sources)
-        self._derived[key] = (snapshots, value)
-        return value
-
-    def train(self: _M, mode: bool = True) -> _M:
-        """Set training mode (see :meth:`torch.nn.Module.train`); entering it drops the cache."""
-        if mode:
-            self._derived.clear()
-        return super().train(mode)
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Any:
-        self._derived.clear()
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickled modules (torch.save(model)) carry parameters, not caches.
-        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
-        state = dict(state)
-        state["_derived"] = {}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_derived", {})
-        super().__setstate__(state)  # type: ignore[no-untyped-call]
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement export(); override it to return a plain "
+            "torch.nn.Module computing the same function."
+        )
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:
         """Re-initialize every parameter of this module and its equivariant submodules.
@@ -220,8 +256,7 @@ class eModule(ExactBuffersModule):
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            # The copy starts without a cache (its parameters are new tensors anyway).
-            new.__dict__[key] = {} if key == "_derived" else copy.deepcopy(value, memo)
+            new.__dict__[key] = copy.deepcopy(value, memo)
         return new
 
     def _check_input(self, x: Tensor, name: str = "input") -> None:

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from elayers._affine import eAffine
 from elayers._checks import check_bool, check_positive_real
-from elayers._module import eModule, transform_active
+from elayers._module import eModule, frozen_twin, transform_active
+from elayers._plain import Bias, RemoveComponent
 from ereps import (
     InitScheme,
     Representation,
@@ -33,19 +34,27 @@ class _StableNormalize(torch.autograd.Function):
     data where autograd through the composite would need about ten.
     """
 
+    # Written in the setup_context style with a generated vmap rule, so that torch.func
+    # transforms (vmap over an ensemble, jacrev) can run through it.
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: Any, x: Tensor, eps: float, center: bool) -> Tensor:
+    def forward(x: Tensor, eps: float, center: bool) -> tuple[Tensor, Tensor]:
         xc = x - x.mean(dim=-1, keepdim=True) if center else x
         norm = torch.linalg.vector_norm(xc, dim=-1, keepdim=True, dtype=torch.float64)
         r = torch.rsqrt(norm.square() / x.shape[-1] + eps).to(x.dtype)
-        y = xc * r
+        return xc * r, r
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        y, r = output
         ctx.save_for_backward(y, r)
-        ctx.center = center
-        return y
+        ctx.center = inputs[2]
+        ctx.mark_non_differentiable(r)
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None, None]:
-        (g,) = grads
+        g = grads[0]
         y, r = ctx.saved_tensors
         c = torch.linalg.vecdot(g, y).unsqueeze(-1) / y.shape[-1]
         dx = torch.addcmul(g, y, c, value=-1.0).mul_(r)
@@ -64,8 +73,10 @@ def stable_rms_normalize(x: Tensor, eps: float, center: bool = False) -> Tensor:
     """
     dtype = x.dtype
     if dtype in (torch.float16, torch.bfloat16):
-        return _StableNormalize.apply(x.float(), eps, center).to(dtype)  # type: ignore[no-any-return]
-    return _StableNormalize.apply(x, eps, center)  # type: ignore[no-any-return]
+        y, _ = _StableNormalize.apply(x.float(), eps, center)
+        return y.to(dtype)  # type: ignore[no-any-return]
+    out, _ = _StableNormalize.apply(x, eps, center)
+    return out  # type: ignore[no-any-return]
 
 
 # Below this magnitude single-precision statistics (torch's layer norm kernels included) cannot
@@ -74,7 +85,9 @@ SAFE_MAX_ABS = 1e15
 
 
 def max_abs(x: Tensor) -> float:
-    """``max |x|`` as a Python float."""
+    """``max |x|`` as a Python float (0 for an empty tensor)."""
+    if x.numel() == 0:
+        return 0.0
     low, high = torch.aminmax(x.detach())  # one pass, no temporary
     return max(-float(low), float(high))
 
@@ -99,6 +112,8 @@ def _fast_rms(x: Tensor, eps: float, weight: Tensor | None, bias: Tensor | None)
     Underflow is harmless (``x²`` below ``eps`` does not matter); overflow shows up as an infinite
     norm, which is cheap to check because there is one per token.
     """
+    if x.numel() == 0:
+        return None  # nothing to check; the stable path handles empty batches
     # vector_norm reduces without a temporary (vecdot would allocate x*x).
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     if not float(norm.amax()) < math.inf:  # overflow (or a NaN input): take the stable path
@@ -142,13 +157,13 @@ class _eNorm(eModule):
                 f"representation; got {rep.name!r}. Use affine='irrep'."
             )
         super().__init__(rep, rep)
+        # |G| read once: escnn's order() rebuilds every element of a direct-product group.
+        self.order = group_order(rep.group)
         self.eps = float(eps)
         self.affine: eAffine | None = None
         self.copy_scale: nn.Parameter | None = None
         self.copy_bias: nn.Parameter | None = None
         self.copies = copies
-        # |G| read once: escnn's order() rebuilds every element of a direct-product group.
-        self.group_order = group_order(rep.group)
         if not equiv_affine:
             return
         if affine == "irrep" or copies is None:
@@ -160,22 +175,37 @@ class _eNorm(eModule):
     def copy_affine(self, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
         """The per-copy scale and bias as per-feature vectors in ``dtype`` (``None`` if absent).
 
-        Cached in eval without autograd (see :class:`eModule`): read them, never modify them.
+        Synthesized on every call.
         """
-        scale, bias = self.copy_scale, self.copy_bias
-        if scale is None and bias is None:
+        if self.copy_scale is None and self.copy_bias is None:
             return None, None
-        n = self.group_order
+        expanded = self._expand_copy_affine(dtype)
+        return expanded[0], expanded[1]
+
+    def _expand_copy_affine(self, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
+        n = self.order
 
         def expand(p: Tensor | None) -> Tensor | None:
             return None if p is None else p.to(dtype).unsqueeze(-1).expand(-1, n).reshape(-1)
 
-        def build() -> tuple[Tensor | None, ...]:
-            return expand(scale), expand(bias)
+        return expand(self.copy_scale), expand(self.copy_bias)
 
-        sources = tuple(p for p in (scale, bias) if p is not None)
-        expanded = self._cached(("copy_affine", dtype), sources, build)
-        return expanded[0], expanded[1]
+    def _plain_core(self, weight: Tensor | None, bias: Tensor | None) -> nn.Module:
+        """The plain normalization with the per-feature affine ``weight``/``bias`` folded in."""
+        raise NotImplementedError
+
+    def export(self) -> nn.Module:
+        """``torch.nn.LayerNorm``/``torch.nn.RMSNorm`` with the expanded per-copy affine map.
+
+        Or the plain norm followed by the exported :class:`eAffine` (see :meth:`eModule.export`).
+        """
+        with torch.no_grad():
+            p = self.copy_scale if self.copy_scale is not None else self.copy_bias
+            weight, bias = (None, None) if p is None else self._expand_copy_affine(p.dtype)
+            core = self._plain_core(weight, bias)
+            if self.affine is not None:
+                core = nn.Sequential(core, self.affine.export())
+            return core.train(self.training)
 
     def _normalize(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -190,6 +220,10 @@ class _eNorm(eModule):
             Tensor of shape ``(..., rep.size)``.
         """
         self._check_input(x)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(x)
+            return out
         weight, bias = self.copy_affine(x.dtype)
         y = self._normalize(x, weight, bias)
         return y if self.affine is None else self.affine(y)
@@ -258,6 +292,9 @@ class eRMSNorm(_eNorm):
                 return y
         return _affine(stable_rms_normalize(x, self.eps), weight, bias)
 
+    def _plain_core(self, weight: Tensor | None, bias: Tensor | None) -> nn.Module:
+        return _plain_rms(self.in_rep.size, self.eps, weight, bias)
+
 
 class eLayerNorm(_eNorm):
     r"""Equivariant layer normalization.
@@ -321,3 +358,42 @@ class eLayerNorm(_eNorm):
                 # Exactly torch's layer norm (mean and variance over all features), fused.
                 return F.layer_norm(x, x.shape[-1:], weight, bias, self.eps)
         return _affine(stable_rms_normalize(x, self.eps, center=self.mean_centering), weight, bias)
+
+    def _plain_core(self, weight: Tensor | None, bias: Tensor | None) -> nn.Module:
+        n = self.in_rep.size
+        if self.mean_centering:
+            # Mean and variance over all features: exactly torch's LayerNorm.
+            ref = weight if weight is not None else bias
+            norm = nn.LayerNorm(
+                n,
+                eps=self.eps,
+                elementwise_affine=ref is not None,
+                bias=bias is not None,
+                device=None if ref is None else ref.device,
+                dtype=None if ref is None else ref.dtype,
+            )
+            if weight is not None:
+                norm.weight.copy_(weight)
+            if bias is not None:
+                norm.bias.copy_(bias)
+            return norm
+        rms = _plain_rms(n, self.eps, weight, bias)
+        if not self.centre:
+            return rms
+        u = self.direction if weight is None else self.direction.to(weight.dtype)
+        return nn.Sequential(RemoveComponent(u), rms)
+
+
+def _plain_rms(n: int, eps: float, weight: Tensor | None, bias: Tensor | None) -> nn.Module:
+    """``torch.nn.RMSNorm`` with ``weight`` (or none), followed by a :class:`Bias` if given."""
+    norm = nn.RMSNorm(
+        n,
+        eps=eps,
+        elementwise_affine=weight is not None,
+        device=None if weight is None else weight.device,
+        dtype=None if weight is None else weight.dtype,
+    )
+    if weight is not None:
+        assert norm.weight is not None  # elementwise_affine=True
+        norm.weight.copy_(weight)
+    return norm if bias is None else nn.Sequential(norm, Bias(bias))

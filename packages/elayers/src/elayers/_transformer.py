@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Literal, get_args
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, get_args, overload
 
 import torch
 from torch import Tensor, nn
 
-from elayers._activation import Activation, apply_activation, resolve_activation
+from elayers import _plain
+from elayers._activation import ACTIVATIONS, Activation, apply_activation, resolve_activation
 from elayers._attention import check_heads, check_regular_copies, eMultiheadAttention
 from elayers._checks import (
     check_bool,
@@ -19,7 +21,7 @@ from elayers._checks import (
 )
 from elayers._linear import eLinear
 from elayers._mlp import regular_copies
-from elayers._module import eModule, transform_active
+from elayers._module import eModule, frozen_twin, transform_active
 from elayers._norm import SAFE_MAX_ABS, eLayerNorm, eRMSNorm, max_abs
 from ereps import InitScheme, Representation
 from ereps._hom_basis import check_init_scheme
@@ -68,16 +70,26 @@ def _residual(x: Tensor, update: Tensor) -> Tensor:
     return update.add_(x)
 
 
-def _collect_parameters(module: nn.Module, out: list[Tensor]) -> None:
-    # module.parameters() goes through generators of generators: too slow for every forward.
-    out.extend(p for p in module._parameters.values() if p is not None)
-    for child in module._modules.values():
-        if child is not None:
-            _collect_parameters(child, out)
-
-
 def _any_grad(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
+
+
+def _hooks_attached(module: nn.Module) -> bool:
+    """Whether a forward (pre-)hook would see a submodule's call (torch's fast path test)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def _torch_activation(activation: Callable[[Tensor], Tensor], name: str | None) -> Any:
+    """The ``activation`` argument of torch's layers for an equivariant layer's activation."""
+    if name in ("relu", "gelu"):
+        return name  # torch's layers recognize these and may take their fused path
+    if name is not None:
+        return ACTIVATIONS[name]
+    return copy.deepcopy(activation) if isinstance(activation, nn.Module) else activation
 
 
 def _check_common(
@@ -204,8 +216,11 @@ class eTransformerEncoderLayer(eModule):
 
         It does when the norms are LayerNorms with per-copy affine maps (per-feature weights that
         are constant on each regular copy), the activation is ReLU or GELU, no gradient is needed,
-        and nothing the kernel lacks is asked for (masks, autocast, tracing, huge inputs that need
-        the norms' overflow guard).
+        and nothing the kernel lacks is asked for. As torch's own layer, it declines when hooks are
+        attached (the kernel would skip the submodules' calls), under autocast, while compiling,
+        tracing, exporting or under ``torch.func`` transforms (``vmap``'s batched tensors have no
+        storage for the kernel), for an empty batch, and for inputs so large that the norms need
+        their overflow guard.
         """
         # Cheap call-dependent checks first: this runs on every forward.
         if (
@@ -213,10 +228,11 @@ class eTransformerEncoderLayer(eModule):
             or masked
             or not self.batch_first
             or src.dim() != 3
-            or torch.compiler.is_compiling()
+            or src.numel() == 0
             or torch.is_autocast_enabled()
             or not torch.backends.mha.get_fastpath_enabled()
             or src.device.type not in ("cpu", "cuda")
+            or transform_active()
         ):
             return False
         norm1, norm2 = self.norm1, self.norm2
@@ -237,38 +253,31 @@ class eTransformerEncoderLayer(eModule):
             and ff.linear2.invariant_bias is not None
             and attn.num_heads % 2 == 0
             and not (torch.is_grad_enabled() and (src.requires_grad or _any_grad(self)))
+            and not _hooks_attached(self)
+            # The only data-dependent check (a device sync on accelerators): the kernel's float32
+            # layer norm would overflow where the equivariant norms switch to float64 sums.
             and max_abs(src) <= SAFE_MAX_ABS
         )
 
     def _fused_weights(self, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
-        """The dense arguments of the fused kernel, in its order (cached as one entry in eval)."""
+        """The dense arguments of the fused kernel, in its order (synthesized on every call)."""
         attn, ff = self.self_attn, self.ff
-        norm1, norm2 = self.norm1, self.norm2
-        parts = (attn.in_proj, attn.out_proj, norm1, norm2, ff.linear1, ff.linear2)
-
-        def build() -> tuple[Tensor | None, ...]:
-            scale1, bias1 = norm1.copy_affine(dtype)
-            scale2, bias2 = norm2.copy_affine(dtype)
-            return (
-                attn.in_proj.dense_weight(),
-                attn.in_proj.dense_bias(),
-                attn.out_proj.dense_weight(),
-                attn.out_proj.dense_bias(),
-                scale1,
-                bias1,
-                scale2,
-                bias2,
-                ff.linear1.dense_weight(),
-                ff.linear1.dense_bias(),
-                ff.linear2.dense_weight(),
-                ff.linear2.dense_bias(),
-            )
-
-        # One cache entry checked against all twelve parameters instead of twelve lookups.
-        sources: list[Tensor] = []
-        for part in parts:
-            _collect_parameters(part, sources)
-        return self._cached(("fused", dtype), tuple(sources), build)
+        scale1, bias1 = self.norm1.copy_affine(dtype)
+        scale2, bias2 = self.norm2.copy_affine(dtype)
+        return (
+            attn.in_proj.dense_weight(),
+            attn.in_proj.dense_bias(),
+            attn.out_proj.dense_weight(),
+            attn.out_proj.dense_bias(),
+            scale1,
+            bias1,
+            scale2,
+            bias2,
+            ff.linear1.dense_weight(),
+            ff.linear1.dense_bias(),
+            ff.linear2.dense_weight(),
+            ff.linear2.dense_bias(),
+        )
 
     def _fused_inference(self, src: Tensor) -> Tensor:
         attn = self.self_attn
@@ -299,6 +308,39 @@ class eTransformerEncoderLayer(eModule):
             None,
         )
         return out
+
+    def export(self) -> _plain.TransformerEncoderLayer:
+        """``torch.nn.TransformerEncoderLayer`` with the dense weights (see :meth:`eModule.export`).
+
+        Its norms are ``torch.nn.LayerNorm``/``torch.nn.RMSNorm`` with the expanded per-copy
+        affine maps; with layer norms, ReLU/GELU and an even head count it takes torch's fused
+        inference path. It is the :class:`elayers._plain.TransformerEncoderLayer` subclass, which
+        accepts ``is_causal=True`` without a mask and runs RMS norms on torch's composite path.
+        """
+        attn, ff = self.self_attn, self.ff
+        ref = attn.in_proj.weight_params
+        layer = _plain.TransformerEncoderLayer(
+            attn.embed_dim,
+            attn.num_heads,
+            dim_feedforward=ff.linear1.out_rep.size,
+            dropout=self.dropout1.p,
+            activation=_torch_activation(ff.activation, ff.activation_name),
+            layer_norm_eps=self.norm1.eps,
+            batch_first=self.batch_first,
+            norm_first=self.norm_first,
+            bias=attn.in_proj.invariant_bias is not None,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        layer.self_attn = attn.export()
+        layer.linear1 = ff.linear1.export()
+        layer.dropout = nn.Dropout(ff.dropout.p)
+        layer.linear2 = ff.linear2.export()
+        layer.norm1 = self.norm1.export()  # type: ignore[assignment]  # any norm module
+        layer.norm2 = self.norm2.export()  # type: ignore[assignment]  # any norm module
+        layer.dropout1 = nn.Dropout(self.dropout1.p)
+        layer.dropout2 = nn.Dropout(self.dropout2.p)
+        return layer.train(self.training)
 
     def _sa_block(
         self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
@@ -338,6 +380,10 @@ class eTransformerEncoderLayer(eModule):
         check_mask(owner, "src_mask", src_mask)
         check_mask(owner, "src_key_padding_mask", src_key_padding_mask)
         check_bool(owner, "is_causal", is_causal)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(src, src_mask, src_key_padding_mask, is_causal)
+            return out
         masked = src_mask is not None or src_key_padding_mask is not None or is_causal
         if self._fused_inference_ok(src, masked):
             # Same math as the composite path below, in torch's fused inference kernel.
@@ -428,6 +474,40 @@ class eTransformerDecoderLayer(eModule):
         self.norm_first = norm_first
         self.batch_first = batch_first
 
+    def export(self) -> _plain.TransformerDecoderLayer:
+        """``torch.nn.TransformerDecoderLayer`` with the dense weights (see :meth:`eModule.export`).
+
+        It is the :class:`elayers._plain.TransformerDecoderLayer` subclass, which accepts
+        ``tgt_is_causal``/``memory_is_causal`` without masks, as this layer does.
+        """
+        attn, ff = self.self_attn, self.ff
+        ref = attn.in_proj.weight_params
+        layer = _plain.TransformerDecoderLayer(
+            attn.embed_dim,
+            attn.num_heads,
+            dim_feedforward=ff.linear1.out_rep.size,
+            dropout=self.dropout1.p,
+            activation=_torch_activation(ff.activation, ff.activation_name),
+            layer_norm_eps=self.norm1.eps,
+            batch_first=self.batch_first,
+            norm_first=self.norm_first,
+            bias=attn.in_proj.invariant_bias is not None,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        layer.self_attn = attn.export()
+        layer.multihead_attn = self.multihead_attn.export()
+        layer.linear1 = ff.linear1.export()
+        layer.dropout = nn.Dropout(ff.dropout.p)
+        layer.linear2 = ff.linear2.export()
+        layer.norm1 = self.norm1.export()  # type: ignore[assignment]  # any norm module
+        layer.norm2 = self.norm2.export()  # type: ignore[assignment]  # any norm module
+        layer.norm3 = self.norm3.export()  # type: ignore[assignment]  # any norm module
+        layer.dropout1 = nn.Dropout(self.dropout1.p)
+        layer.dropout2 = nn.Dropout(self.dropout2.p)
+        layer.dropout3 = nn.Dropout(self.dropout3.p)
+        return layer.train(self.training)
+
     def _sa_block(
         self, x: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
     ) -> Tensor:
@@ -496,6 +576,19 @@ class eTransformerDecoderLayer(eModule):
             check_mask(owner, name, mask)
         check_bool(owner, "tgt_is_causal", tgt_is_causal)
         check_bool(owner, "memory_is_causal", memory_is_causal)
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(
+                tgt,
+                memory,
+                tgt_mask,
+                memory_mask,
+                tgt_key_padding_mask,
+                memory_key_padding_mask,
+                tgt_is_causal,
+                memory_is_causal,
+            )
+            return out
         x: Tensor = tgt
         if self.norm_first:
             x = _residual(
@@ -536,6 +629,23 @@ class eTransformerDecoderLayer(eModule):
             tgt_is_causal: bool = False,
             memory_is_causal: bool = False,
         ) -> Tensor: ...
+
+
+@overload
+def _export_child(
+    layer: nn.Module, kind: type[eTransformerEncoderLayer]
+) -> _plain.TransformerEncoderLayer: ...
+
+
+@overload
+def _export_child(
+    layer: nn.Module, kind: type[eTransformerDecoderLayer]
+) -> _plain.TransformerDecoderLayer: ...
+
+
+def _export_child(layer: nn.Module, kind: type[eModule]) -> nn.Module:
+    assert isinstance(layer, kind)  # the stacks hold the layers they were built with
+    return layer.export()
 
 
 def _clones(layer: eModule, num_layers: int, owner: str) -> nn.ModuleList:
@@ -592,12 +702,27 @@ class eTransformerEncoder(eModule):
         is_causal: bool = False,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerEncoderLayer`."""
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(
+                src, mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+            )
+            return out
         x = src
         for layer in self.layers:
             x = layer(
                 x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
             )
         return x if self.norm is None else self.norm(x)
+
+    def export(self) -> nn.TransformerEncoder:
+        """``torch.nn.TransformerEncoder`` of the exported layers (see :meth:`eModule.export`)."""
+        layers = [_export_child(layer, eTransformerEncoderLayer) for layer in self.layers]
+        norm = None if self.norm is None else self.norm.export()
+        stack = nn.TransformerEncoder(layers[0], 1, norm=norm, enable_nested_tensor=False)
+        stack.layers = nn.ModuleList(layers)
+        stack.num_layers = len(layers)
+        return stack.train(self.training)
 
     if TYPE_CHECKING:
 
@@ -644,6 +769,19 @@ class eTransformerDecoder(eModule):
         memory_is_causal: bool = False,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerDecoderLayer`."""
+        twin = frozen_twin(self)
+        if twin is not None:
+            out: Tensor = twin(
+                tgt,
+                memory,
+                tgt_mask=tgt_mask,
+                memory_mask=memory_mask,
+                tgt_key_padding_mask=tgt_key_padding_mask,
+                memory_key_padding_mask=memory_key_padding_mask,
+                tgt_is_causal=tgt_is_causal,
+                memory_is_causal=memory_is_causal,
+            )
+            return out
         x = tgt
         for layer in self.layers:
             x = layer(
@@ -657,6 +795,15 @@ class eTransformerDecoder(eModule):
                 memory_is_causal=memory_is_causal,
             )
         return x if self.norm is None else self.norm(x)
+
+    def export(self) -> nn.TransformerDecoder:
+        """``torch.nn.TransformerDecoder`` of the exported layers (see :meth:`eModule.export`)."""
+        layers = [_export_child(layer, eTransformerDecoderLayer) for layer in self.layers]
+        norm = None if self.norm is None else self.norm.export()
+        stack = nn.TransformerDecoder(layers[0], 1, norm=norm)
+        stack.layers = nn.ModuleList(layers)
+        stack.num_layers = len(layers)
+        return stack.train(self.training)
 
     if TYPE_CHECKING:
 

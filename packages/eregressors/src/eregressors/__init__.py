@@ -6,6 +6,7 @@ from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
 from eregressors._econd_transformer import eCondTransformerRegressor
 from eregressors._optim import OptimGroup
+from eregressors._plain import PlainCondTransformer
 from eregressors._sinusoidal import SinusoidalPosEmb
 
 __version__ = "0.1.0"
@@ -15,6 +16,7 @@ __all__ = [
     "GenCondRegressor",
     "OptStep",
     "OptimGroup",
+    "PlainCondTransformer",
     "SinusoidalPosEmb",
     "__version__",
     "eCondTransformerRegressor",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from elayers import Exportable
 from eregressors._optim import OptimGroup, default_optim_groups
 
 __all__ = ["GenCondRegressor", "OptStep"]
@@ -25,7 +26,7 @@ def _describe(x: object) -> str:
     return f"an object of type {type(x).__name__}"
 
 
-class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
+class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
     r"""Abstract conditional regressor :math:`V_k = f_\theta(X_k, Z, k)` of generative models.
 
     The network learned by a conditional diffusion or flow-matching model (e.g. a diffusion policy):
@@ -125,6 +126,22 @@ class GenCondRegressor(torch.nn.Module, metaclass=abc.ABCMeta):
                 else:
                     kwargs["opt_step"] = step
             return super().__call__(*args, **kwargs)
+
+    def export(self) -> torch.nn.Module:
+        """A new plain-PyTorch module computing this model's function with its current weights.
+
+        ``elayers.export`` calls it for every regressor in a module tree. The regressors of this
+        package return a :class:`eregressors._plain.PlainCondTransformer` built from ``torch.nn``
+        modules only (no escnn, ``ereps``, equivariant or ``GenCondRegressor`` object), for
+        ``torch.export``, ONNX and machines without escnn. A subclass overrides this method.
+
+        Raises:
+            NotImplementedError: If the subclass does not implement it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement export(); override it to return a plain "
+            "torch.nn.Module computing the same function."
+        )
 
     def get_optim_groups(self, weight_decay: float = 1e-3) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
 from torch import Tensor
 
@@ -13,9 +16,26 @@ from eregressors._base import (
     _check_probability,
 )
 from eregressors._masks import causal_memory_mask, causal_self_mask
+from eregressors._plain import PlainCondTransformer, PlainSinusoidalPosEmb
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 
-__all__ = ["CondTransformerRegressor"]
+__all__ = ["CondTransformerRegressor", "plain_sinusoid"]
+
+
+def plain_sinusoid(sinusoid: SinusoidalPosEmb, reference: Tensor) -> PlainSinusoidalPosEmb:
+    """The exported step features of ``sinusoid``.
+
+    Its frequencies as :class:`SinusoidalPosEmb` computes them for steps of ``reference``'s dtype
+    (float32 for half precision), on its device.
+    """
+    dtype = reference.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    half = sinusoid.dim // 2
+    # The same operations as SinusoidalPosEmb.forward, so eager results agree bit for bit.
+    exponents = torch.arange(half, device=reference.device, dtype=dtype) / half
+    return PlainSinusoidalPosEmb(torch.exp(exponents * (-math.log(sinusoid.max_period))))
+
 
 _INIT_STD = 0.02
 
@@ -260,6 +280,38 @@ class CondTransformerRegressor(GenCondRegressor):
             x = self.decoder(x, memory, tgt_is_causal=False, memory_is_causal=False)
         out: Tensor = self.head(self.ln_f(x))
         return out
+
+    def export(self) -> PlainCondTransformer:
+        """The same model as a :class:`PlainCondTransformer` with copies of the weights.
+
+        Returns:
+            A new module (this one is left unchanged) in this model's training mode.
+        """
+        sinusoid, *mlp = self.step_emb
+        assert isinstance(sinusoid, SinusoidalPosEmb)  # built so in __init__
+        with torch.no_grad():
+            plain = PlainCondTransformer(
+                in_dim=self.in_dim,
+                out_dim=self.out_dim,
+                cond_dim=self.cond_dim,
+                in_horizon=self.pos_emb.shape[1],
+                cond_horizon=self.cond_pos_emb.shape[1] - 1,
+                input_emb=copy.deepcopy(self.input_emb),
+                pos_emb=self.pos_emb,
+                step_emb=torch.nn.Sequential(
+                    plain_sinusoid(sinusoid, self.pos_emb),
+                    *copy.deepcopy(mlp),
+                ),
+                cond_emb=copy.deepcopy(self.cond_emb),
+                cond_pos_emb=self.cond_pos_emb,
+                p_drop_emb=self.drop.p,
+                cond_encoder=copy.deepcopy(self.cond_encoder),
+                decoder=copy.deepcopy(self.decoder),
+                ln_f=copy.deepcopy(self.ln_f),
+                head=copy.deepcopy(self.head),
+                causal_attn=self.causal_attn,
+            )
+        return plain.train(self.training)
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from elayers import (
     eTransformerDecoderLayer,
     eTransformerEncoder,
     eTransformerEncoderLayer,
+    frozen_twin,
     make_norm,
     valid_head_counts,
 )
@@ -28,8 +30,10 @@ from eregressors._base import (
     _check_positive_int,
     _check_probability,
 )
+from eregressors._cond_transformer import plain_sinusoid
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
+from eregressors._plain import PlainCondTransformer
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from ereps import (
     INIT_SCHEMES,
@@ -354,6 +358,10 @@ class eCondTransformerRegressor(GenCondRegressor):
             ValueError: If a shape is wrong (see :meth:`GenCondRegressor._validate_inputs`).
         """
         X, step, Z = self._validate_inputs(X, opt_step, Z)
+        twin = frozen_twin(self)
+        if twin is not None:  # inside elayers.frozen: the plain model exported on entry
+            result: Tensor = twin(X, step, Z)
+            return result
         T_x, T_z = X.shape[1], Z.shape[1]
 
         step_token = self._expand_invariant(self.step_emb(step)).unsqueeze(1)  # (B, 1, E)
@@ -370,6 +378,56 @@ class eCondTransformerRegressor(GenCondRegressor):
         x = self.decoder(x, memory, memory_mask=memory_mask, tgt_is_causal=self.causal_attn)
         out: Tensor = self.head(self.ln_f(x))
         return out
+
+    def export(self) -> PlainCondTransformer:
+        """The same function as a :class:`PlainCondTransformer` of plain ``torch.nn`` modules.
+
+        Every equivariant part becomes its :meth:`elayers.eModule.export` (``torch.nn.Linear``,
+        ``LayerNorm``/``RMSNorm``, torch's transformer layers); the invariant embeddings ``(…, c)``
+        become dense ``(…, embedding_dim)`` ones (each number repeated over its copy), and the
+        step MLP's last layer gets each output row repeated ``|G|`` times, so the plain model has
+        the structure of :class:`CondTransformerRegressor` and agrees with this one to rounding.
+
+        Returns:
+            A new module (this one is left unchanged) in this model's training mode.
+        """
+        sinusoid, first, act, last = self.step_emb
+        assert isinstance(sinusoid, SinusoidalPosEmb)  # built so in __init__
+        assert isinstance(last, torch.nn.Linear)
+        n = self.group_order
+        with torch.no_grad():
+            expanded = torch.nn.Linear(
+                last.in_features,
+                self.embedding_dim,
+                device=last.weight.device,
+                dtype=last.weight.dtype,
+            )
+            expanded.weight.copy_(last.weight.repeat_interleave(n, dim=0))
+            expanded.bias.copy_(last.bias.repeat_interleave(n, dim=0))
+            plain = PlainCondTransformer(
+                in_dim=self.in_dim,
+                out_dim=self.out_dim,
+                cond_dim=self.cond_dim,
+                in_horizon=self.in_horizon,
+                cond_horizon=self.cond_horizon,
+                input_emb=self.input_emb.export(),
+                pos_emb=self._expand_invariant(self.pos_emb),
+                step_emb=torch.nn.Sequential(
+                    plain_sinusoid(sinusoid, self.pos_emb),
+                    copy.deepcopy(first),
+                    copy.deepcopy(act),
+                    expanded.train(last.training),
+                ),
+                cond_emb=self.cond_emb.export(),
+                cond_pos_emb=self._expand_invariant(self.cond_pos_emb),
+                p_drop_emb=self.drop.p,
+                cond_encoder=self.cond_encoder.export(),
+                decoder=self.decoder.export(),
+                ln_f=self.ln_f.export(),
+                head=self.head.export(),
+                causal_attn=self.causal_attn,
+            )
+        return plain.train(self.training)
 
     def get_optim_groups(self, weight_decay: float = 0.001) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.

@@ -1,18 +1,23 @@
-"""The eval-mode dense-weight cache of eLinear is never stale, whatever changes the parameters.
+"""No edit of the parameters ever makes a forward use old weights.
 
-Every case compares the eval output of an edited module with a freshly built module loaded with
-the same state dict (which cannot have a cache from before the edit).
+Nothing is cached implicitly: every eval forward synthesizes its dense tensors. Every case warms the
+module up (eval forwards, plain or inside an ``elayers.frozen`` scope that is then left), edits the
+parameters the way optimizers, EMA helpers and users do, and compares the next eval output with a
+freshly built module loaded with the same state dict. Edits inside a frozen scope that the
+parameters' version counters can see raise instead of using the weights built on entry.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+import elayers
 from elayers import eLinear, eModule, eTransformerEncoderLayer
 from tests.elayers import _cases as C
 
@@ -33,7 +38,7 @@ def _linear_isotypic() -> eModule:
 
 
 def _encoder_layer() -> eModule:
-    # Layernorm, relu, even heads: eval + no_grad takes torch's fused kernel with cached weights.
+    # Layernorm, relu, even heads: eval + no_grad takes torch's fused kernel.
     return eTransformerEncoderLayer(C.rep("C8", "2reg"), 2, 32, dropout=0.0)
 
 
@@ -69,9 +74,24 @@ def _assert_fresh(factory: Factory, module: nn.Module, x: Tensor) -> None:
     torch.testing.assert_close(got, _reference(factory, module, x), rtol=1e-6, atol=1e-6)
 
 
+WARM_MODES = ("eval", "frozen")
+_WARM_MODE = {"mode": "eval"}
+
+
 def _warm(module: nn.Module, x: Tensor) -> Tensor:
-    """Populate the cache (eval + no_grad) and return that output."""
-    return _eval_out(module, x)
+    """Eval forwards before an edit: plain, or twice inside a frozen scope that is then left."""
+    if _WARM_MODE["mode"] == "eval":
+        return _eval_out(module, x)
+    with elayers.frozen(module):
+        _eval_out(module, x)
+        return _eval_out(module, x)
+
+
+@pytest.fixture(autouse=True, params=WARM_MODES)
+def warm_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    _WARM_MODE["mode"] = str(request.param)
+    yield str(request.param)
+    _WARM_MODE["mode"] = "eval"
 
 
 def _other_params(module: nn.Module) -> dict[str, Tensor]:
@@ -195,15 +215,16 @@ def test_in_place_edit_through_data(factory: Factory) -> None:
     _assert_fresh(factory, module, x)
 
 
-def test_frozen_module_cached_under_inference_mode_then_input_gradients() -> None:
+def test_frozen_module_under_inference_mode_then_input_gradients() -> None:
     # A frozen eval model first used under inference_mode, later differentiated w.r.t. its input
-    # (saliency, adversarial examples): the cache must not hand out inference tensors to autograd.
+    # (saliency, adversarial examples): no inference tensor may reach autograd.
     module = _linear_group_conv().eval().requires_grad_(False)
     x = _input(module)
-    with torch.inference_mode():
+    with torch.inference_mode(), elayers.frozen(module):
         module(x)
-    xg = x.clone().requires_grad_(True)
-    C.backward(module(xg).sum())
+    with elayers.frozen(module):
+        xg = x.clone().requires_grad_(True)
+        C.backward(module(xg).sum())
     assert xg.grad is not None
     torch.testing.assert_close(xg.grad, module.weight.sum(0).expand_as(x))
 
@@ -223,3 +244,64 @@ def test_vmap_over_functional_call_under_no_grad() -> None:
     with torch.no_grad():
         out = torch.func.vmap(run, in_dims=(0, None))(params, x)
         torch.testing.assert_close(out[1], 2 * module(x))
+
+
+def test_concurrent_in_place_writer_never_leaves_stale_outputs() -> None:
+    # The reliability issue's race: readers evaluate while a writer updates in place. Once the
+    # writer is done, every reader's next output must be the fresh one (no snapshot can be stale,
+    # because nothing is snapshotted).
+    module = _encoder_layer().eval()
+    x = _input(module)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                with torch.no_grad():
+                    module(x)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for step in range(20):
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.mul_(0.97).add_(0.01 * (step % 3))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    _assert_fresh(_encoder_layer, module, x)
+
+
+def test_edits_inside_frozen_raise_and_the_scope_is_left_clean(factory: Factory) -> None:
+    module = factory().eval()
+    x = _input(module)
+    with elayers.frozen(module):
+        _eval_out(module, x)
+        # An optimizer-style in-place step: seen by the version counter.
+        with torch.no_grad():
+            next(module.parameters()).add_(1.0)
+        with pytest.raises(RuntimeError, match=r"changed inside elayers\.frozen\(\)"):
+            _eval_out(module, x)
+    _assert_fresh(factory, module, x)
+    target = factory()
+    C.perturb_(target)
+    with elayers.frozen(module):
+        module.load_state_dict(target.state_dict())
+        with pytest.raises(RuntimeError, match="changed inside"):
+            _eval_out(module, x)
+        module.load_state_dict(target.state_dict(), assign=True)
+        with pytest.raises(RuntimeError, match="changed inside"):
+            _eval_out(module, x)
+    torch.testing.assert_close(_eval_out(module, x), _eval_out(target, x), rtol=1e-6, atol=1e-6)
+    with elayers.frozen(module):
+        module.to(torch.float64)
+        with pytest.raises(RuntimeError, match="changed inside"):
+            _eval_out(module, x.double())
+    _assert_fresh(factory, module, x.double())

@@ -1,0 +1,68 @@
+"""Smoke test of tools/export.py at toy sizes: files written, agreement checked, table printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="tools/export.py needs the 'deploy' dependency group")
+pytest.importorskip("onnxscript", reason="tools/export.py needs the 'deploy' dependency group")
+
+import export
+from _flow import ModelConfig, build_model
+
+TINY = ["--repeats", "1", "--warmup", "0", "--batches", "1", "3"]
+
+
+def test_export_tool_from_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = ModelConfig(
+        kind="equivariant",
+        group="C4",
+        in_horizon=6,
+        cond_horizon=2,
+        embedding_dim=8,
+        num_layers=1,
+        num_attention_heads=1,
+    )
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"model_config": config.to_dict(), "ema": model.state_dict()}, ckpt)
+    out = tmp_path / "out"
+    document = export.main(["--checkpoint", str(ckpt), "--out", str(out), *TINY])
+    printed = capsys.readouterr().out
+    assert (out / "policy.pt2").stat().st_size > 0
+    assert (out / "policy.onnx").stat().st_size > 0
+    saved = json.loads((out / "export.json").read_text())
+    assert saved["model_config"] == config.to_dict()
+    for name in ("exported eager", "pt2", "onnx"):
+        assert document["errors"][name] < 1e-5, name
+    assert [row["batch"] for row in saved["latency"]] == [1, 3]
+    assert set(saved["latency"][0]["median_ms"]) == {
+        "equivariant",
+        "frozen()",
+        "exported",
+        "ONNX Runtime",
+        "baseline",
+    }
+    for step in range(1, 6):
+        assert f"[{step}/5]" in printed
+    assert "| 1 |" in printed
+    assert "| 3 |" in printed
+
+
+def test_export_tool_demo_model_without_onnx(tmp_path: Path) -> None:
+    document = export.main(
+        ["--group", "C3", "--embedding-dim", "6", "--layers", "1", "--heads", "1",
+         "--in-horizon", "4", "--cond-horizon", "2", "--no-onnx", "--out", str(tmp_path), *TINY]
+    )  # fmt: skip
+    assert "onnx" not in document["errors"]
+    assert document["errors"]["pt2"] < 1e-5
+    assert not (tmp_path / "policy.onnx").exists()
+    with pytest.raises(SystemExit):
+        export.parse_args(["--repeats", "0"])
