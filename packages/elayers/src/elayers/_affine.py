@@ -9,8 +9,13 @@ from torch import Tensor, nn
 
 from elayers._linear import invariant_bias_or_none
 from elayers._module import eModule
-from ereps import InitScheme, Representation, regular_multiplicity
-from ereps._validation import check_orthogonal, check_representation
+from ereps import (
+    InitScheme,
+    Representation,
+    check_orthogonal,
+    check_representation,
+    regular_multiplicity,
+)
 
 __all__ = ["eAffine"]
 

@@ -10,9 +10,14 @@ from torch import Tensor
 
 from elayers._linear import eLinear
 from elayers._module import eModule
-from ereps import InitScheme, Representation, direct_sum, regular_multiplicity
-from ereps._hom_basis import check_init_scheme
-from ereps._validation import check_representation
+from ereps import (
+    InitScheme,
+    Representation,
+    check_init_scheme,
+    check_representation,
+    direct_sum,
+    regular_multiplicity,
+)
 
 __all__ = ["eMultiheadAttention", "valid_head_counts"]
 

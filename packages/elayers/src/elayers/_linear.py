@@ -14,11 +14,14 @@ from ereps import (
     InitScheme,
     Representation,
     cayley_index,
+    check_init_scheme,
+    check_orthogonal,
+    check_representation,
+    check_same_group,
     init_std,
     regular_multiplicity,
+    sample_init,
 )
-from ereps._hom_basis import check_init_scheme, sample_init
-from ereps._validation import check_orthogonal, check_representation, check_same_group
 
 __all__ = ["InvariantBias", "eLinear", "invariant_bias_or_none", "trivial_columns"]
 

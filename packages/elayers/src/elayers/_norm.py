@@ -14,10 +14,11 @@ from elayers._module import eModule, transform_active
 from ereps import (
     InitScheme,
     Representation,
+    check_orthogonal,
+    check_representation,
     invariant_orthogonal_projector,
     regular_multiplicity,
 )
-from ereps._validation import check_orthogonal, check_representation
 
 __all__ = ["SAFE_MAX_ABS", "eLayerNorm", "eRMSNorm", "max_abs", "stable_rms_normalize"]
 

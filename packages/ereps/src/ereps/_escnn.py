@@ -101,12 +101,21 @@ def _rebind_loaded_escnn() -> None:
 
 _import_escnn_group()
 
+# The group constructors are re-exported so that users and tools build groups from ereps, which
+# imports escnn with its caches redirected, and never need to import escnn themselves.
 from escnn.group import (  # noqa: E402
     Group,
     GroupElement,
     IrreducibleRepresentation,
     Representation,
+    cyclic_group,
+    dihedral_group,
+    direct_product,
     directsum,
+    full_ico_group,
+    full_octa_group,
+    ico_group,
+    octa_group,
 )
 
 __all__ = [
@@ -116,5 +125,12 @@ __all__ = [
     "IrreducibleRepresentation",
     "Representation",
     "cache_dir",
+    "cyclic_group",
+    "dihedral_group",
+    "direct_product",
     "directsum",
+    "full_ico_group",
+    "full_octa_group",
+    "ico_group",
+    "octa_group",
 ]

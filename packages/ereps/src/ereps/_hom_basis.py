@@ -16,14 +16,32 @@ from ereps._group_action import group_elements
 from ereps._isotypic import IrrepId
 from ereps._validation import check_orthogonal, check_representation, check_same_group
 
-__all__ = ["INIT_SCHEMES", "GroupHomomorphismBasis", "InitScheme", "endomorphism_basis", "init_std"]
+__all__ = [
+    "INIT_SCHEMES",
+    "GroupHomomorphismBasis",
+    "InitScheme",
+    "check_init_scheme",
+    "endomorphism_basis",
+    "init_std",
+    "sample_init",
+]
 
 InitScheme = Literal["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 
 def check_init_scheme(scheme: object) -> InitScheme:
-    """Return ``scheme`` if it is a known initialization scheme, else raise ``ValueError``."""
+    """Return ``scheme`` if it is a known initialization scheme, else raise ``ValueError``.
+
+    Args:
+        scheme: The scheme to check, one of :data:`INIT_SCHEMES`.
+
+    Returns:
+        ``scheme`` itself, typed as an :data:`InitScheme`.
+
+    Raises:
+        ValueError: If ``scheme`` is not one of :data:`INIT_SCHEMES`.
+    """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"Unknown init scheme {scheme!r}; expected one of {list(INIT_SCHEMES)}.")
     return scheme  # type: ignore[return-value]
@@ -48,7 +66,22 @@ def sample_init(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Draw a zero-mean tensor with standard deviation ``std``, uniform or normal per ``scheme``."""
+    """Draw a zero-mean tensor with standard deviation ``std``, uniform or normal per ``scheme``.
+
+    Uniform schemes draw from ``U(-√3·std, √3·std)`` (whose standard deviation is ``std``), normal
+    schemes from ``N(0, std²)``.
+
+    Args:
+        scheme: An initialization scheme (checked by the caller, see :func:`check_init_scheme`).
+        shape: Shape of the result.
+        std: Standard deviation of every entry.
+        dtype: Dtype of the result.
+        device: Device of the result.
+        generator: Random generator.
+
+    Returns:
+        Tensor of shape ``shape``.
+    """
     out = torch.empty(shape, dtype=dtype, device=device)
     if scheme.endswith("uniform"):
         bound = math.sqrt(3.0) * std
