@@ -17,6 +17,8 @@ Examples:
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from ereps._direct_sum import direct_sum
 from ereps._escnn import (
     CACHE_ENV_VAR,
@@ -57,7 +59,12 @@ from ereps._projector import invariant_orthogonal_projector
 from ereps._regular import cayley_index, is_permutation_representation, regular_multiplicity
 from ereps._validation import check_orthogonal, check_representation, check_same_group
 
-__version__ = "0.1.0"
+# The installed distribution's version: one source (the repository's VERSION file, read at build
+# time), never a second literal here.
+try:
+    __version__: str = _metadata.version("ereps")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CACHE_ENV_VAR",
