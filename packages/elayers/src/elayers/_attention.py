@@ -174,7 +174,7 @@ class eMultiheadAttention(eModule):
             attn_mask: ``(L, S)`` or ``(N·num_heads, L, S)``; ``True``/``-inf`` forbids attending.
             average_attn_weights: Average the returned weights over heads.
             is_causal: Apply a causal mask (query ``i`` sees keys ``≤ i``) when ``attn_mask`` is
-            None.
+                None.
 
         Returns:
             ``(output, weights)``: output of the query's shape; weights ``(N, L, S)`` (averaged) or

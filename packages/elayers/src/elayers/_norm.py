@@ -217,10 +217,9 @@ class eRMSNorm(_eNorm):
         y = A\!\left(\frac{x}{\sqrt{\tfrac{1}{n}\|x\|^2 + \epsilon}}\right),
 
     where :math:`\|x\|^2 = \sum_i \|x_{(i)}\|^2` sums the squared norms of the irreducible
-    components
-    (orthogonal change of basis), so the statistic is invariant because every :math:`\rho(g)` is
-    orthogonal, and :math:`A` is an equivariant affine map (see ``affine``). Computed without
-    overflow or division by zero (see :func:`stable_rms_normalize`).
+    components (orthogonal change of basis), so the statistic is invariant because every
+    :math:`\rho(g)` is orthogonal, and :math:`A` is an equivariant affine map (see ``affine``).
+    Computed without overflow or division by zero (see :func:`stable_rms_normalize`).
 
     Args:
         rep: An orthogonal representation of a finite group.
@@ -265,12 +264,10 @@ class eLayerNorm(_eNorm):
     where :math:`P_0` is the orthogonal projector onto the invariant subspace. Because
     :math:`\rho(g) u = u` and :math:`\rho(g)` is orthogonal, the subtracted component and the
     variance are invariant, so the map is equivariant. On permutation representations (e.g. copies
-    of
-    the regular representation) :math:`\mathbf{1}` is invariant and this is exactly the mean and
-    variance of :class:`torch.nn.LayerNorm`; other invariant
-    directions, such as per-copy means that carry positional embeddings, are kept. When
-    :math:`P_0 \mathbf{1} = 0` nothing is subtracted. :math:`A` is an :class:`eAffine`. Numerically
-    stable for zero, tiny and huge inputs.
+    of the regular representation) :math:`\mathbf{1}` is invariant and this is exactly the mean and
+    variance of :class:`torch.nn.LayerNorm`; other invariant directions, such as per-copy means
+    that carry positional embeddings, are kept. When :math:`P_0 \mathbf{1} = 0` nothing is
+    subtracted. :math:`A` is an :class:`eAffine`. Numerically stable for zero, tiny and huge inputs.
 
     Args:
         rep: An orthogonal representation of a finite group.

@@ -132,8 +132,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             or probability is out of range.
 
     Examples:
-        >>> import escnn.group as eg
-        >>> G = eg.cyclic_group(4)
+        >>> import ereps
+        >>> G = ereps.cyclic_group(4)
         >>> rho = G.irrep(1) + G.trivial_representation  # 3-D
         >>> model = eCondTransformerRegressor(
         ...     rho,

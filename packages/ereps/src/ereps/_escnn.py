@@ -58,9 +58,8 @@ def _redirected_memory_factory(original: type[joblib.Memory]) -> Any:
 
     def factory(location: Any = None, *args: Any, **kwargs: Any) -> joblib.Memory:
         # Only escnn creates Memory objects while the factory is installed; send them all to our
-        # folder.
-        # escnn asks some caches to print progress; keep the library quiet (progress goes to
-        # logging).
+        # folder. escnn asks some caches to print progress; keep the library quiet (progress goes
+        # to logging).
         kwargs["verbose"] = 0
         return original(target, *args, **kwargs)
 
