@@ -185,7 +185,7 @@ def test_public_api_renders_with_pydoc(module_name: str) -> None:
         doc = getattr(obj, "__doc__", None)
         if not (callable(obj) or isinstance(obj, type)) or not doc:
             continue
-        text = pydoc.render_doc(obj, renderer=pydoc.plaintext)
+        text = pydoc.render_doc(obj, renderer=pydoc.TextDoc())
         assert doc.strip().splitlines()[0] in text, name
 
 
@@ -270,7 +270,9 @@ class C:
 
 def test_the_checker_accepts_well_formed_sections() -> None:
     assert docstring_problems(GOOD) == []
-    sections, _ = parse_google(ast.get_docstring(ast.parse(GOOD).body[0], clean=True) or "")
+    function = ast.parse(GOOD).body[0]
+    assert isinstance(function, ast.FunctionDef)
+    sections, _ = parse_google(ast.get_docstring(function, clean=True) or "")
     assert [s.name for s in sections] == ["Args", "Returns", "Raises"]
     assert sections[0].entries == ("in_rep", "out_rep", "args", "kwargs")
     assert sections[2].entries == ("ValueError",)
