@@ -60,7 +60,9 @@ def test_a_non_equivariant_map_fails_naming_the_worst_element() -> None:
     with pytest.raises(EquivarianceError) as info:
         assert_equivariant(lambda t: w * t, rho, rho, inputs=[x])
     message = str(info.value)
-    assert f"at the group element {worst} " in message
+    assert f"at the group element {worst} (#{list(G.elements).index(worst)} of the 4 tested)" in (
+        message
+    )
     assert f"{brute[worst]:.3e}" in message
     assert "exceeds the tolerance 1.0e-10" in message
     assert repr(G.name) in message

@@ -166,9 +166,10 @@ def assert_equivariant(
                     {\|\rho_{out}(g) f(x_1, \dots)\|}
 
     at the same inputs (see :func:`ereps.equivariance_errors`, whose arguments these are) and fails
-    if ``max_g e(g) > tol``. The failure message names the worst elements and their errors. Its own
-    frame is hidden from pytest's tracebacks (``__tracebackhide__``), so a failure points at the
-    calling test.
+    if ``max_g e(g) > tol``. The failure message names the worst elements (and their positions among
+    the tested ones) and their errors. The error is relative: for a function whose output is zero
+    up to round-off, test a nonzero one or pass ``tol`` accordingly. Its own frame is hidden from
+    pytest's tracebacks (``__tracebackhide__``), so a failure points at the calling test.
 
     Args:
         fn: The function or module to test; called with one tensor per input representation.
@@ -212,16 +213,18 @@ def assert_equivariant(
         device=device,
         generator=generator,
     )
-    ranked = sorted(errors, key=lambda pair: pair[1], reverse=True)
-    if ranked and not ranked[0][1] <= tol:
-        worst_g, worst = ranked[0]
-        listing = ", ".join(f"{g} ({err:.3e})" for g, err in ranked[:_REPORTED])
+    # Rank by error, keeping each element's position among the tested ones (in the default
+    # order of group_elements, that is its index in the regular representation).
+    ranked = sorted(enumerate(errors), key=lambda item: item[1][1], reverse=True)
+    if ranked and not ranked[0][1][1] <= tol:
+        index, (worst_g, worst) = ranked[0]
+        listing = ", ".join(f"#{i} {g} ({err:.3e})" for i, (g, err) in ranked[:_REPORTED])
         failing = sum(1 for _, err in errors if not err <= tol)
         raise EquivarianceError(
             f"Not equivariant: the relative error {worst:.3e} at the group element {worst_g} "
-            f"exceeds the tolerance {tol:.1e} (group {out_rep.group.name!r}, output "
-            f"representation {out_rep.name!r}; {failing} of {len(errors)} elements fail). "
-            f"Worst elements: {listing}."
+            f"(#{index} of the {len(errors)} tested) exceeds the tolerance {tol:.1e} (group "
+            f"{out_rep.group.name!r}, output representation {out_rep.name!r}; {failing} of "
+            f"{len(errors)} elements fail). Worst elements: {listing}."
         )
     return dict(errors)
 
