@@ -9,10 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-# Imported before any test module imports escnn, so that escnn's on-disk caches are redirected
-# from its install folder to ereps' cache folder from the start.
-import ereps  # noqa: F401
-
 
 @pytest.fixture(autouse=True)
 def _seed() -> Iterator[None]:

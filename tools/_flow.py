@@ -36,7 +36,7 @@ import numpy.typing as npt
 import torch
 
 from eregressors import GenCondRegressor
-from ereps import Group, Representation
+from ereps import Group, Representation, cyclic_group, dihedral_group
 
 __all__ = [
     "TIME_SCALE",
@@ -116,10 +116,6 @@ def parse_planar_group(name: str) -> PlanarGroup:
     Raises:
         ValueError: If the name is not of that form.
     """
-    # Imported here, after ereps (through eregressors), which quiets escnn's import-time warnings
-    # and points its caches to a user folder.
-    from escnn.group import cyclic_group, dihedral_group
-
     match = _GROUP_NAME.match(name.strip().upper())
     if match is None or int(match.group(2)) < 3:
         raise ValueError(

@@ -58,17 +58,13 @@ import ereps
 from _timing import Timing, interleaved_timings, paired_ratio, peak_step_memory, resident_bytes
 from elayers import eTransformerEncoderLayer
 from eregressors import CondTransformerRegressor, GenCondRegressor, eCondTransformerRegressor
-from ereps import Group, Representation
+from ereps import Group, Representation, cyclic_group, dihedral_group, ico_group
 
 GROUPS = ("C2", "C8", "D6", "ico")
 
 
 def make_group(name: str) -> tuple[Group, Representation]:
     """The group and its "standard" representation (see the module docstring)."""
-    # Imported here, after ereps, which quiets escnn's import-time warnings and points its caches to
-    # a user folder.
-    from escnn.group import cyclic_group, dihedral_group, ico_group
-
     if name == "C2":
         c2 = cyclic_group(2)
         return c2, c2.regular_representation

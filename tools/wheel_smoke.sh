@@ -177,10 +177,9 @@ print(os.path.dirname(importlib.util.find_spec("escnn").origin))
 import os
 import sys
 
-import ereps  # first: it points escnn's caches to EREPS_CACHE_DIR
-import escnn.group as escnn_group
+import ereps  # imports escnn with its caches pointed to EREPS_CACHE_DIR
 
-group = escnn_group.octa_group()  # memoized irreps: the first build writes to the cache
+group = ereps.octa_group()  # memoized irreps: the first build writes to the cache
 print("octahedral group: order", group.order(), "irreps", [irrep.size for irrep in group.irreps()])
 cache = os.environ["EREPS_CACHE_DIR"]
 written = [os.path.join(root, f) for root, _, files in os.walk(cache) for f in files]
@@ -258,12 +257,11 @@ make_env ereps ereps
 check_first_party_from_dist ereps
 check_not_importable ereps elayers eregressors
 py ereps - <<'EOF'
-# Tiny usage of the installed wheel (extend as the API grows). ereps is imported before escnn: it
-# points escnn's caches to a writable folder.
+# Tiny usage of the installed wheel (extend as the API grows). Groups come from ereps, which
+# imports escnn with its caches pointed to a writable folder.
 import ereps
-import escnn.group as escnn_group
 
-group = escnn_group.cyclic_group(4)
+group = ereps.cyclic_group(4)
 print("ereps", getattr(ereps, "__version__", "?"), "| C4 order", group.order())
 if hasattr(ereps, "direct_sum"):
     rep = ereps.direct_sum([group.regular_representation, group.trivial_representation])
@@ -278,9 +276,8 @@ check_not_importable elayers eregressors
 py elayers - <<'EOF'
 import ereps
 import elayers
-import escnn.group as escnn_group
 
-group = escnn_group.cyclic_group(4)
+group = ereps.cyclic_group(4)
 print("elayers", getattr(elayers, "__version__", "?"), "on ereps", getattr(ereps, "__version__", "?"))
 if hasattr(elayers, "eLinear"):
     import torch

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from elayers import (
+    NormModule,
     eLayerNorm,
     eRMSNorm,
     eTransformerDecoder,
@@ -18,7 +19,6 @@ from elayers import (
     eTransformerEncoder,
     eTransformerEncoderLayer,
 )
-from elayers._transformer import NormModule
 from tests.elayers import _cases as C
 
 CONFIGS = list(itertools.product([False, True], ["layernorm", "rmsnorm"], ["relu", "gelu"]))

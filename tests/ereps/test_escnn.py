@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,16 @@ from ereps import CACHE_ENV_VAR, cache_dir
 
 # escnn's own cache folder inside its install (where escnn writes without ereps).
 ESCNN_CACHE = Path(escnn.__file__).parent / "group" / "_cache"
+# The group constructors ereps re-exports, so that nobody needs to import escnn first.
+CONSTRUCTORS = (
+    "cyclic_group",
+    "dihedral_group",
+    "octa_group",
+    "ico_group",
+    "full_octa_group",
+    "full_ico_group",
+    "direct_product",
+)
 OCTA_FUNC = Path("joblib", "escnn", "group", "groups", "octa", "_build_octa_irrep_picklable")
 
 
@@ -130,3 +141,63 @@ def test_reexports_are_escnns_classes() -> None:
     assert ereps.Group is eg.Group
     assert ereps.GroupElement is eg.GroupElement
     assert ereps.IrreducibleRepresentation is eg.IrreducibleRepresentation
+
+
+# Prints where escnn's memoized functions store their results, once ereps and escnn are imported
+# in the order given by the first line (a placeholder filled in by the test).
+_IMPORT_ORDER_SCRIPT = """
+{first_import}
+import json
+
+import escnn.group
+import escnn.group.groups.ico as ico
+import escnn.group.groups.octa as octa
+import escnn.group.irrep as irrep
+
+import ereps
+
+memoized = [octa._build_octa_irrep_picklable, ico._build_ico_irrep_picklable, irrep._restrict_irrep]
+print(json.dumps({{
+    "locations": [str(f.store_backend.location) for f in memoized],
+    "module_caches": [str(m.cache.location) for m in (octa, ico, irrep)],
+    "cache_dir": str(ereps.cache_dir()),
+    "constructors": [
+        getattr(ereps, name) is getattr(escnn.group, name)
+        for name in {constructors!r}
+    ],
+    "group": ereps.dihedral_group(4) is escnn.group.dihedral_group(4),
+}}))
+"""
+
+
+@pytest.mark.parametrize("first_import", ["import ereps", "import escnn"])
+def test_import_order_does_not_matter(first_import: str, tmp_path: Path) -> None:
+    # A fresh interpreter per order: in this process both are imported already.
+    env = dict(os.environ)
+    env[CACHE_ENV_VAR] = str(tmp_path)
+    script = _IMPORT_ORDER_SCRIPT.format(first_import=first_import, constructors=CONSTRUCTORS)
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["cache_dir"] == str(tmp_path)
+    assert report["locations"] == [str(tmp_path / "joblib")] * 3
+    assert report["module_caches"] == [str(tmp_path)] * 3
+    assert report["constructors"] == [True] * len(CONSTRUCTORS)
+    assert report["group"]
+
+
+def test_group_constructors_are_escnns() -> None:
+    import escnn.group as eg
+
+    assert ereps.cyclic_group(3) is eg.cyclic_group(3)
+    assert ereps.dihedral_group(3) is eg.dihedral_group(3)
+    for name in CONSTRUCTORS:
+        assert name in ereps.__all__
+        assert getattr(ereps, name) is getattr(eg, name)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ereps import GroupHomomorphismBasis, isotypic_decomp_rep, isotypic_slices
+from ereps.testing import assert_equivariant
 from tests.ereps import _cases as C
 
 
@@ -69,6 +70,8 @@ def test_isotypic_rep_is_equivalent_to_the_original(key: str) -> None:
     eye = np.eye(r.size)
     projected = basis.orthogonal_projection(torch.from_numpy(eye)).numpy()
     np.testing.assert_allclose(projected, eye, atol=1e-10)
+    # The same through the shipped helper, for every element (it names the worst if not).
+    assert_equivariant(lambda x: x, r, iso, tol=1e-12)
 
 
 def test_isotypic_slices_of_a_grouped_representation_without_cache() -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ereps import invariant_orthogonal_projector
+from ereps.testing import assert_equivariant
 from tests.ereps import _cases as C
 
 
@@ -42,6 +43,10 @@ def test_invariant_projector(key: str, spec: str) -> None:
     multiplicity = sum(1 for i in r.irreps if tuple(i) == trivial_id)
     assert int(np.linalg.matrix_rank(p, tol=1e-8)) == multiplicity
     assert float(np.trace(p)) == pytest.approx(multiplicity, abs=1e-10)
+    # As a map, x ↦ P x is equivariant (default float64 tolerance, every element). The error is
+    # relative: skipped where P = 0 up to round-off.
+    if multiplicity > 0:
+        assert_equivariant(lambda x: x @ P.T, r, r)
     assert round(C.character_hom_dim(key, "triv", spec)) == multiplicity
     # Every fixed vector is in the image: P x = x for x with ρ(g) x = x for all g.
     _, _, vt = np.linalg.svd(np.concatenate(list(M - np.eye(r.size))), full_matrices=False)

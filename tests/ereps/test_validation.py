@@ -6,7 +6,7 @@ import escnn.group as eg
 import numpy as np
 import pytest
 
-from ereps._validation import check_orthogonal, check_representation, check_same_group
+from ereps import check_orthogonal, check_representation, check_same_group
 from tests.ereps import _cases as C
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from tests.typing import downstream_sample
+from tests.typing import downstream_sample, ereps_sample
 
 
 def test_downstream_sample_runs() -> None:
     downstream_sample.main()
+
+
+def test_ereps_sample_runs() -> None:
+    ereps_sample.main()

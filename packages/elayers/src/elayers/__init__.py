@@ -10,6 +10,8 @@ place with the dense weights built once for the scope.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from elayers._activation import ACTIVATIONS, Activation
 from elayers._affine import eAffine
 from elayers._attention import eMultiheadAttention, valid_head_counts
@@ -28,7 +30,12 @@ from elayers._transformer import (
     make_norm,
 )
 
-__version__ = "0.1.0"
+# The installed distribution's version: one source (the repository's VERSION file, read at build
+# time), never a second literal here.
+try:
+    __version__: str = _metadata.version("elayers")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ACTIVATIONS",

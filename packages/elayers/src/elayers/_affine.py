@@ -11,8 +11,13 @@ from elayers._checks import check_bool
 from elayers._linear import invariant_bias_or_none, plain_linear
 from elayers._module import eModule, frozen_twin
 from elayers._plain import ElementwiseAffine
-from ereps import InitScheme, Representation, regular_multiplicity
-from ereps._validation import check_orthogonal, check_representation
+from ereps import (
+    InitScheme,
+    Representation,
+    check_orthogonal,
+    check_representation,
+    regular_multiplicity,
+)
 
 __all__ = ["eAffine"]
 

@@ -12,9 +12,15 @@ from elayers._checks import check_bool, check_int, check_mask, check_probability
 from elayers._linear import eLinear
 from elayers._module import eModule, frozen_twin
 from elayers._plain import MultiheadAttention
-from ereps import InitScheme, Representation, direct_sum, group_order, regular_multiplicity
-from ereps._hom_basis import check_init_scheme
-from ereps._validation import check_representation
+from ereps import (
+    InitScheme,
+    Representation,
+    check_init_scheme,
+    check_representation,
+    direct_sum,
+    group_order,
+    regular_multiplicity,
+)
 
 __all__ = ["eMultiheadAttention", "valid_head_counts"]
 
@@ -180,7 +186,7 @@ class eMultiheadAttention(eModule):
             attn_mask: ``(L, S)`` or ``(N·num_heads, L, S)``; ``True``/``-inf`` forbids attending.
             average_attn_weights: Average the returned weights over heads.
             is_causal: Apply a causal mask (query ``i`` sees keys ``≤ i``) when ``attn_mask`` is
-            None.
+                None.
 
         Returns:
             ``(output, weights)``: output of the query's shape; weights ``(N, L, S)`` (averaged) or

@@ -16,12 +16,15 @@ from ereps import (
     InitScheme,
     Representation,
     cayley_index,
+    check_init_scheme,
+    check_orthogonal,
+    check_representation,
+    check_same_group,
     group_order,
     init_std,
     regular_multiplicity,
+    sample_init,
 )
-from ereps._hom_basis import check_init_scheme, sample_init
-from ereps._validation import check_orthogonal, check_representation, check_same_group
 
 __all__ = ["InvariantBias", "eLinear", "invariant_bias_or_none", "plain_linear", "trivial_columns"]
 
@@ -168,9 +171,8 @@ class eLinear(eModule):
 
     ``W`` is learned through its coefficients in a basis of :math:`\mathrm{Hom}_G`:
 
-    * between copies of the regular representation, ``W`` is a group convolution: block ``(i, j)``
-    is
-      ``W_ij[a, b] = w_ij(g_a⁻¹ g_b)``, read from the Cayley table with one gather
+    * between copies of the regular representation, ``W`` is a group convolution: block
+      ``(i, j)`` is ``W_ij[a, b] = w_ij(g_a⁻¹ g_b)``, read from the Cayley table with one gather
       (``c_out · c_in · |G|`` parameters, no change of basis);
     * otherwise, through the isotypic basis of :class:`ereps.GroupHomomorphismBasis`.
 
@@ -180,17 +182,16 @@ class eLinear(eModule):
         in_rep: Representation of the input features.
         out_rep: Representation of the output features, of the same group.
         bias: Whether to add a learnable invariant bias (ignored if ``out_rep`` has no trivial
-        irrep).
+            irrep).
         init_scheme: ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform`` or
-        ``kaiming_normal``;
-            the dense weight gets the variance of the unconstrained scheme.
+            ``kaiming_normal``; the dense weight gets the variance of the unconstrained scheme.
 
     Raises:
         ValueError: If the groups differ, ``Hom_G(in_rep, out_rep) = 0`` or the scheme is unknown.
 
     Examples:
-        >>> import torch, escnn.group as eg
-        >>> G = eg.cyclic_group(4)
+        >>> import torch, ereps
+        >>> G = ereps.cyclic_group(4)
         >>> layer = eLinear(G.regular_representation, G.regular_representation)
         >>> layer(torch.randn(2, 4)).shape
         torch.Size([2, 4])

@@ -20,12 +20,13 @@ from elayers._module import eModule, frozen_twin
 from ereps import (
     InitScheme,
     Representation,
+    check_init_scheme,
+    check_representation,
+    check_same_group,
     direct_sum,
     group_order,
     is_permutation_representation,
 )
-from ereps._hom_basis import check_init_scheme
-from ereps._validation import check_representation, check_same_group
 
 __all__ = ["eMLP", "regular_copies"]
 

@@ -207,7 +207,7 @@ class eModule(ExactBuffersModule):
 
         Args:
             scheme: Initialization scheme for the linear maps; each module's own default if
-            ``None``.
+                ``None``.
         """
         for child in self.children():
             _reset(child, scheme)

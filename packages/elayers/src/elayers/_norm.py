@@ -16,11 +16,12 @@ from elayers._plain import Bias, RemoveComponent
 from ereps import (
     InitScheme,
     Representation,
+    check_orthogonal,
+    check_representation,
     group_order,
     invariant_orthogonal_projector,
     regular_multiplicity,
 )
-from ereps._validation import check_orthogonal, check_representation
 
 __all__ = ["SAFE_MAX_ABS", "eLayerNorm", "eRMSNorm", "max_abs", "stable_rms_normalize"]
 
@@ -256,10 +257,9 @@ class eRMSNorm(_eNorm):
         y = A\!\left(\frac{x}{\sqrt{\tfrac{1}{n}\|x\|^2 + \epsilon}}\right),
 
     where :math:`\|x\|^2 = \sum_i \|x_{(i)}\|^2` sums the squared norms of the irreducible
-    components
-    (orthogonal change of basis), so the statistic is invariant because every :math:`\rho(g)` is
-    orthogonal, and :math:`A` is an equivariant affine map (see ``affine``). Computed without
-    overflow or division by zero (see :func:`stable_rms_normalize`).
+    components (orthogonal change of basis), so the statistic is invariant because every
+    :math:`\rho(g)` is orthogonal, and :math:`A` is an equivariant affine map (see ``affine``).
+    Computed without overflow or division by zero (see :func:`stable_rms_normalize`).
 
     Args:
         rep: An orthogonal representation of a finite group.
@@ -307,12 +307,10 @@ class eLayerNorm(_eNorm):
     where :math:`P_0` is the orthogonal projector onto the invariant subspace. Because
     :math:`\rho(g) u = u` and :math:`\rho(g)` is orthogonal, the subtracted component and the
     variance are invariant, so the map is equivariant. On permutation representations (e.g. copies
-    of
-    the regular representation) :math:`\mathbf{1}` is invariant and this is exactly the mean and
-    variance of :class:`torch.nn.LayerNorm`; other invariant
-    directions, such as per-copy means that carry positional embeddings, are kept. When
-    :math:`P_0 \mathbf{1} = 0` nothing is subtracted. :math:`A` is an :class:`eAffine`. Numerically
-    stable for zero, tiny and huge inputs.
+    of the regular representation) :math:`\mathbf{1}` is invariant and this is exactly the mean and
+    variance of :class:`torch.nn.LayerNorm`; other invariant directions, such as per-copy means
+    that carry positional embeddings, are kept. When :math:`P_0 \mathbf{1} = 0` nothing is
+    subtracted. :math:`A` is an :class:`eAffine`. Numerically stable for zero, tiny and huge inputs.
 
     Args:
         rep: An orthogonal representation of a finite group.

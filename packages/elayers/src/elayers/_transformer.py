@@ -23,8 +23,7 @@ from elayers._linear import eLinear
 from elayers._mlp import regular_copies
 from elayers._module import eModule, frozen_twin, transform_active
 from elayers._norm import SAFE_MAX_ABS, eLayerNorm, eRMSNorm, max_abs
-from ereps import InitScheme, Representation
-from ereps._hom_basis import check_init_scheme
+from ereps import InitScheme, Representation, check_init_scheme
 
 __all__ = [
     "NORM_MODULES",

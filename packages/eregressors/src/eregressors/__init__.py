@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
 from eregressors._econd_transformer import eCondTransformerRegressor
@@ -9,7 +11,12 @@ from eregressors._optim import OptimGroup
 from eregressors._plain import PlainCondTransformer
 from eregressors._sinusoidal import SinusoidalPosEmb
 
-__version__ = "0.1.0"
+# The installed distribution's version: one source (the repository's VERSION file, read at build
+# time), never a second literal here.
+try:
+    __version__: str = _metadata.version("eregressors")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CondTransformerRegressor",

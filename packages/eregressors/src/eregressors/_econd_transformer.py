@@ -41,10 +41,10 @@ from ereps import (
     InitScheme,
     Representation,
     check_equivariance,
+    check_orthogonal,
     direct_sum,
     group_order,
 )
-from ereps._validation import check_orthogonal
 
 __all__ = ["eCondTransformerRegressor"]
 
@@ -144,8 +144,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             or probability is out of range.
 
     Examples:
-        >>> import escnn.group as eg
-        >>> G = eg.cyclic_group(4)
+        >>> import ereps
+        >>> G = ereps.cyclic_group(4)
         >>> rho = G.irrep(1) + G.trivial_representation  # 3-D
         >>> model = eCondTransformerRegressor(
         ...     rho,

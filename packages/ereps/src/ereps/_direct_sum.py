@@ -33,8 +33,8 @@ def direct_sum(reps: Sequence[Representation], name: str | None = None) -> Repre
         TypeError: If a summand is not an escnn representation.
 
     Examples:
-        >>> import escnn.group as eg
-        >>> G = eg.cyclic_group(4)
+        >>> import ereps
+        >>> G = ereps.cyclic_group(4)
         >>> direct_sum([G.regular_representation, G.trivial_representation]).size
         5
     """

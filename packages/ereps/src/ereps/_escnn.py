@@ -77,9 +77,8 @@ def _redirected_memory_factory(original: type[joblib.Memory]) -> Any:
 
     def factory(location: Any = None, *args: Any, **kwargs: Any) -> joblib.Memory:
         # Only escnn creates Memory objects while the factory is installed; send them all to our
-        # folder.
-        # escnn asks some caches to print progress; keep the library quiet (progress goes to
-        # logging).
+        # folder. escnn asks some caches to print progress; keep the library quiet (progress goes
+        # to logging).
         kwargs["verbose"] = 0
         return original(target, *args, **kwargs)
 
@@ -187,12 +186,21 @@ def _rebind_loaded_escnn() -> None:
 # The escnn.group module (untyped): for the few functions ereps reaches that the stubs do not cover.
 escnn_group: Any = _import_escnn_group()
 
+# The group constructors are re-exported so that users and tools build groups from ereps, which
+# imports escnn with its caches redirected, and never need to import escnn themselves.
 from escnn.group import (  # noqa: E402
     Group,
     GroupElement,
     IrreducibleRepresentation,
     Representation,
+    cyclic_group,
+    dihedral_group,
+    direct_product,
     directsum,
+    full_ico_group,
+    full_octa_group,
+    ico_group,
+    octa_group,
 )
 
 __all__ = [
@@ -202,6 +210,13 @@ __all__ = [
     "IrreducibleRepresentation",
     "Representation",
     "cache_dir",
+    "cyclic_group",
+    "dihedral_group",
+    "direct_product",
     "directsum",
     "escnn_group",
+    "full_ico_group",
+    "full_octa_group",
+    "ico_group",
+    "octa_group",
 ]

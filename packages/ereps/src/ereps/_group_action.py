@@ -17,6 +17,7 @@ __all__ = [
     "EquivarianceError",
     "act",
     "check_equivariance",
+    "equivariance_errors",
     "group_elements",
     "group_order",
     "rep_matrices",
@@ -226,6 +227,8 @@ def check_equivariance(
                     {\max(\|\rho_{out}(g) f(x_1, \dots, x_n)\|, \epsilon)}
 
     and returns ``max_g e(g)``. Each representation acts on the last axis of its input.
+    :func:`equivariance_errors` returns every ``e(g)``; :func:`ereps.testing.assert_equivariant`
+    fails a test and names the worst element.
 
     Args:
         fn: The function to test; called with one tensor per input representation.
@@ -249,11 +252,68 @@ def check_equivariance(
         EquivarianceError: If ``tol`` is given and the error exceeds it.
 
     Examples:
-        >>> import torch, escnn.group as eg
-        >>> G = eg.dihedral_group(4)
+        >>> import torch, ereps
+        >>> G = ereps.dihedral_group(4)
         >>> rho = G.regular_representation
         >>> check_equivariance(torch.relu, rho, rho) < 1e-12
         True
+    """
+    errors = equivariance_errors(
+        fn,
+        in_reps,
+        out_rep,
+        inputs=inputs,
+        batch_shape=batch_shape,
+        elements=elements,
+        dtype=dtype,
+        device=device,
+        generator=generator,
+    )
+    worst = max((err for _, err in errors), default=0.0)
+    if tol is not None and worst > tol:
+        raise EquivarianceError(
+            f"Equivariance error {worst:.3e} exceeds the tolerance {tol:.1e} "
+            f"(group {out_rep.group.name!r}, output representation {out_rep.name!r})."
+        )
+    return worst
+
+
+def equivariance_errors(
+    fn: Callable[..., Tensor],
+    in_reps: Representation | Sequence[Representation],
+    out_rep: Representation,
+    *,
+    inputs: Sequence[Tensor] | None = None,
+    batch_shape: Sequence[int] = (3,),
+    elements: Sequence[GroupElement] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> list[tuple[GroupElement, float]]:
+    r"""Return the relative equivariance error ``e(g)`` of ``fn`` for every tested element ``g``.
+
+    ``e(g) = ‖f(ρ_1(g) x_1, …, ρ_n(g) x_n) − ρ_out(g) f(x_1, …, x_n)‖ / ‖ρ_out(g) f(x_1, …, x_n)‖``
+    (denominator at least ``1e-30``; a NaN error counts as infinite), at the same inputs for every
+    element. The arguments are those of :func:`check_equivariance`.
+
+    Args:
+        fn: The function to test; called with one tensor per input representation.
+        in_reps: The representation of each input (one, or a sequence for several inputs).
+        out_rep: The representation of the output (acting on its last axis).
+        inputs: Inputs to test at, one per representation, each of shape ``(..., rep.size)``.
+            Random normal inputs of shape ``(*batch_shape, rep.size)`` when omitted.
+        batch_shape: Leading shape of the random inputs.
+        elements: Group elements to test. All elements of the group when omitted.
+        dtype: Dtype of the random inputs (default as in :func:`check_equivariance`).
+        device: Device of the random inputs.
+        generator: Random generator for the inputs.
+
+    Returns:
+        One ``(g, e(g))`` pair per tested element, in the order of ``elements`` (default: the
+        group's canonical order, see :func:`group_elements`).
+
+    Raises:
+        ValueError: If the representations are of different groups or the inputs do not match them.
     """
     reps = [in_reps] if isinstance(in_reps, Representation) else list(in_reps)
     if not reps:
@@ -286,7 +346,7 @@ def check_equivariance(
                 )
     tested = list(elements) if elements is not None else group_elements(group)
     y = fn(*inputs)
-    worst = 0.0
+    errors: list[tuple[GroupElement, float]] = []
     for g in tested:
         expected = act(out_rep, g, y)
         got = fn(*(act(rep, g, x) for rep, x in zip(reps, inputs, strict=True)))
@@ -295,10 +355,5 @@ def check_equivariance(
         err = num / den
         if math.isnan(err):
             err = math.inf
-        worst = max(worst, err)
-    if tol is not None and worst > tol:
-        raise EquivarianceError(
-            f"Equivariance error {worst:.3e} exceeds the tolerance {tol:.1e} "
-            f"(group {group.name!r}, output representation {out_rep.name!r})."
-        )
-    return worst
+        errors.append((g, err))
+    return errors

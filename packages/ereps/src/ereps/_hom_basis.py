@@ -16,14 +16,32 @@ from ereps._group_action import group_elements
 from ereps._isotypic import IrrepId
 from ereps._validation import check_orthogonal, check_representation, check_same_group
 
-__all__ = ["INIT_SCHEMES", "GroupHomomorphismBasis", "InitScheme", "endomorphism_basis", "init_std"]
+__all__ = [
+    "INIT_SCHEMES",
+    "GroupHomomorphismBasis",
+    "InitScheme",
+    "check_init_scheme",
+    "endomorphism_basis",
+    "init_std",
+    "sample_init",
+]
 
 InitScheme = Literal["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 
 def check_init_scheme(scheme: object) -> InitScheme:
-    """Return ``scheme`` if it is a known initialization scheme, else raise ``ValueError``."""
+    """Return ``scheme`` if it is a known initialization scheme, else raise ``ValueError``.
+
+    Args:
+        scheme: The scheme to check, one of :data:`INIT_SCHEMES`.
+
+    Returns:
+        ``scheme`` itself, typed as an :data:`InitScheme`.
+
+    Raises:
+        ValueError: If ``scheme`` is not one of :data:`INIT_SCHEMES`.
+    """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"Unknown init scheme {scheme!r}; expected one of {list(INIT_SCHEMES)}.")
     return scheme  # type: ignore[return-value]
@@ -48,7 +66,22 @@ def sample_init(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Draw a zero-mean tensor with standard deviation ``std``, uniform or normal per ``scheme``."""
+    """Draw a zero-mean tensor with standard deviation ``std``, uniform or normal per ``scheme``.
+
+    Uniform schemes draw from ``U(-√3·std, √3·std)`` (whose standard deviation is ``std``), normal
+    schemes from ``N(0, std²)``.
+
+    Args:
+        scheme: An initialization scheme (checked by the caller, see :func:`check_init_scheme`).
+        shape: Shape of the result.
+        std: Standard deviation of every entry.
+        dtype: Dtype of the result.
+        device: Device of the result.
+        generator: Random generator.
+
+    Returns:
+        Tensor of shape ``shape``.
+    """
     out = torch.empty(shape, dtype=dtype, device=device)
     if scheme.endswith("uniform"):
         bound = math.sqrt(3.0) * std
@@ -68,8 +101,7 @@ def _endomorphism_basis_np(group: Group, irrep_id: IrrepId) -> npt.NDArray[np.fl
     d = irrep.size
     eye = np.eye(d)
     # vec_row(ρX - Xρ) = (ρ ⊗ I - I ⊗ ρᵀ) vec_row(X) = 0 for every g: a brute-force null space,
-    # which
-    # does not rely on escnn's own endomorphism bases.
+    # which does not rely on escnn's own endomorphism bases.
     rows = [
         np.kron(np.asarray(irrep(g)), eye) - np.kron(eye, np.asarray(irrep(g)).T)
         for g in group_elements(group)
@@ -86,8 +118,7 @@ def endomorphism_basis(group: Group, irrep_id: IrrepId) -> Tensor:
     r"""Return a Frobenius-orthonormal basis of :math:`\mathrm{End}_G(\rho_k)` for an irrep ``k``.
 
     Its dimension is 1, 2 or 4 for irreps of real, complex or quaternionic type. Computed as the
-    null
-    space of :math:`X \mapsto \rho_k(g) X - X \rho_k(g)` over all group elements.
+    null space of :math:`X \mapsto \rho_k(g) X - X \rho_k(g)` over all group elements.
 
     Args:
         group: A finite escnn group.
@@ -151,9 +182,8 @@ class GroupHomomorphismBasis(nn.Module):
     .. math::
         W = Q_{out} \Big(\bigoplus_k E_k\Big) Q_{in}^{-1},
 
-    where, for each irrep type :math:`k`, :math:`E_k` is an :math:`m_{out,k} \times m_{in,k}` array
-    of
-    blocks, each in :math:`\mathrm{End}_G(\rho_k)` (dimension 1, 2 or 4). Hence
+    where, for each irrep type :math:`k`, :math:`E_k` is an :math:`m_{out,k} \times m_{in,k}`
+    array of blocks, each in :math:`\mathrm{End}_G(\rho_k)` (dimension 1, 2 or 4). Hence
 
     .. math::
         \dim \mathrm{Hom}_G = \sum_k m_{in,k}\, m_{out,k} \dim \mathrm{End}_G(\rho_k)
@@ -165,7 +195,7 @@ class GroupHomomorphismBasis(nn.Module):
 
     Args:
         in_rep: Representation of the input space, of a finite group, with orthogonal change of
-        basis.
+            basis.
         out_rep: Representation of the output space, of the same group.
 
     Raises:
@@ -173,8 +203,8 @@ class GroupHomomorphismBasis(nn.Module):
         ValueError: If the groups differ or a change of basis is not orthogonal.
 
     Examples:
-        >>> import torch, escnn.group as eg
-        >>> G = eg.cyclic_group(4)
+        >>> import torch, ereps
+        >>> G = ereps.cyclic_group(4)
         >>> basis = GroupHomomorphismBasis(G.regular_representation, G.regular_representation)
         >>> basis.dim
         4
@@ -303,7 +333,7 @@ class GroupHomomorphismBasis(nn.Module):
 
         Args:
             scheme: One of ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform``,
-            ``kaiming_normal``.
+                ``kaiming_normal``.
             dtype: Dtype of the coefficients.
             device: Device of the coefficients.
             generator: Random generator.

@@ -26,12 +26,10 @@ def isotypic_decomp_rep(rep: Representation) -> Representation:
 
     Every representation is :math:`\rho(g) = Q \left(\bigoplus_i \rho_{k_i}(g)\right) Q^{-1}`.
     The result has the same matrices :math:`\rho(g)` but its list of irreps is sorted by type (in
-    the
-    order of ``group.irreps()``), and its change of basis :math:`Q'` has its columns permuted to
-    match.
-    In the coordinates :math:`y = Q'^{-1} x` the isotypic subspace of each irrep type :math:`k`,
-    :math:`\rho_k^{\oplus m_k}`, is one contiguous slice, available from :func:`isotypic_slices`
-    (and as ``result.attributes["isotypic_slices"]``).
+    the order of ``group.irreps()``), and its change of basis :math:`Q'` has its columns permuted
+    to match. In the coordinates :math:`y = Q'^{-1} x` the isotypic subspace of each irrep type
+    :math:`k`, :math:`\rho_k^{\oplus m_k}`, is one contiguous slice, available from
+    :func:`isotypic_slices` (and as ``result.attributes["isotypic_slices"]``).
 
     Args:
         rep: A representation of a finite group.
@@ -79,7 +77,7 @@ def isotypic_slices(rep: Representation) -> dict[IrrepId, slice]:
 
     Args:
         rep: A representation whose irreps are grouped by type, e.g. from
-        :func:`isotypic_decomp_rep`.
+            :func:`isotypic_decomp_rep`.
 
     Returns:
         ``{irrep_id: slice}`` in the order of the irreps.

@@ -49,8 +49,7 @@ def regular_multiplicity(rep: Representation) -> int | None:
     """Return ``c`` if ``ρ(g) = I_c ⊗ ρ_reg(g)`` for every ``g``, else ``None``.
 
     Such a representation is ``c`` copies of the regular representation in escnn's basis: features
-    are
-    ``c`` functions on the group, stored one after another, each as ``|G|`` values.
+    are ``c`` functions on the group, stored one after another, each as ``|G|`` values.
 
     Args:
         rep: A representation of a finite group.

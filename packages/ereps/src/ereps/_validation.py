@@ -1,4 +1,8 @@
-"""Shared checks on representations, raising clear errors before any work is done."""
+"""Argument checks on representations, shared by every package built on ereps.
+
+Public (re-exported by :mod:`ereps`): layers call them first in their constructors, so that bad
+arguments fail before any work, with a message that names the argument.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,19 @@ __all__ = ["check_orthogonal", "check_representation", "check_same_group"]
 
 
 def check_representation(rep: object, what: str) -> Representation:
-    """Return ``rep`` if it is an escnn representation, else raise ``TypeError``."""
+    """Return ``rep`` if it is a representation of a finite group, else raise.
+
+    Args:
+        rep: The object to check.
+        what: The argument's name, used in the error message (e.g. ``"in_rep"``).
+
+    Returns:
+        ``rep`` itself, typed as a :class:`Representation`.
+
+    Raises:
+        TypeError: If ``rep`` is not an escnn representation.
+        ValueError: If it is a representation of a continuous group.
+    """
     if not isinstance(rep, Representation):
         raise TypeError(
             f"{what} must be an escnn.group.Representation; got {type(rep).__name__}: {rep!r}."
@@ -26,7 +42,16 @@ def check_representation(rep: object, what: str) -> Representation:
 
 
 def check_same_group(reps: Sequence[Representation], names: Sequence[str]) -> None:
-    """Raise ``ValueError`` unless every representation is of the same group."""
+    """Raise ``ValueError`` unless every representation is of the same group.
+
+    Args:
+        reps: The representations, at least one.
+        names: The argument name of each representation, in the same order (for the message).
+
+    Raises:
+        ValueError: If two representations are of different groups; the message lists the group
+            of each argument.
+    """
     first = reps[0].group
     for rep, name in zip(reps, names, strict=True):
         if rep.group != first:
@@ -40,8 +65,17 @@ def check_same_group(reps: Sequence[Representation], names: Sequence[str]) -> No
 def check_orthogonal(rep: Representation, what: str, atol: float = 1e-8) -> None:
     """Raise ``ValueError`` unless the change of basis of ``rep`` is orthogonal.
 
-    escnn's irreps of finite groups are orthogonal, so an orthogonal change of basis makes every
-    ``ρ(g)`` orthogonal: the property that norms, projections and attention scores rely on.
+    escnn's irreps of finite groups are orthogonal, so an orthogonal change of basis ``Q`` makes
+    every ``ρ(g) = Q (⊕_k ρ_k(g)) Qᵀ`` orthogonal: the property that norms, projections and
+    attention scores rely on (``‖ρ(g)x‖ = ‖x‖``).
+
+    Args:
+        rep: The representation to check.
+        what: The argument's name, used in the error message.
+        atol: Largest accepted entry of ``|QᵀQ - I|``.
+
+    Raises:
+        ValueError: If ``max |QᵀQ - I| > atol``.
     """
     q = np.asarray(rep.change_of_basis, dtype=np.float64)
     err = float(np.abs(q.T @ q - np.eye(q.shape[0])).max())
