@@ -1,7 +1,8 @@
-"""Equivariant building blocks for PyTorch: linear maps, norms, MLPs, attention and transformers.
+"""Equivariant building blocks for PyTorch: linear maps, norms, MLPs, attention, transformers, convs.
 
 Every module maps features transforming by ``in_rep`` (on the last axis) to features transforming by
-``out_rep``, for a finite escnn group: ``f(ρ_in(g) x) = ρ_out(g) f(x)``.
+``out_rep``, for a finite escnn group: ``f(ρ_in(g) x) = ρ_out(g) f(x)``. The temporal convolutions
+and ``eGroupNorm`` follow their torch counterparts instead: channels first, ``(B, rep.size, T)``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from elayers._activation import ACTIVATIONS, Activation
 from elayers._affine import eAffine
 from elayers._attention import eMultiheadAttention, valid_head_counts
+from elayers._conv import PaddingMode, eConv1d, eConvTranspose1d, eGroupNorm
 from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
 from elayers._module import eModule
@@ -31,8 +33,12 @@ __all__ = [
     "Activation",
     "InvariantBias",
     "NormModule",
+    "PaddingMode",
     "__version__",
     "eAffine",
+    "eConv1d",
+    "eConvTranspose1d",
+    "eGroupNorm",
     "eLayerNorm",
     "eLinear",
     "eMLP",
