@@ -1,4 +1,4 @@
-"""Equivariant building blocks for PyTorch: linear maps, norms, MLPs, attention, transformers, convs.
+"""Equivariant PyTorch building blocks: linear maps, norms, MLPs, attention, transformers, convs.
 
 Every module maps features transforming by ``in_rep`` (on the last axis) to features transforming by
 ``out_rep``, for a finite escnn group: ``f(ρ_in(g) x) = ρ_out(g) f(x)``. The temporal convolutions

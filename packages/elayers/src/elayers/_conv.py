@@ -251,8 +251,7 @@ class eConv1d(_eTemporalConv):
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(
-                    f"{name} expects padding to be an int >= 0, 'same' or 'valid'; got "
-                    f"{padding!r}."
+                    f"{name} expects padding to be an int >= 0, 'same' or 'valid'; got {padding!r}."
                 )
             if padding == "same" and stride != 1:
                 raise ValueError(
