@@ -126,9 +126,9 @@ class _eConditionalResidualBlock1D(eModule):
 
     def film_embedding(self, cond: Tensor) -> Tensor:
         """FiLM parameters ``(B, c_film·|G|)`` from the global conditioning ``(B, D + T_z d_z)``."""
-        step = self.cond_step(cond[:, : self.step_dim]).repeat_interleave(self.order, dim=-1)
+        step: Tensor = self.cond_step(cond[:, : self.step_dim])
         obs: Tensor = self.cond_obs(cond[:, self.step_dim :])
-        return step + obs
+        return step.repeat_interleave(self.order, dim=-1) + obs
 
     def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, in_rep.size, T) -> (B, out_rep.size, T)``."""
@@ -136,7 +136,8 @@ class _eConditionalResidualBlock1D(eModule):
         out = apply_film(out, self.film_embedding(cond), self.out_channels, self.cond_predict_scale)
         out = self.blocks[1](out, mask)
         res: Tensor = self.residual_conv(x)
-        return out + res
+        total: Tensor = out + res
+        return total
 
     def export(self) -> ConditionalResidualBlock1D:
         """The plain block: one ``nn.Linear`` holds both parts of the FiLM map."""

@@ -33,9 +33,12 @@ __all__ = [
     "Conv1dBlock",
     "PlainConditionalUnet1D",
     "apply_film",
+    "global_conditioning",
+    "horizon_multiple",
     "level_masks",
     "masked_group_norm",
     "run_trunk",
+    "unet_forward",
 ]
 
 
@@ -177,7 +180,8 @@ class ConditionalResidualBlock1D(nn.Module):
         out = apply_film(out, self.cond_encoder(cond), self.out_channels, self.cond_predict_scale)
         out = self.blocks[1](out, mask)
         res: Tensor = self.residual_conv(x)
-        return out + res
+        total: Tensor = out + res
+        return total
 
     if TYPE_CHECKING:
 
@@ -211,6 +215,11 @@ def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
     return x if mask is None else x * mask.to(x.dtype)
 
 
+def horizon_multiple(levels: int) -> int:
+    """The trunk's lengths must be multiples of ``2^(levels - 1)`` (one halving per level)."""
+    return 1 << (levels - 1)
+
+
 def run_trunk(
     x: Tensor,
     cond: Tensor,
@@ -218,36 +227,35 @@ def run_trunk(
     mid_modules: nn.ModuleList,
     up_modules: nn.ModuleList,
     final_conv: nn.Sequential,
+    length: int | None = None,
 ) -> Tensor:
     """The U-Net trunk: down levels with skips, middle blocks, up levels, final convolutions.
 
     Diffusion Policy's order: every down level is two residual blocks then a stride-2
     convolution (none at the last level); the up levels concatenate the matching skip, apply two
-    residual blocks and a stride-2 transposed convolution. Pads and masks any length (see the
-    module docstring). Works for plain and equivariant blocks alike (they share the call
-    signatures).
+    residual blocks and a stride-2 transposed convolution. Works for plain and equivariant blocks
+    alike (they share the call signatures).
 
     Args:
-        x: ``(B, C_in, T)``, channels first.
+        x: ``(B, C_in, T)``, channels first, ``T`` a multiple of :func:`horizon_multiple`.
         cond: ``(B, cond_dim)``, the activated global conditioning.
         down_modules: ``[[res, res, downsample or Identity], ...]``, one entry per level.
         mid_modules: The middle residual blocks.
         up_modules: ``[[res, res, upsample], ...]``, one entry per level but the first.
         final_conv: ``(Conv1dBlock-like, 1x1 convolution)``.
+        length: Number of real steps at the start of ``x`` (default: all ``T``); the others are
+            padding, masked so that they do not influence the real steps (module docstring).
 
     Returns:
-        ``(B, C_out, T)``.
+        ``(B, C_out, length)``: the outputs at the real steps.
     """
     levels = len(down_modules)
-    length = x.shape[-1]
-    multiple = 1 << (levels - 1)
-    padded = -(-length // multiple) * multiple
-    if padded != length:
-        x = F.pad(x, (0, padded - length))
+    padded = x.shape[-1]
+    length = padded if length is None else length
     masks = level_masks(length, padded, levels, x)
     skips: list[Tensor] = []
     for level, modules in enumerate(down_modules):
-        res1, res2, downsample = modules[0], modules[1], modules[2]
+        res1, res2, downsample = modules.children()
         mask = masks[level]
         x = res1(x, cond, mask)
         x = res2(x, cond, mask)
@@ -257,7 +265,7 @@ def run_trunk(
     for block in mid_modules:
         x = block(x, cond, masks[levels - 1])
     for index, modules in enumerate(up_modules):
-        res1, res2, upsample = modules[0], modules[1], modules[2]
+        res1, res2, upsample = modules.children()
         mask = masks[levels - 1 - index]
         x = torch.cat((x, skips.pop()), dim=1)
         x = res1(x, cond, mask)
@@ -266,6 +274,30 @@ def run_trunk(
     x = final_conv[0](x, masks[0])
     out: Tensor = final_conv[1](x)
     return out[..., :length] if padded != length else out
+
+
+def global_conditioning(
+    step_encoder: nn.Module, cond_mish: bool, step: Tensor, Z: Tensor
+) -> Tensor:
+    """``[Mish(step_encoder(k)), Z flattened]``, with Mish on ``Z`` too when ``cond_mish``.
+
+    Diffusion Policy applies Mish to the whole vector; the equivariant model only where it is
+    equivariant, on the invariant step features.
+
+    Args:
+        step_encoder: Steps ``(B,)`` to step features ``(B, D)``.
+        cond_mish: Whether Mish is applied to the flattened ``Z``.
+        step: ``(B,)``.
+        Z: ``(B, T_z, d_z)``.
+
+    Returns:
+        ``(B, D + T_z·d_z)``.
+    """
+    step_features = F.mish(step_encoder(step))
+    z = Z.reshape(Z.shape[0], -1)
+    if cond_mish:
+        z = F.mish(z)
+    return torch.cat((step_features.to(z.dtype), z), dim=-1)
 
 
 def unet_forward(
@@ -281,13 +313,12 @@ def unet_forward(
 ) -> Tensor:
     """The whole U-Net on tokens-last inputs (shared by the models and the exported module).
 
-    The global conditioning is ``[Mish(step_encoder(k)), Z flattened]``, with Mish applied to the
-    flattened ``Z`` too when ``cond_mish`` (Diffusion Policy applies it to the whole vector; the
-    equivariant model only where it is equivariant, on the invariant step features).
+    Pads ``X`` at the end with zeros to a multiple of :func:`horizon_multiple` and runs
+    :func:`run_trunk` with the real length (so the padding is masked).
 
     Args:
-        step_encoder: Steps ``(B,)`` to step features ``(B, D)``.
-        cond_mish: Whether Mish is applied to the flattened ``Z``.
+        step_encoder: See :func:`global_conditioning`.
+        cond_mish: See :func:`global_conditioning`.
         down_modules: See :func:`run_trunk`.
         mid_modules: See :func:`run_trunk`.
         up_modules: See :func:`run_trunk`.
@@ -299,12 +330,14 @@ def unet_forward(
     Returns:
         ``(B, T, C_out)``.
     """
-    step_features = F.mish(step_encoder(step))
-    z = Z.reshape(Z.shape[0], -1)
-    if cond_mish:
-        z = F.mish(z)
-    cond = torch.cat((step_features.to(z.dtype), z), dim=-1)
-    y = run_trunk(X.transpose(1, 2), cond, down_modules, mid_modules, up_modules, final_conv)
+    cond = global_conditioning(step_encoder, cond_mish, step, Z)
+    x = X.transpose(1, 2)
+    length = x.shape[-1]
+    multiple = horizon_multiple(len(down_modules))
+    padded = -(-length // multiple) * multiple
+    if padded != length:
+        x = F.pad(x, (0, padded - length))
+    y = run_trunk(x, cond, down_modules, mid_modules, up_modules, final_conv, length)
     return y.transpose(1, 2)
 
 
