@@ -313,7 +313,7 @@ def test_conv_validation_messages() -> None:
         r"got \(2, 7, 16\)",
     ):
         conv(torch.zeros(2, 7, 16))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         conv(np.zeros((2, 16, 7)))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kernel_size to be an int >= 1; got 0"):
         eConv1d(reg2, reg, 0)
@@ -331,7 +331,7 @@ def test_conv_validation_messages() -> None:
         eConv1d(C.rep("C8", "irr1"), C.rep("C8", "irr2"), 3)
     with pytest.raises(ValueError, match="same group"):
         eConv1d(reg2, C.rep("D4", "reg"), 3)
-    with pytest.raises(TypeError, match="in_rep must be an escnn.group.Representation"):
+    with pytest.raises(TypeError, match=r"in_rep must be an escnn\.group\.Representation"):
         eConv1d(16, reg, 3)  # type: ignore[arg-type]
 
 
