@@ -6,6 +6,7 @@ import ast
 import functools
 import inspect
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import escnn.group as eg
@@ -30,7 +31,7 @@ Unet = ConditionalUnet1D | eConditionalUnet1D
 
 @functools.cache
 def _group(name: str) -> Group:
-    factories = {
+    factories: dict[str, Callable[[], Group]] = {
         "C2": lambda: eg.cyclic_group(2),
         "C8": lambda: eg.cyclic_group(8),
         "D6": lambda: eg.dihedral_group(6),
@@ -163,7 +164,7 @@ def test_equivariant_larger_and_product_groups(name: str, T: int, cond_predict_s
     model = _emodel(name, cond_predict_scale).double()
     _perturb(model)
     G = _group(name)
-    elements = list(G.generators) + [list(G.elements)[5]]
+    elements = [*G.generators, list(G.elements)[5]]
     assert model.check_equivariance(horizon=T, elements=elements) < 1e-10
 
 
@@ -516,9 +517,8 @@ def test_bfloat16_autocast_forward_and_backward() -> None:
 
 def test_ema_of_an_equivariant_model_is_equivariant() -> None:
     model = _emodel("D6", True).double()
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9)
-    )
+    ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(0.9)  # type: ignore[no-untyped-call]
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_fn)
     optimizer = model.configure_optimizers(1e-2)
     for seed in range(3):
         X, k, Z = _inputs(model, 7, seed=seed)
