@@ -96,6 +96,10 @@ class _eTemporalConv(eModule):
                 # torch's transposed kernels are (in, out, K): the same maps, transposed.
                 shape = (out_rep.size, in_rep.size, K)
                 index = index.view(shape).transpose(0, 1).reshape(-1)
+            # int32 halves the index's memory (it has as many entries as the dense kernel) and
+            # the traffic of the gather; index_select and its backward accept it.
+            if index.numel() < 2**31:
+                index = index.to(torch.int32)
             self.register_buffer("flat_index", index, persistent=False)
             self.flat_index: Tensor
             self.weight_params = nn.Parameter(torch.empty(c_out, c_in, self.order, K))
