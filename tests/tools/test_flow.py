@@ -256,6 +256,6 @@ def test_unet_config_round_trip_and_models() -> None:
     assert model_equivariance_error(equivariant, matrices, x, k / 1000.0, z) < 1e-10
     assert model_equivariance_error(baseline, matrices, x, k / 1000.0, z) > 1e-3
     default = build_model(dataclasses.replace(config, down_dims=()), group)
-    assert default.down_dims == default_unet_dims(8, 2) == (16, 32, 64)  # type: ignore[attr-defined]
+    assert default.down_dims == default_unet_dims(8, 2) == (16, 32, 64)
     with pytest.raises(ValueError, match="arch must be one of"):
         build_model(dataclasses.replace(config, arch="mlp"))  # type: ignore[arg-type]

@@ -7,3 +7,7 @@ from tests.typing import downstream_sample
 
 def test_downstream_sample_runs() -> None:
     downstream_sample.main()
+
+
+def test_downstream_unet_sample_runs() -> None:
+    downstream_sample.unet_types()
