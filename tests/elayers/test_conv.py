@@ -184,18 +184,20 @@ def test_transposed_conv_is_the_adjoint_of_conv() -> None:
         torch.testing.assert_close(lhs, rhs)
 
 
-def test_gradients_match_finite_differences() -> None:
-    conv = _build(eConv1d, "D3", "Q:irr2+triv", "2reg", kernel_size=3, padding=1).double()
-    x = C.seeded_randn(2, 3, 6).requires_grad_(True)
-    params = tuple(conv.parameters())
+@pytest.mark.parametrize(("a", "b"), [("Q:irr2+triv", "2reg"), ("2reg", "reg")])
+@pytest.mark.parametrize("cls", [eConv1d, eConvTranspose1d])
+def test_gradients_match_finite_differences(
+    a: str, b: str, cls: type[eConv1d] | type[eConvTranspose1d]
+) -> None:
+    conv = _build(cls, "D3", a, b, kernel_size=3, padding=1).double()
+    x = C.seeded_randn(2, C.rep("D3", a).size, 6).requires_grad_(True)
+    names = [n for n, _ in conv.named_parameters()]
 
     def fn(x: Tensor, *ps: Tensor) -> Tensor:
-        out: Tensor = torch.func.functional_call(
-            conv, dict(zip([n for n, _ in conv.named_parameters()], ps, strict=True)), (x,)
-        )
+        out: Tensor = torch.func.functional_call(conv, dict(zip(names, ps, strict=True)), (x,))
         return out
 
-    assert torch.autograd.gradcheck(fn, (x, *params))
+    assert torch.autograd.gradcheck(fn, (x, *conv.parameters()))
 
 
 def test_init_gives_the_variance_of_the_dense_scheme() -> None:
