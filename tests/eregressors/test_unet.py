@@ -587,3 +587,31 @@ def test_compile_with_inductor_matches_eager() -> None:
     compiled = torch.compile(model)
     X, k, Z = _inputs(model, 7)
     torch.testing.assert_close(compiled(X, k, Z), model(X, k, Z), atol=1e-5, rtol=1e-4)
+
+
+def test_masked_group_norm_matches_group_norm_of_the_real_steps() -> None:
+    """Against torch: the statistics of the masked norm are those of the real steps alone."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 8, 7, generator=gen, dtype=torch.float64)
+    weight = torch.randn(8, generator=gen, dtype=torch.float64)
+    bias = torch.randn(8, generator=gen, dtype=torch.float64)
+    mask = (torch.arange(7) < 5).to(torch.float64)
+    y = plain_unet.masked_group_norm(x, 2, weight, bias, 1e-5, mask)
+    expected = torch.nn.functional.group_norm(x[..., :5], 2, weight, bias, 1e-5)
+    torch.testing.assert_close(y[..., :5], expected)
+    half = plain_unet.masked_group_norm(x.bfloat16(), 2, weight, bias, 1e-5, mask)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half[..., :5].double(), expected, atol=5e-2, rtol=5e-2)
+
+
+def test_bfloat16_autocast_with_padding_and_float64_model() -> None:
+    model = _emodel("D6", True)
+    X, k, Z = _inputs(model, 13)
+    with torch.no_grad():
+        reference = model(X, k, Z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(X, k, Z)
+    assert float((out.float() - reference).norm() / reference.norm()) < 5e-2
+    double = _emodel("D6", True).double()
+    X, k, Z = _inputs(double, 13)
+    assert double(X, k, Z).dtype == torch.float64

@@ -67,6 +67,10 @@ def masked_group_norm(
     """
     if mask is None:
         return F.group_norm(x, num_groups, weight, bias, eps)
+    dtype = x.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        # Statistics in float32, as torch's group norm (and autocast's policy for it) computes them.
+        x = x.float()
     B, C, T = x.shape
     xg = x.reshape(B, num_groups, C // num_groups, T)
     m = mask.to(x.dtype)
@@ -79,7 +83,7 @@ def masked_group_norm(
         y = y * weight.to(y.dtype).unsqueeze(-1)
     if bias is not None:
         y = y + bias.to(y.dtype).unsqueeze(-1)
-    return y
+    return y.to(dtype)
 
 
 def apply_film(out: Tensor, embed: Tensor, out_channels: int, cond_predict_scale: bool) -> Tensor:
