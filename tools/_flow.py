@@ -39,7 +39,9 @@ from eregressors import GenCondRegressor
 from ereps import Group, Representation, cyclic_group, dihedral_group
 
 __all__ = [
+    "ARCHS",
     "TIME_SCALE",
+    "Arch",
     "FloatArray",
     "ModelConfig",
     "PlanarGroup",
@@ -48,6 +50,7 @@ __all__ = [
     "build_model",
     "cosine_lr",
     "count_parameters",
+    "default_unet_dims",
     "default_width",
     "flow_matching_loss",
     "generate_data",
@@ -357,6 +360,8 @@ def transform(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 ModelKind = Literal["equivariant", "baseline"]
+Arch = Literal["transformer", "unet"]
+ARCHS: tuple[str, ...] = ("transformer", "unet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,6 +380,14 @@ class ModelConfig:
         num_cond_layers: Encoder layers over the conditioning tokens (0: an MLP).
         p_drop_emb: Dropout on embeddings.
         p_drop_attn: Dropout in attention blocks.
+        arch: ``"transformer"`` (the fields above) or ``"unet"``: ``eConditionalUnet1D`` /
+            ``ConditionalUnet1D`` with the fields below (``embedding_dim`` and the attention
+            fields are then unused).
+        down_dims: U-Net channel widths (multiples of |G| x n_groups; see ``default_unet_dims``).
+        kernel_size: U-Net kernel size (odd).
+        n_groups: U-Net group norm groups (they must split whole regular copies).
+        diffusion_step_embed_dim: U-Net step embedding width (even).
+        cond_predict_scale: Whether the U-Net's FiLM predicts a scale as well as a bias.
     """
 
     kind: ModelKind
@@ -387,6 +400,12 @@ class ModelConfig:
     num_cond_layers: int = 0
     p_drop_emb: float = 0.0
     p_drop_attn: float = 0.0
+    arch: Arch = "transformer"
+    down_dims: tuple[int, ...] = ()
+    kernel_size: int = 5
+    n_groups: int = 2
+    diffusion_step_embed_dim: int = 64
+    cond_predict_scale: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dictionary (storable in a ``weights_only`` checkpoint)."""
@@ -394,7 +413,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of ``to_dict``."""
+        """Inverse of ``to_dict`` (also of its JSON form, where tuples became lists)."""
+        data = dict(data)
+        if "down_dims" in data:
+            data["down_dims"] = tuple(int(d) for d in data["down_dims"])
         return cls(**data)
 
 
@@ -406,11 +428,37 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
         group: The parsed planar group (parsed from ``config.group`` when omitted).
 
     Returns:
-        An ``eCondTransformerRegressor`` (planar ρ on input, conditioning and output tokens) or a
-        ``CondTransformerRegressor`` with 2-D input, conditioning and output tokens.
+        ``arch="transformer"``: an ``eCondTransformerRegressor`` (planar ρ on input, conditioning
+        and output tokens) or a ``CondTransformerRegressor`` with 2-D tokens; ``arch="unet"``: an
+        ``eConditionalUnet1D`` or a ``ConditionalUnet1D`` (same widths).
     """
-    from eregressors import CondTransformerRegressor, eCondTransformerRegressor
+    from eregressors import (
+        ConditionalUnet1D,
+        CondTransformerRegressor,
+        eConditionalUnet1D,
+        eCondTransformerRegressor,
+    )
 
+    if config.kind not in ("equivariant", "baseline"):
+        raise ValueError(
+            f"ModelConfig.kind must be 'equivariant' or 'baseline'; got {config.kind!r}."
+        )
+    if config.arch not in ARCHS:
+        raise ValueError(f"ModelConfig.arch must be one of {list(ARCHS)}; got {config.arch!r}.")
+    if config.arch == "unet":
+        planar = group if group is not None else parse_planar_group(config.group)
+        dims = config.down_dims or default_unet_dims(planar.order, config.n_groups)
+        unet: dict[str, Any] = dict(
+            cond_horizon=config.cond_horizon,
+            diffusion_step_embed_dim=config.diffusion_step_embed_dim,
+            down_dims=dims,
+            kernel_size=config.kernel_size,
+            n_groups=config.n_groups,
+            cond_predict_scale=config.cond_predict_scale,
+        )
+        if config.kind == "equivariant":
+            return eConditionalUnet1D(planar.rep, planar.rep, planar.rep, **unet)
+        return ConditionalUnet1D(2, 2, 2, **unet)
     if config.kind == "equivariant":
         planar = group if group is not None else parse_planar_group(config.group)
         return eCondTransformerRegressor(
@@ -426,21 +474,32 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
             p_drop_attn=config.p_drop_attn,
             num_cond_layers=config.num_cond_layers,
         )
-    if config.kind == "baseline":
-        return CondTransformerRegressor(
-            2,
-            2,
-            2,
-            config.in_horizon,
-            config.cond_horizon,
-            num_layers=config.num_layers,
-            num_attention_heads=config.num_attention_heads,
-            embedding_dim=config.embedding_dim,
-            p_drop_emb=config.p_drop_emb,
-            p_drop_attn=config.p_drop_attn,
-            num_cond_layers=config.num_cond_layers,
-        )
-    raise ValueError(f"ModelConfig.kind must be 'equivariant' or 'baseline'; got {config.kind!r}.")
+    return CondTransformerRegressor(
+        2,
+        2,
+        2,
+        config.in_horizon,
+        config.cond_horizon,
+        num_layers=config.num_layers,
+        num_attention_heads=config.num_attention_heads,
+        embedding_dim=config.embedding_dim,
+        p_drop_emb=config.p_drop_emb,
+        p_drop_attn=config.p_drop_attn,
+        num_cond_layers=config.num_cond_layers,
+    )
+
+
+def default_unet_dims(
+    order: int, n_groups: int, target: int = 16, levels: int = 3
+) -> tuple[int, ...]:
+    """U-Net widths ``(w, 2w, 4w, ...)``, ``w`` the least multiple of ``order × n_groups`` ≥ target.
+
+    Valid for both U-Nets: whole regular copies at every level, as many as a multiple of the group
+    norm's groups (e.g. (16, 32, 64) for D4 or C8 with 2 groups, (24, 48, 96) for D6).
+    """
+    unit = order * n_groups
+    width = unit * math.ceil(target / unit)
+    return tuple(width << level for level in range(levels))
 
 
 def default_width(order: int, heads: int, target: int = 64) -> int:

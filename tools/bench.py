@@ -55,6 +55,7 @@ import torch
 
 import elayers
 import ereps
+from _bench_unet import add_unet_arguments, bench_unets, unet_table
 from _timing import Timing, interleaved_timings, paired_ratio, peak_step_memory, resident_bytes
 from elayers import eTransformerEncoderLayer
 from eregressors import CondTransformerRegressor, GenCondRegressor, eCondTransformerRegressor
@@ -474,7 +475,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--json", type=Path, default=None, help="also write the results to this JSON file"
     )
     parser.add_argument(
-        "--only", choices=("all", "regressors", "layers"), default="all", help="which benchmark"
+        "--only",
+        choices=("all", "regressors", "layers", "unet"),
+        default="all",
+        help="which benchmark (unet: the U-Net suite, see _bench_unet.py)",
     )
     parser.add_argument(
         "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="regressor groups"
@@ -546,6 +550,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="timed layer rounds (default: 30; quick: 10)",
     )
+    add_unet_arguments(parser)
     args = parser.parse_args(argv)
     defaults = {
         "layers": (4, 2),
@@ -607,6 +612,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "equivariant / torch)\n"
         )
         print(layer_table(layer_rows), flush=True)
+    if args.only in ("all", "unet"):
+        unet_rows = bench_unets(args, device, make_group)
+        document["unets"] = [dataclasses.asdict(r) for r in unet_rows]
+        print(
+            f"\neConditionalUnet1D vs ConditionalUnet1D: down_dims {args.unet_dims}, kernel "
+            f"{args.unet_kernel}, step embedding {args.unet_step_dim}, T_x = {args.unet_horizon}, "
+            f"T_z = {args.unet_cond_horizon}, FiLM scale and bias (ms: medians of {args.repeats} "
+            "rounds; ratio: median of the per-round ratios equivariant / baseline)\n"
+        )
+        print(unet_table(unet_rows), flush=True)
     document["wall_seconds"] = time.perf_counter() - start
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

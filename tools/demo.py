@@ -4,14 +4,17 @@ Run it with::
 
     uv run --group tools python tools/demo.py  # D4; at most 3 minutes on a 2-core CPU
     uv run --group tools python tools/demo.py --group C8 --steps 2000 --device cuda
+    uv run --group tools python tools/demo.py --arch unet  # the temporal U-Nets instead
 
 A planar agent observed at its last few positions ``Z`` heads to one of several goals placed
 symmetrically (the orbit of one goal under the group), so its future ``X`` is multi-modal (see
 ``_flow.py`` for the generator). Both ``eCondTransformerRegressor`` and ``CondTransformerRegressor``
-(same width, depth, heads and horizons) are trained as flow-matching velocity fields on the same
-small training set with the same batches, noise and flow times. The demo then prints, for both
-models: the flow-matching loss on a held-out set (fixed noise and times), the equivariance error of
-the network and of the whole ODE sampler, the parameter count and the time per training step. It
+(same width, depth, heads and horizons; with ``--arch unet``: ``eConditionalUnet1D`` and
+``ConditionalUnet1D`` with the same channel widths) are trained as flow-matching velocity fields
+on the same small training set with the same batches, noise and flow times. The demo then prints,
+for both models: the flow-matching loss on a held-out set (fixed noise and times), the equivariance
+error of the network and of the whole ODE sampler, the parameter count and the time per training
+step. It
 samples trajectories for one held-out observation and for its rotated and reflected copies and saves
 a figure with the learning curves and the samples, plus the numbers as JSON, to the output folder
 named on the last line. Same seed, same numbers (on the same machine, device and thread count).
@@ -32,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from _flow import (
+    ARCHS,
     FloatArray,
     ModelConfig,
     PlanarGroup,
@@ -40,6 +44,7 @@ from _flow import (
     build_model,
     cosine_lr,
     count_parameters,
+    default_unet_dims,
     default_width,
     flow_matching_loss,
     generate_data,
@@ -65,6 +70,7 @@ class RunResult:
     held_out_loss: float = math.nan
     model_equivariance_error: float = math.nan
     sampler_equivariance_error: float = math.nan
+    model_name: str = ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,6 +134,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "this small model on a busy or 2-core machine)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="transformer",
+        help="transformer regressors or temporal U-Nets (default: transformer)",
+    )
+    parser.add_argument(
+        "--down-dims",
+        type=int,
+        nargs="+",
+        default=None,
+        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
+    )
+    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
+    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
     args = parser.parse_args(argv)
     for name in (
         "steps",
@@ -340,7 +361,8 @@ def format_table(results: list[RunResult]) -> str:
     names = {"equivariant": "eCondTransformerRegressor", "baseline": "CondTransformerRegressor"}
     for r in results:
         rows.append(
-            f"| {names.get(r.kind, r.kind)} | {r.parameters:,} | {r.held_out_loss:.4f} | "
+            f"| {r.model_name or names.get(r.kind, r.kind)} | {r.parameters:,} | "
+            f"{r.held_out_loss:.4f} | "
             f"{r.model_equivariance_error:.1e} | {r.sampler_equivariance_error:.1e} | "
             f"{r.ms_per_step:.1f} |"
         )
@@ -390,12 +412,16 @@ def main(argv: list[str] | None = None) -> Path:
     )
     figure_z = z_held[observation : observation + 1].expand(args.samples, -1, -1)
 
+    if args.arch == "unet":
+        dims = tuple(args.down_dims or default_unet_dims(group.order, args.n_groups))
+        architecture = f"U-Nets of widths {list(dims)}, kernel {args.kernel_size}"
+    else:
+        architecture = f"width {args.embedding_dim}, {args.layers} layers, {args.heads} heads"
     print(
         f"Planar {group.name} task (|G| = {group.order}, {len(train_data.goals)} goals): "
         f"{args.train_size} training trajectories, {args.held_out_size} held out, "
-        f"T_x = {task.in_horizon}, T_z = {task.cond_horizon}; width {args.embedding_dim}, "
-        f"{args.layers} layers, {args.heads} heads, {args.steps} steps of batch "
-        f"{args.batch_size} on {device} ({torch.get_num_threads()} threads).",
+        f"T_x = {task.in_horizon}, T_z = {task.cond_horizon}; {architecture}, {args.steps} steps "
+        f"of batch {args.batch_size} on {device} ({torch.get_num_threads()} threads).",
         flush=True,
     )
     results: list[RunResult] = []
@@ -411,9 +437,14 @@ def main(argv: list[str] | None = None) -> Path:
             embedding_dim=args.embedding_dim,
             num_layers=args.layers,
             num_attention_heads=args.heads,
+            arch=args.arch,
+            down_dims=tuple(args.down_dims or ()),
+            kernel_size=args.kernel_size,
+            n_groups=args.n_groups,
         )
         model = build_model(config, group).to(device)
         result = train(model, kind, (x_train, z_train), held_out, args)
+        result.model_name = type(model).__name__
         model.eval()
         result.model_equivariance_error = model_equivariance_error(
             model, matrices, check_x, check_t, z_held[check_index]

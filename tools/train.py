@@ -50,6 +50,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from _flow import (
+    ARCHS,
     ModelConfig,
     PlanarGroup,
     TaskConfig,
@@ -96,6 +97,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="equivariant",
         help="which regressor",
     )
+    parser.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="transformer",
+        help="transformer regressors or temporal U-Nets (default: transformer)",
+    )
+    parser.add_argument(
+        "--down-dims",
+        type=int,
+        nargs="+",
+        default=None,
+        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
+    )
+    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
+    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
     parser.add_argument(
         "--steps", type=int, default=2000, help="total optimizer steps (default: 2000)"
     )
@@ -294,7 +310,9 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
     """The training loop (see the module docstring)."""
     device = info.device
     group = parse_planar_group(args.group)
-    out = args.out if args.out is not None else Path("outputs") / f"train-{group.name}-{args.model}"
+    suffix = "-unet" if args.arch == "unet" else ""
+    default_out = Path("outputs") / f"train-{group.name}-{args.model}{suffix}"
+    out = args.out if args.out is not None else default_out
     task = TaskConfig()
     config = ModelConfig(
         kind=args.model,
@@ -309,6 +327,10 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
         num_cond_layers=args.cond_layers,
         p_drop_emb=args.dropout,
         p_drop_attn=args.dropout,
+        arch=args.arch,
+        down_dims=tuple(args.down_dims or ()),
+        kernel_size=args.kernel_size,
+        n_groups=args.n_groups,
     )
 
     data = generate_data(args.train_size, group, task, np.random.default_rng([args.seed, 0]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -15,6 +16,7 @@ from _flow import (
     TaskConfig,
     build_model,
     cosine_lr,
+    default_unet_dims,
     default_width,
     flow_matching_loss,
     generate_data,
@@ -232,3 +234,28 @@ def test_built_models_equivariance() -> None:
         build_model(ModelConfig(kind="other", **common))  # type: ignore[arg-type]
     loss = flow_matching_loss(equivariant, x, z, torch.randn_like(x), k / 1000.0)
     assert math.isfinite(loss.detach().item())
+
+
+def test_unet_config_round_trip_and_models() -> None:
+    group = parse_planar_group("D4")
+    config = ModelConfig(
+        "equivariant", "D4", 16, 2, 16, 1, 1, arch="unet", down_dims=(16, 32), n_groups=2
+    )
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    as_json = {**config.to_dict(), "down_dims": [16, 32]}  # JSON turns tuples into lists
+    assert ModelConfig.from_dict(as_json) == config
+    equivariant = build_model(config, group).double().eval()
+    assert type(equivariant).__name__ == "eConditionalUnet1D"
+    baseline_config = dataclasses.replace(config, kind="baseline")
+    baseline = build_model(baseline_config, group).double().eval()
+    assert type(baseline).__name__ == "ConditionalUnet1D"
+    k = torch.full((3,), 250.0, dtype=torch.float64)
+    x = torch.randn(3, 13, 2, dtype=torch.float64)  # not a multiple of 2^levels
+    z = torch.randn(3, 2, 2, dtype=torch.float64)
+    matrices = group.matrices_tensor(dtype=torch.float64)
+    assert model_equivariance_error(equivariant, matrices, x, k / 1000.0, z) < 1e-10
+    assert model_equivariance_error(baseline, matrices, x, k / 1000.0, z) > 1e-3
+    default = build_model(dataclasses.replace(config, down_dims=()), group)
+    assert default.down_dims == default_unet_dims(8, 2) == (16, 32, 64)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        build_model(dataclasses.replace(config, arch="mlp"))  # type: ignore[arg-type]

@@ -49,6 +49,20 @@ def test_demo_runs_and_is_reproducible(tmp_path: Path, capsys: pytest.CaptureFix
         assert [r[key] for r in again["results"]] == [r[key] for r in metrics["results"]], key
 
 
+def test_demo_runs_the_unets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = demo.main(
+        [*TINY_DEMO, "--arch", "unet", "--down-dims", "8", "16", "--n-groups", "1", "--out",
+         str(tmp_path / "u")]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| eConditionalUnet1D |" in printed
+    assert "| ConditionalUnet1D |" in printed
+    equivariant, baseline = json.loads((out / "metrics.json").read_text())["results"]
+    assert equivariant["model_equivariance_error"] < 1e-5
+    assert equivariant["sampler_equivariance_error"] < 1e-5
+    assert baseline["model_equivariance_error"] > 1e-3
+
+
 def test_demo_rejects_bad_options() -> None:
     with pytest.raises(SystemExit):
         demo.parse_args(["--steps", "0"])
@@ -64,6 +78,7 @@ def test_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "--layers", "1", "--batch-size", "2", "--warmup", "0", "--repeats", "1",
             "--layer-configs", "C2:8", "--layer-heads", "1", "--layer-batch", "2",
             "--layer-repeats", "1", "--json", str(out),
+            "--unet-dims", "4", "8", "--unet-step-dim", "8", "--unet-batch", "2",
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -73,6 +88,9 @@ def test_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert saved["regressors"][0]["train_e"]["median_ms"] > 0
     assert saved["regressors"][0]["peak_mb_e"] > 0
     assert saved["layers"][0]["width"] == 8
+    assert saved["unets"][0]["group"] == "C2 (B=2)"
+    assert saved["unets"][0]["export_e"]["median_ms"] > 0
+    assert "| C2 (B=2) | 2 |" in printed
     assert document["device"] == "cpu"
     with pytest.raises(ValueError, match="group:width"):
         bench.main(["--device", "cpu", "--only", "layers", "--layer-configs", "C8-128"])

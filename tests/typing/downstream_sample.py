@@ -81,6 +81,27 @@ def main() -> None:
     assert_type(check_equivariance(linear, rho, embed), float)
 
 
+def unet_types() -> None:
+    """The temporal convolutions (channels first) and the U-Nets."""
+    from elayers import eConv1d, eConvTranspose1d, eGroupNorm
+    from eregressors import ConditionalUnet1D, PlainConditionalUnet1D, eConditionalUnet1D
+
+    group = eg.cyclic_group(4)
+    plane = group.irrep(1)
+    copies = direct_sum([group.regular_representation] * 2)
+    x = torch.randn(2, copies.size, 7)
+    assert_type(eConv1d(copies, copies, 3, padding=1)(x), Tensor)
+    assert_type(eConv1d(copies, copies, 3).export(), torch.nn.Conv1d)
+    assert_type(eConvTranspose1d(copies, plane, 4, 2, 1)(x), Tensor)
+    assert_type(eGroupNorm(copies, 2)(x), Tensor)
+    model = eConditionalUnet1D(plane, plane, None, 2, 8, (8, 16), 3, 1)
+    assert_type(model(torch.randn(3, 13, 2), 10, torch.randn(3, 2, 2)), Tensor)
+    assert_type(model.export(), PlainConditionalUnet1D)
+    assert_type(model.check_equivariance(), float)
+    baseline = ConditionalUnet1D(2, 2, 2, 2, 8, (8, 16), 3, 1)
+    assert_type(baseline.export()(torch.randn(1, 5, 2), 3.0, torch.randn(1, 2, 2)), Tensor)
+
+
 def misuses(rho: Representation, linear: eLinear) -> None:
     """Misuses mypy must reject (never called: they raise at run time too)."""
     linear("not a tensor")  # type: ignore[arg-type]
@@ -90,3 +111,4 @@ def misuses(rho: Representation, linear: eLinear) -> None:
 
 if __name__ == "__main__":
     main()
+    unet_types()

@@ -11,3 +11,7 @@ def test_downstream_sample_runs() -> None:
 
 def test_ereps_sample_runs() -> None:
     ereps_sample.main()
+
+
+def test_downstream_unet_sample_runs() -> None:
+    downstream_sample.unet_types()

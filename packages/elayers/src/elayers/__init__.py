@@ -1,7 +1,8 @@
-"""Equivariant building blocks for PyTorch: linear maps, norms, MLPs, attention and transformers.
+"""Equivariant PyTorch building blocks: linear maps, norms, MLPs, attention, transformers, convs.
 
 Every module maps features transforming by ``in_rep`` (on the last axis) to features transforming by
-``out_rep``, for a finite escnn group: ``f(ρ_in(g) x) = ρ_out(g) f(x)``.
+``out_rep``, for a finite escnn group: ``f(ρ_in(g) x) = ρ_out(g) f(x)``. The temporal convolutions
+and ``eGroupNorm`` follow their torch counterparts instead: channels first, ``(B, rep.size, T)``.
 
 Inference is explicit: :func:`export` turns any module tree into plain PyTorch (``torch.nn``
 layers, for ``torch.export``, ONNX and machines without escnn), and :func:`frozen` evaluates in
@@ -15,6 +16,7 @@ from importlib import metadata as _metadata
 from elayers._activation import ACTIVATIONS, Activation
 from elayers._affine import eAffine
 from elayers._attention import eMultiheadAttention, valid_head_counts
+from elayers._conv import PaddingMode, eConv1d, eConvTranspose1d, eGroupNorm
 from elayers._export import Exportable, export, frozen
 from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
@@ -44,8 +46,12 @@ __all__ = [
     "Exportable",
     "InvariantBias",
     "NormModule",
+    "PaddingMode",
     "__version__",
     "eAffine",
+    "eConv1d",
+    "eConvTranspose1d",
+    "eGroupNorm",
     "eLayerNorm",
     "eLinear",
     "eMLP",

@@ -1,4 +1,4 @@
-"""Conditional transformer regressors (diffusion, flow matching), plain and equivariant."""
+"""Conditional regressors (transformers, temporal U-Nets), plain and equivariant."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from importlib import metadata as _metadata
 from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
 from eregressors._econd_transformer import eCondTransformerRegressor
+from eregressors._eunet import eConditionalUnet1D
 from eregressors._optim import OptimGroup
 from eregressors._plain import PlainCondTransformer
+from eregressors._plain_unet import PlainConditionalUnet1D
 from eregressors._sinusoidal import SinusoidalPosEmb
+from eregressors._unet import ConditionalUnet1D
 
 # The installed distribution's version: one source (the repository's VERSION file, read at build
 # time), never a second literal here.
@@ -20,11 +23,14 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 
 __all__ = [
     "CondTransformerRegressor",
+    "ConditionalUnet1D",
     "GenCondRegressor",
     "OptStep",
     "OptimGroup",
     "PlainCondTransformer",
+    "PlainConditionalUnet1D",
     "SinusoidalPosEmb",
     "__version__",
     "eCondTransformerRegressor",
+    "eConditionalUnet1D",
 ]
