@@ -5,6 +5,7 @@ from __future__ import annotations
 from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
 from eregressors._econd_transformer import eCondTransformerRegressor
+from eregressors._normalizer import EquivariantNormalizer
 from eregressors._optim import OptimGroup
 from eregressors._sinusoidal import SinusoidalPosEmb
 
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CondTransformerRegressor",
+    "EquivariantNormalizer",
     "GenCondRegressor",
     "OptStep",
     "OptimGroup",

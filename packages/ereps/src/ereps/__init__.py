@@ -2,7 +2,7 @@
 
 ``ereps`` turns an escnn representation into what equivariant layers need: direct sums, isotypic
 decompositions, invariant projectors, a basis of the equivariant linear maps, group actions on
-tensors and an equivariance checker.
+tensors, an equivariance checker and symmetric statistics (mean, covariance, whitening).
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ from ereps._hom_basis import (
 from ereps._isotypic import IrrepId, isotypic_decomp_rep, isotypic_slices
 from ereps._projector import invariant_orthogonal_projector
 from ereps._regular import cayley_index, is_permutation_representation, regular_multiplicity
+from ereps._statistics import (
+    group_average,
+    symmetric_covariance,
+    symmetric_mean,
+    whitening_transform,
+)
 
 __version__ = "0.1.0"
 
@@ -57,6 +63,7 @@ __all__ = [
     "check_equivariance",
     "direct_sum",
     "endomorphism_basis",
+    "group_average",
     "group_elements",
     "init_std",
     "invariant_orthogonal_projector",
@@ -66,4 +73,7 @@ __all__ = [
     "regular_multiplicity",
     "rep_matrices",
     "rep_matrix",
+    "symmetric_covariance",
+    "symmetric_mean",
+    "whitening_transform",
 ]
