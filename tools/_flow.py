@@ -432,9 +432,9 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
         )
     if config.kind == "baseline":
         return CondTransformerRegressor(
-            2,
-            2,
-            2,
+            2,  # in_dim
+            2,  # cond_dim
+            2,  # out_dim
             config.in_horizon,
             config.cond_horizon,
             num_layers=config.num_layers,

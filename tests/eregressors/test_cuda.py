@@ -83,7 +83,7 @@ def test_training_steps_and_ema_on_cuda() -> None:
 def test_baseline_runs_on_cuda() -> None:
     model = (
         CondTransformerRegressor(
-            3, 2, 4, 5, 3, num_layers=2, num_attention_heads=2, embedding_dim=16
+            3, 4, 2, 5, 3, num_layers=2, num_attention_heads=2, embedding_dim=16
         )
         .cuda()
         .eval()

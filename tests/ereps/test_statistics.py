@@ -23,7 +23,7 @@ CASES = [
 IDS = [f"{k}:{s}" for k, s in CASES]
 
 
-def skewed_data(n: int, size: int, seed: int) -> np.ndarray:
+def skewed_data(n: int, size: int, seed: int) -> C.Mat:
     """Anisotropic, off-centre, heavy-tailed samples: nothing about them is symmetric."""
     rng = np.random.default_rng(seed)
     mixing = rng.standard_normal((size, size)) * np.linspace(0.1, 3.0, size)
@@ -31,9 +31,9 @@ def skewed_data(n: int, size: int, seed: int) -> np.ndarray:
     return np.asarray(base @ mixing + rng.standard_normal(size) * 4.0, dtype=np.float64)
 
 
-def augmented(x: np.ndarray, mats: np.ndarray) -> np.ndarray:
+def augmented(x: C.Mat, mats: C.Mat) -> C.Mat:
     """Every sample transformed by every group element: shape (|G| * N, size)."""
-    return np.einsum("gij,nj->gni", mats, x).reshape(-1, x.shape[-1])
+    return np.asarray(np.einsum("gij,nj->gni", mats, x).reshape(-1, x.shape[-1]))
 
 
 @pytest.mark.parametrize(("key", "spec"), CASES, ids=IDS)

@@ -186,7 +186,7 @@ def symmetric_covariance(x: Tensor, rep: Representation, mean: Tensor | None = N
             )
         centre = mean.to(device=flat.device, dtype=torch.float64)
     second = torch.zeros(rep.size, rep.size, dtype=torch.float64, device=flat.device)
-    for chunk in flat.split(_CHUNK):
+    for chunk in torch.split(flat, _CHUNK):
         centred = chunk.to(torch.float64) - centre
         second += centred.T @ centred
     second /= flat.shape[0]
@@ -301,7 +301,7 @@ def _scale_factors(variances: Tensor, rtol: float) -> Tensor:
 
 def _sample_mean(flat: Tensor) -> Tensor:
     total = torch.zeros(flat.shape[-1], dtype=torch.float64, device=flat.device)
-    for chunk in flat.split(_CHUNK):
+    for chunk in torch.split(flat, _CHUNK):
         total += chunk.to(torch.float64).sum(dim=0)
     return total / flat.shape[0]
 
