@@ -330,20 +330,20 @@ def main(argv: list[str] | None = None, *, log: Callable[[str], None] = print) -
     """Run the study; returns the JSON document (also written to ``<out>/results.json``)."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = args.out or Path("outputs") / (
-        "sample-efficiency-quick" if args.quick else "sample-efficiency"
-    )
-    out.mkdir(parents=True, exist_ok=True)
     config = TaskConfig()
-    wall = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    for group_name in args.group_list:
-        task = make_task(group_name, config.goal_radius)
+    tasks = [make_task(name, config.goal_radius) for name in args.group_list]
+    for task in tasks:  # checked before any work
         if args.width % (task.order * args.heads) != 0:
             raise ValueError(
                 f"--width must be a multiple of |G| x heads = {task.order} x {args.heads} for the "
                 f"{task.name} task; got {args.width}."
             )
+    default_out = "sample-efficiency-quick" if args.quick else "sample-efficiency"
+    out = args.out if args.out is not None else Path("outputs") / default_out
+    out.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    for task in tasks:
         # One held-out set, noise and times per task, shared by every model, size and seed.
         x_held, z_held = generate(
             args.held_out_size, task, config, np.random.default_rng([args.seed, 99])
