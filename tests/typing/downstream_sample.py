@@ -14,7 +14,12 @@ from torch import Tensor
 from typing_extensions import assert_type
 
 from elayers import eLinear, eMLP, eMultiheadAttention, eRMSNorm, eTransformerEncoderLayer
-from eregressors import CondTransformerRegressor, eCondTransformerRegressor
+from eregressors import (
+    CondTransformerRegressor,
+    EquivariantNormalizer,
+    eCondTransformerRegressor,
+    flow_matching_sample,
+)
 from ereps import (
     GroupHomomorphismBasis,
     Representation,
@@ -61,6 +66,12 @@ def main() -> None:
     assert_type(model.configure_optimizers(), torch.optim.AdamW)
     baseline = CondTransformerRegressor(3, 3, 3, 4, 2, num_layers=1, num_attention_heads=2)
     assert_type(baseline(torch.randn(1, 4, 3), torch.tensor(5), torch.randn(1, 2, 3)), Tensor)
+    normalizer = EquivariantNormalizer(rho).fit(torch.randn(10, rho.size))
+    assert_type(normalizer, EquivariantNormalizer)
+    assert_type(normalizer.unnormalize(normalizer(torch.randn(2, rho.size))), Tensor)
+    free = eCondTransformerRegressor(rho, None, None, 4, 0, 1, 2, 16).eval()
+    assert_type(free(torch.randn(3, 4, rho.size), 1), Tensor)
+    assert_type(flow_matching_sample(free, torch.randn(1, 4, rho.size), steps=2), Tensor)
 
     g = group.elements[1]
     assert_type(act(rho, g, torch.randn(rho.size)), Tensor)
