@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PLAIN_MODULES = ("elayers._plain", "eregressors._plain")
+PLAIN_MODULES = ("elayers._plain", "eregressors._plain", "eregressors._plain_unet")
 PROJECT = ("escnn", "ereps", "elayers", "eregressors")
 
 

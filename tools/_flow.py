@@ -282,16 +282,17 @@ def rollout(
     vector arguments.
 
     Args:
-        position: Current positions, shape ``(n, 2)``.
-        velocity: Current velocities, shape ``(n, 2)``.
-        goal: Goal of each trajectory, shape ``(n, 2)``.
-        noise: Velocity noise, shape ``(n, T_x, 2)``.
+        position: Current positions, shape ``(n, d)`` (``d = 2`` on the plane).
+        velocity: Current velocities, shape ``(n, d)``.
+        goal: Goal of each trajectory, shape ``(n, d)``.
+        noise: Velocity noise, shape ``(n, T_x, d)``.
         config: Task parameters.
 
     Returns:
         The positions after each of the ``T_x`` steps.
     """
-    future = np.empty((position.shape[0], config.in_horizon, 2))
+    # Any dimension d (the planar task uses 2; tools/sample_efficiency.py also a 3-D task).
+    future = np.empty((position.shape[0], config.in_horizon, position.shape[1]))
     p, v = position.copy(), velocity.copy()
     for step in range(config.in_horizon):
         v = v + config.stiffness * (goal - p) - config.damping * v + noise[:, step]
@@ -475,9 +476,9 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
             num_cond_layers=config.num_cond_layers,
         )
     return CondTransformerRegressor(
-        2,
-        2,
-        2,
+        2,  # in_dim
+        2,  # cond_dim
+        2,  # out_dim
         config.in_horizon,
         config.cond_horizon,
         num_layers=config.num_layers,

@@ -254,7 +254,7 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
         build_e = time.perf_counter() - start
         start = time.perf_counter()
         model_b = CondTransformerRegressor(
-            in_rep.size, in_rep.size, cond_rep.size, args.in_horizon, args.cond_horizon, **shared
+            in_rep.size, cond_rep.size, in_rep.size, args.in_horizon, args.cond_horizon, **shared
         ).to(device)
         build_b = time.perf_counter() - start
 

@@ -31,8 +31,8 @@ def _model(
 ) -> CondTransformerRegressor:
     return CondTransformerRegressor(
         IN,
-        OUT,
         COND,
+        OUT,
         in_horizon=T_X,
         cond_horizon=T_Z,
         num_layers=num_layers,
@@ -46,7 +46,7 @@ def _model(
 
 
 def test_is_gen_cond_regressor_and_defaults() -> None:
-    model = CondTransformerRegressor(IN, OUT, COND, T_X, T_Z)
+    model = CondTransformerRegressor(IN, COND, OUT, T_X, T_Z)
     assert isinstance(model, GenCondRegressor)
     assert (model.num_layers, model.num_attention_heads, model.embedding_dim) == (6, 6, 768)
     assert not model.causal_attn
@@ -183,7 +183,7 @@ def test_bad_construction(kwargs: dict[str, int | float], message: str) -> None:
     }
     args.update(kwargs)
     with pytest.raises(ValueError, match=re.escape(message)):
-        CondTransformerRegressor(IN, OUT, COND, **args)  # type: ignore[arg-type]
+        CondTransformerRegressor(IN, COND, OUT, **args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

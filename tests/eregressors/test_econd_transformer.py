@@ -253,6 +253,7 @@ def test_equivariance_by_hand() -> None:
     """Direct check, independent of check_equivariance: f(gX, gZ) = g f(X, Z) for every g."""
     model = _model("D6", causal=True, num_cond_layers=1).eval()
     X, Z = _inputs(model)
+    assert model.cond_rep is not None
     with torch.no_grad():
         y = model(X, 17, Z)
         for g in _group("D6").elements:

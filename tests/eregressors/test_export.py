@@ -53,7 +53,7 @@ def _equivariant(
 def _baseline(causal: bool, cond_layers: int) -> CondTransformerRegressor:
     torch.manual_seed(0)
     model = CondTransformerRegressor(
-        2, 2, 3, IN_HORIZON, COND_HORIZON, 2, 2, 16, causal_attn=causal, num_cond_layers=cond_layers
+        2, 3, 2, IN_HORIZON, COND_HORIZON, 2, 2, 16, causal_attn=causal, num_cond_layers=cond_layers
     )
     with torch.no_grad():
         for p in model.parameters():

@@ -22,7 +22,13 @@ from elayers import (
     export,
     frozen,
 )
-from eregressors import CondTransformerRegressor, PlainCondTransformer, eCondTransformerRegressor
+from eregressors import (
+    CondTransformerRegressor,
+    EquivariantNormalizer,
+    PlainCondTransformer,
+    eCondTransformerRegressor,
+    flow_matching_sample,
+)
 from ereps import (
     GroupHomomorphismBasis,
     Representation,
@@ -75,6 +81,12 @@ def main() -> None:
     with torch.no_grad(), frozen(model) as same:
         assert_type(same, eCondTransformerRegressor)
         assert_type(same(torch.randn(3, 4, rho.size), 10, torch.randn(3, 2, rho.size)), Tensor)
+    normalizer = EquivariantNormalizer(rho).fit(torch.randn(10, rho.size))
+    assert_type(normalizer, EquivariantNormalizer)
+    assert_type(normalizer.unnormalize(normalizer(torch.randn(2, rho.size))), Tensor)
+    free = eCondTransformerRegressor(rho, None, None, 4, 0, 1, 2, 16).eval()
+    assert_type(free(torch.randn(3, 4, rho.size), 1), Tensor)
+    assert_type(flow_matching_sample(free, torch.randn(1, 4, rho.size), steps=2), Tensor)
 
     g = group.elements[1]
     assert_type(act(rho, g, torch.randn(rho.size)), Tensor)

@@ -8,9 +8,16 @@ from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
 from eregressors._econd_transformer import eCondTransformerRegressor
 from eregressors._eunet import eConditionalUnet1D
+from eregressors._normalizer import EquivariantNormalizer
 from eregressors._optim import OptimGroup
 from eregressors._plain import PlainCondTransformer
 from eregressors._plain_unet import PlainConditionalUnet1D
+from eregressors._sampling import (
+    DiffusionScheduler,
+    diffusion_sample,
+    flow_matching_sample,
+    unsafe_scheduler_options,
+)
 from eregressors._sinusoidal import SinusoidalPosEmb
 from eregressors._unet import ConditionalUnet1D
 
@@ -24,6 +31,8 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "CondTransformerRegressor",
     "ConditionalUnet1D",
+    "DiffusionScheduler",
+    "EquivariantNormalizer",
     "GenCondRegressor",
     "OptStep",
     "OptimGroup",
@@ -31,6 +40,9 @@ __all__ = [
     "PlainConditionalUnet1D",
     "SinusoidalPosEmb",
     "__version__",
+    "diffusion_sample",
     "eCondTransformerRegressor",
     "eConditionalUnet1D",
+    "flow_matching_sample",
+    "unsafe_scheduler_options",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import numbers
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import torch
 from torch import Tensor
@@ -47,7 +47,8 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
 
     - ``X``: ``(B, T_x, in_dim)``, a sequence of ``T_x`` tokens, ``1 <= T_x <= in_horizon``;
     - ``opt_step``: a Python number, a 0-d tensor (shared by the batch) or a ``(B,)`` tensor;
-    - ``Z``: ``(B, T_z, cond_dim)``, ``1 <= T_z <= cond_horizon``;
+    - ``Z``: ``(B, T_z, cond_dim)``, ``1 <= T_z <= cond_horizon``, or ``None`` for a model built
+      without conditioning (``cond_dim`` ``None`` or ``0``);
     - output ``V``: ``(B, T_x, out_dim)``, one regressed vector per input token.
 
     Subclasses implement :meth:`forward` and call :meth:`_validate_inputs` first, so that every
@@ -57,12 +58,16 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
     Args:
         in_dim: Feature size ``d_x`` of the input tokens ``X``.
         out_dim: Feature size ``d_v`` of the output tokens ``V``.
-        cond_dim: Feature size ``d_z`` of the conditioning tokens ``Z``.
+        cond_dim: Feature size ``d_z`` of the conditioning tokens ``Z``; ``None`` or ``0`` for a
+            model without conditioning tokens (``forward`` then takes ``Z=None``; the attribute
+            ``cond_dim`` is ``0``).
         in_horizon: Maximum input length ``T_x`` accepted, or ``None`` for no limit.
-        cond_horizon: Maximum conditioning length ``T_z`` accepted, or ``None`` for no limit.
+        cond_horizon: Maximum conditioning length ``T_z`` accepted, or ``None`` for no limit; must
+            be ``None`` or ``0`` without conditioning (the attribute is then ``0``).
 
     Raises:
-        ValueError: If a size is not a positive integer.
+        ValueError: If a size is not a positive integer, or a conditioning-free model is given a
+            positive ``cond_horizon``.
     """
 
     in_dim: int
@@ -75,26 +80,49 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
         self,
         in_dim: int,
         out_dim: int,
-        cond_dim: int,
+        cond_dim: int | None,
         *,
         in_horizon: int | None = None,
         cond_horizon: int | None = None,
     ) -> None:
-        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("cond_dim", cond_dim)):
-            _check_positive_int(type(self).__name__, name, value)
-        for name, opt_value in (("in_horizon", in_horizon), ("cond_horizon", cond_horizon)):
-            if opt_value is not None:
-                _check_positive_int(type(self).__name__, name, opt_value)
+        owner = type(self).__name__
+        # No conditioning tokens (Diffusion Policy's cond_dim=0, its obs_as_cond=False mode).
+        unconditional = cond_dim is None or (
+            isinstance(cond_dim, int) and not isinstance(cond_dim, bool) and cond_dim == 0
+        )
+        for name, value in (("in_dim", in_dim), ("out_dim", out_dim)):
+            _check_positive_int(owner, name, value)
+        if not unconditional:
+            _check_positive_int(owner, "cond_dim", cond_dim)
+        if in_horizon is not None:
+            _check_positive_int(owner, "in_horizon", in_horizon)
+        if unconditional:
+            if cond_horizon not in (None, 0) or isinstance(cond_horizon, bool):
+                raise ValueError(
+                    f"{owner} without conditioning (cond_dim={cond_dim!r}) takes no conditioning "
+                    f"tokens: expected cond_horizon=0; got {cond_horizon!r}. Pass a positive "
+                    "cond_dim to condition on Z."
+                )
+        elif cond_horizon is not None:
+            _check_positive_int(owner, "cond_horizon", cond_horizon)
         super().__init__()
         self.in_dim = int(in_dim)
         self.out_dim = int(out_dim)
-        self.cond_dim = int(cond_dim)
+        self.cond_dim = 0 if unconditional else int(cond_dim)  # type: ignore[arg-type]
         self.in_horizon = None if in_horizon is None else int(in_horizon)
-        self.cond_horizon = None if cond_horizon is None else int(cond_horizon)
+        self.cond_horizon = 0 if unconditional else cond_horizon
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the model takes conditioning tokens ``Z`` (``cond_dim > 0``)."""
+        return self.cond_dim > 0
 
     @abc.abstractmethod
     def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.
+
+        Subclasses that support models without conditioning widen ``Z`` to ``Tensor | None``
+        (both transformer regressors do).
 
         Args:
             X: Noisy input sequence ``X_k`` of shape ``(B, T_x, in_dim)``.
@@ -190,34 +218,61 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             )
         return torch.optim.AdamW(self.get_optim_groups(weight_decay), lr=learning_rate, betas=betas)
 
+    @overload
     def _validate_inputs(
         self, X: Tensor, opt_step: OptStep, Z: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    @overload
+    def _validate_inputs(
+        self, X: Tensor, opt_step: OptStep, Z: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]: ...
+
+    def _validate_inputs(
+        self, X: Tensor, opt_step: OptStep, Z: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Check the inputs of :meth:`forward` and normalise the step to a ``(B,)`` tensor.
 
         Args:
             X: Expected ``(B, T_x, in_dim)`` floating tensor with ``1 <= T_x <= in_horizon``.
             opt_step: A Python number, a 0-d tensor, a ``(1,)`` or a ``(B,)`` tensor (any real
                 dtype).
-            Z: Expected ``(B, T_z, cond_dim)`` floating tensor with ``1 <= T_z <= cond_horizon``.
+            Z: Expected ``(B, T_z, cond_dim)`` floating tensor with ``1 <= T_z <= cond_horizon``,
+                or ``None`` when the model has no conditioning (``cond_dim == 0``).
 
         Returns:
             ``(X, step, Z)`` with ``step`` a ``(B,)`` tensor on ``X``'s device, in float64 for
             float64 inputs and in float32 otherwise: steps are embedded in at least single
             precision whatever the model's dtype (in bfloat16 the steps 998 and 999 are equal).
+            ``Z`` is ``None`` exactly for a model without conditioning.
 
         Raises:
             TypeError: If ``X`` or ``Z`` is not a floating-point tensor, their dtypes differ from
                 each other or from the model's parameters, or ``opt_step`` is not a real number or
                 a real (not bool, not complex) tensor.
             ValueError: If a rank, a feature size, a sequence length, a batch size or a device is
-                wrong.
+                wrong, or ``Z`` is given to a model without conditioning (or missing for one with
+                it).
         """
         name = type(self).__name__
-        for arg, value, dim, horizon, sym in (
-            ("X", X, self.in_dim, self.in_horizon, "T_x"),
-            ("Z", Z, self.cond_dim, self.cond_horizon, "T_z"),
-        ):
+        checks: list[tuple[str, object, int, int | None, str]] = [
+            ("X", X, self.in_dim, self.in_horizon, "T_x")
+        ]
+        if self.cond_dim == 0:
+            if Z is not None:
+                raise ValueError(
+                    f"{name} was built without conditioning (cond_dim=0) and expects Z=None; got "
+                    f"{_describe(Z)}. Build it with a cond_dim (cond_rep) to condition on Z."
+                )
+        elif Z is None:
+            raise ValueError(
+                f"{name} expects Z of shape (B, T_z, {self.cond_dim}); got None. A model that "
+                "takes no conditioning is built with cond_dim=None (cond_rep=None) and "
+                "cond_horizon=0."
+            )
+        else:
+            checks.append(("Z", Z, self.cond_dim, self.cond_horizon, "T_z"))
+        for arg, value, dim, horizon, sym in checks:
             expected = f"(B, {sym}, {dim})"
             if not isinstance(value, Tensor):
                 raise TypeError(
@@ -249,7 +304,7 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
                     f"horizon); got {tuple(value.shape)}, a sequence of length {value.shape[1]}."
                 )
         _check_dtype_and_device(self, X, Z)
-        if X.shape[0] != Z.shape[0]:
+        if Z is not None and X.shape[0] != Z.shape[0]:
             raise ValueError(
                 f"{name} expects X and Z with the same batch size; got X of shape "
                 f"{tuple(X.shape)} and Z of shape {tuple(Z.shape)}."
@@ -312,15 +367,15 @@ def _first_parameter(module: torch.nn.Module) -> Tensor | None:
     return None
 
 
-def _check_dtype_and_device(model: torch.nn.Module, X: Tensor, Z: Tensor) -> None:
+def _check_dtype_and_device(model: torch.nn.Module, X: Tensor, Z: Tensor | None) -> None:
     """Refuse inputs whose dtype or device differ from each other's or from the model's."""
     name = type(model).__name__
-    if Z.dtype != X.dtype:
+    if Z is not None and Z.dtype != X.dtype:
         raise TypeError(
             f"{name} expects X and Z of the same dtype; got X of dtype {X.dtype} and Z of dtype "
             f"{Z.dtype}. Cast Z with Z.to(X.dtype)."
         )
-    if Z.device != X.device:
+    if Z is not None and Z.device != X.device:
         raise ValueError(
             f"{name} expects X and Z on the same device; got X on {X.device} and Z on {Z.device}."
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from eregressors._base import (
     _check_probability,
 )
 from eregressors._masks import causal_memory_mask, causal_self_mask
-from eregressors._plain import PlainCondTransformer, PlainSinusoidalPosEmb
+from eregressors._plain import PlainCondTransformer, PlainSinusoidalPosEmb, PlainStepEmbedding
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 
 __all__ = ["CondTransformerRegressor", "plain_sinusoid"]
@@ -51,7 +52,8 @@ class CondTransformerRegressor(GenCondRegressor):
 
     1. *Memory.* The step ``k`` is embedded as one token, ``SinusoidalPosEmb(E)`` followed by a
        two-layer GELU MLP; each conditioning token ``Z_s`` by a linear map ``d_z -> E``. The memory
-       is the sequence ``[step, Z_0, ..., Z_{T_z-1}]`` (``T_z + 1`` tokens) plus a learned
+       is the sequence ``[step, Z_0, ..., Z_{T_z-1}]`` (``T_z + 1`` tokens; the step token alone
+       for a model without conditioning, ``cond_dim=None``) plus a learned
        positional embedding, passed through dropout and a conditioning encoder: a pre-norm
        ``torch.nn.TransformerEncoder`` of ``num_cond_layers`` layers, or a token-wise MLP ``E -> 4E
        -> E`` when ``num_cond_layers == 0``.
@@ -76,12 +78,19 @@ class CondTransformerRegressor(GenCondRegressor):
     Masks are built for the actual lengths ``T_x <= in_horizon`` and ``T_z <= cond_horizon``, so
     shorter sequences are accepted in both modes.
 
+    The size arguments come in the order of :class:`eCondTransformerRegressor`'s representations
+    (``in_rep, cond_rep, out_rep``), so the two models can be swapped in a positional
+    configuration. (Earlier versions took ``in_dim, out_dim, cond_dim``: see the README's
+    migration notes.)
+
     Args:
         in_dim: Feature size ``d_x`` of the input tokens.
-        out_dim: Feature size ``d_v`` of the output tokens.
-        cond_dim: Feature size ``d_z`` of the conditioning tokens.
+        cond_dim: Feature size ``d_z`` of the conditioning tokens; ``None`` (or ``0``, Diffusion
+            Policy's spelling) for a model without conditioning, called with ``Z=None``; it then
+            needs ``cond_horizon=0``.
+        out_dim: Feature size ``d_v`` of the output tokens; ``in_dim`` if ``None``.
         in_horizon: Maximum input length ``T_x``.
-        cond_horizon: Maximum conditioning length ``T_z``.
+        cond_horizon: Maximum conditioning length ``T_z`` (``0`` without conditioning).
         num_layers: Number of decoder layers of the trunk.
         num_attention_heads: Number of attention heads; must divide ``embedding_dim``.
         embedding_dim: Token width ``E``.
@@ -98,8 +107,8 @@ class CondTransformerRegressor(GenCondRegressor):
     Examples:
         >>> model = CondTransformerRegressor(
         ...     3,
-        ...     3,
         ...     5,
+        ...     3,
         ...     in_horizon=8,
         ...     cond_horizon=2,
         ...     num_layers=1,
@@ -119,8 +128,8 @@ class CondTransformerRegressor(GenCondRegressor):
     def __init__(
         self,
         in_dim: int,
-        out_dim: int,
-        cond_dim: int,
+        cond_dim: int | None,
+        out_dim: int | None,
         in_horizon: int,
         cond_horizon: int,
         num_layers: int = 6,
@@ -134,7 +143,6 @@ class CondTransformerRegressor(GenCondRegressor):
         name = type(self).__name__
         for arg, value in (
             ("in_horizon", in_horizon),
-            ("cond_horizon", cond_horizon),
             ("num_layers", num_layers),
             ("num_attention_heads", num_attention_heads),
             ("embedding_dim", embedding_dim),
@@ -157,9 +165,17 @@ class CondTransformerRegressor(GenCondRegressor):
         for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
             _check_probability(name, arg, p, allow_one=True)
         _check_bool(name, "causal_attn", causal_attn)
+        out_dim = in_dim if out_dim is None else out_dim
+        # Keywords: GenCondRegressor keeps the seed's (in_dim, out_dim, cond_dim) order.
         super().__init__(
-            in_dim, out_dim, cond_dim, in_horizon=in_horizon, cond_horizon=cond_horizon
+            in_dim=in_dim,
+            out_dim=out_dim,
+            cond_dim=cond_dim,
+            in_horizon=in_horizon,
+            cond_horizon=cond_horizon,
         )
+        if self.is_conditional:
+            _check_positive_int(name, "cond_horizon", cond_horizon)
         self.num_layers = num_layers
         self.num_attention_heads = num_attention_heads
         self.embedding_dim = embedding_dim
@@ -174,7 +190,10 @@ class CondTransformerRegressor(GenCondRegressor):
         self.step_emb = StepEmbedding(
             SinusoidalPosEmb(E), torch.nn.Linear(E, E), torch.nn.GELU(), torch.nn.Linear(E, E)
         )
-        self.cond_emb = torch.nn.Linear(cond_dim, E)
+        # No conditioning: no Z embedding, and the memory is the step token alone.
+        self.cond_emb: torch.nn.Linear | None = (
+            torch.nn.Linear(self.cond_dim, E) if self.is_conditional else None
+        )
         self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, E))
         self.drop = torch.nn.Dropout(p_drop_emb)
         self.cond_encoder: torch.nn.TransformerEncoder | torch.nn.Sequential
@@ -237,13 +256,14 @@ class CondTransformerRegressor(GenCondRegressor):
         torch.nn.init.normal_(self.pos_emb, mean=0.0, std=_INIT_STD)
         torch.nn.init.normal_(self.cond_pos_emb, mean=0.0, std=_INIT_STD)
 
-    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
+    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.
 
         Args:
             X: Input tokens of shape ``(B, T_x, in_dim)``, ``T_x <= in_horizon``.
             opt_step: Step ``k``: a Python number, a 0-d tensor or a ``(B,)`` tensor.
-            Z: Conditioning tokens of shape ``(B, T_z, cond_dim)``, ``T_z <= cond_horizon``.
+            Z: Conditioning tokens of shape ``(B, T_z, cond_dim)``, ``T_z <= cond_horizon``;
+                ``None`` for a model built without conditioning (``cond_dim=None``).
 
         Returns:
             Output tokens of shape ``(B, T_x, out_dim)``.
@@ -252,10 +272,15 @@ class CondTransformerRegressor(GenCondRegressor):
             ValueError: If a shape is wrong (see :meth:`GenCondRegressor._validate_inputs`).
         """
         X, step, Z = self._validate_inputs(X, opt_step, Z)
-        T_x, T_z = X.shape[1], Z.shape[1]
+        T_x = X.shape[1]
 
         step_token = self.step_emb(step).unsqueeze(1)  # (B, 1, E)
-        memory = torch.cat((step_token, self.cond_emb(Z)), dim=1) + self.cond_pos_emb[:, : T_z + 1]
+        if Z is None or self.cond_emb is None:  # a model without conditioning
+            T_z, memory = 0, step_token
+        else:
+            T_z = Z.shape[1]
+            memory = torch.cat((step_token, self.cond_emb(Z)), dim=1)
+        memory = memory + self.cond_pos_emb[:, : T_z + 1]
         memory = self.drop(memory)
         if isinstance(self.cond_encoder, torch.nn.TransformerEncoder):
             if self.causal_attn:
@@ -298,7 +323,7 @@ class CondTransformerRegressor(GenCondRegressor):
                 cond_horizon=self.cond_pos_emb.shape[1] - 1,
                 input_emb=copy.deepcopy(self.input_emb),
                 pos_emb=self.pos_emb,
-                step_emb=torch.nn.Sequential(
+                step_emb=PlainStepEmbedding(
                     plain_sinusoid(sinusoid, self.pos_emb),
                     *copy.deepcopy(mlp),
                 ),
@@ -312,6 +337,10 @@ class CondTransformerRegressor(GenCondRegressor):
                 causal_attn=self.causal_attn,
             )
         return plain.train(self.training)
+
+    if TYPE_CHECKING:
+
+        def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor: ...
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

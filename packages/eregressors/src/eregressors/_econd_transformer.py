@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ from eregressors._base import (
 from eregressors._cond_transformer import plain_sinusoid
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
-from eregressors._plain import PlainCondTransformer
+from eregressors._plain import PlainCondTransformer, PlainStepEmbedding
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from ereps import (
     INIT_SCHEMES,
@@ -87,7 +88,8 @@ class eCondTransformerRegressor(GenCondRegressor):
 
     1. *Input tokens:* ``eLinear(in_rep -> embedding_rep)`` plus a positional embedding.
     2. *Memory:* ``[step, Z_0, ..., Z_{T_z-1}]``: the conditioning tokens embedded by
-       ``eLinear(cond_rep -> embedding_rep)``, a step token, plus positional embeddings; then an
+       ``eLinear(cond_rep -> embedding_rep)``, a step token, plus positional embeddings (the step
+       token alone for a model without conditioning, ``cond_rep=None``); then an
        ``eTransformerEncoder`` of ``num_cond_layers`` pre-norm layers, or an ``eMLP``
        ``embedding_rep -> 4·embedding_dim -> embedding_rep`` when ``num_cond_layers == 0``.
     3. *Trunk:* ``num_layers`` pre-norm ``eTransformerDecoderLayer`` (self-attention,
@@ -115,14 +117,19 @@ class eCondTransformerRegressor(GenCondRegressor):
     conditioning encoder. Masks are built for the actual lengths, so ``T_x <= in_horizon`` and
     ``T_z <= cond_horizon`` both work.
 
+    *Without conditioning* (``cond_rep=None``, ``cond_horizon=0``; Diffusion Policy's
+    ``cond_dim=0`` / ``obs_as_cond=False`` mode), ``forward(X, k)`` takes ``Z=None`` and
+    :math:`f_\theta(\rho_{\mathcal{X}}(g) X_k, k) = \rho_{\mathcal{Y}}(g) f_\theta(X_k, k)`.
+
     Equivariance holds exactly in eval mode (dropout masks are not equivariant sample by sample).
 
     Args:
         in_rep: Representation :math:`\rho_{\text{in}}` of the input tokens.
-        cond_rep: Representation :math:`\rho_{\text{cond}}` of the conditioning tokens.
+        cond_rep: Representation :math:`\rho_{\text{cond}}` of the conditioning tokens; ``None``
+            for a model without conditioning (then ``cond_horizon`` must be ``0``).
         out_rep: Output representation :math:`\rho_{\text{out}}`; ``in_rep`` if ``None``.
         in_horizon: Maximum length of the input sequence.
-        cond_horizon: Maximum length of the conditioning sequence.
+        cond_horizon: Maximum length of the conditioning sequence (``0`` without conditioning).
         num_layers: Number of transformer decoder layers of the trunk.
         num_attention_heads: Number of attention heads; must divide ``embedding_dim / |G|``.
         embedding_dim: Size of the token space, a multiple of the group order ``|G|``.
@@ -162,7 +169,7 @@ class eCondTransformerRegressor(GenCondRegressor):
     """
 
     in_rep: Representation
-    cond_rep: Representation
+    cond_rep: Representation | None
     out_rep: Representation
     embedding_rep: Representation
     # Always given to this model (the base class also allows unbounded lengths).
@@ -179,7 +186,7 @@ class eCondTransformerRegressor(GenCondRegressor):
     def __init__(
         self,
         in_rep: Representation,
-        cond_rep: Representation,
+        cond_rep: Representation | None,
         out_rep: Representation | None,
         in_horizon: int,
         cond_horizon: int,
@@ -197,7 +204,11 @@ class eCondTransformerRegressor(GenCondRegressor):
     ) -> None:
         name = type(self).__name__
         out_rep = in_rep if out_rep is None else out_rep
-        reps = {"in_rep": in_rep, "cond_rep": cond_rep, "out_rep": out_rep}
+        # In argument order (error messages list them so); no cond_rep without conditioning.
+        reps = {"in_rep": in_rep}
+        if cond_rep is not None:
+            reps["cond_rep"] = cond_rep
+        reps["out_rep"] = out_rep
         for arg, rep in reps.items():
             if not isinstance(rep, Representation):
                 raise TypeError(
@@ -217,12 +228,18 @@ class eCondTransformerRegressor(GenCondRegressor):
             )
         for arg, value in (
             ("in_horizon", in_horizon),
-            ("cond_horizon", cond_horizon),
             ("num_layers", num_layers),
             ("num_attention_heads", num_attention_heads),
             ("embedding_dim", embedding_dim),
         ):
             _check_positive_int(name, arg, value)
+        if cond_rep is not None:
+            _check_positive_int(name, "cond_horizon", cond_horizon)
+        elif cond_horizon != 0 or isinstance(cond_horizon, bool):
+            raise ValueError(
+                f"{name} without conditioning (cond_rep=None) takes no conditioning tokens: "
+                f"expected cond_horizon=0; got {cond_horizon!r}. Pass a cond_rep to condition on Z."
+            )
         order = group_order(group)
         if embedding_dim % order != 0:
             lower = max(order, embedding_dim - embedding_dim % order)
@@ -270,9 +287,9 @@ class eCondTransformerRegressor(GenCondRegressor):
             raise ValueError(f"{name} expects an even step_emb_dim; got {step_emb_dim}.")
 
         super().__init__(
-            in_rep.size,
-            out_rep.size,
-            cond_rep.size,
+            in_dim=in_rep.size,
+            out_dim=out_rep.size,
+            cond_dim=None if cond_rep is None else cond_rep.size,
             in_horizon=in_horizon,
             cond_horizon=cond_horizon,
         )
@@ -300,7 +317,10 @@ class eCondTransformerRegressor(GenCondRegressor):
             torch.nn.GELU(),
             torch.nn.Linear(E, copies),
         )
-        self.cond_emb = eLinear(cond_rep, emb_rep, init_scheme=init_scheme)
+        # No conditioning: no Z embedding, and the memory is the step token alone.
+        self.cond_emb: eLinear | None = (
+            None if cond_rep is None else eLinear(cond_rep, emb_rep, init_scheme=init_scheme)
+        )
         self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, copies))
         self.drop = torch.nn.Dropout(p_drop_emb)
         self.cond_encoder: eTransformerEncoder | eMLP
@@ -343,13 +363,14 @@ class eCondTransformerRegressor(GenCondRegressor):
         out = coeffs.unsqueeze(-1).expand(*shape, self.group_order)
         return out.reshape(*shape[:-1], self.embedding_dim)
 
-    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
+    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.
 
         Args:
             X: Input tokens of shape ``(B, T_x, in_rep.size)``, ``T_x <= in_horizon``.
             opt_step: Step ``k``: a Python number, a 0-d tensor or a ``(B,)`` tensor.
-            Z: Conditioning tokens of shape ``(B, T_z, cond_rep.size)``, ``T_z <= cond_horizon``.
+            Z: Conditioning tokens of shape ``(B, T_z, cond_rep.size)``, ``T_z <= cond_horizon``;
+                ``None`` for a model built without conditioning (``cond_rep=None``).
 
         Returns:
             Output tokens of shape ``(B, T_x, out_rep.size)``, transforming by ``out_rep``.
@@ -362,11 +383,15 @@ class eCondTransformerRegressor(GenCondRegressor):
         if twin is not None:  # inside elayers.frozen: the plain model exported on entry
             result: Tensor = twin(X, step, Z)
             return result
-        T_x, T_z = X.shape[1], Z.shape[1]
+        T_x = X.shape[1]
 
         step_token = self._expand_invariant(self.step_emb(step)).unsqueeze(1)  # (B, 1, E)
-        cond_tokens = self.cond_emb(Z)  # (B, T_z, E)
-        memory = torch.cat((step_token.to(cond_tokens.dtype), cond_tokens), dim=1)
+        if Z is None or self.cond_emb is None:  # a model without conditioning
+            T_z, memory = 0, step_token
+        else:
+            T_z = Z.shape[1]
+            cond_tokens = self.cond_emb(Z)  # (B, T_z, E)
+            memory = torch.cat((step_token.to(cond_tokens.dtype), cond_tokens), dim=1)
         memory = self.drop(memory + self._expand_invariant(self.cond_pos_emb[:, : T_z + 1]))
         if isinstance(self.cond_encoder, eTransformerEncoder):
             memory = self.cond_encoder(memory, is_causal=self.causal_attn)
@@ -412,13 +437,13 @@ class eCondTransformerRegressor(GenCondRegressor):
                 cond_horizon=self.cond_horizon,
                 input_emb=self.input_emb.export(),
                 pos_emb=self._expand_invariant(self.pos_emb),
-                step_emb=torch.nn.Sequential(
+                step_emb=PlainStepEmbedding(
                     plain_sinusoid(sinusoid, self.pos_emb),
                     copy.deepcopy(first),
                     copy.deepcopy(act),
                     expanded.train(last.training),
                 ),
-                cond_emb=self.cond_emb.export(),
+                cond_emb=None if self.cond_emb is None else self.cond_emb.export(),
                 cond_pos_emb=self._expand_invariant(self.cond_pos_emb),
                 p_drop_emb=self.drop.p,
                 cond_encoder=self.cond_encoder.export(),
@@ -428,6 +453,10 @@ class eCondTransformerRegressor(GenCondRegressor):
                 causal_attn=self.causal_attn,
             )
         return plain.train(self.training)
+
+    if TYPE_CHECKING:
+
+        def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor: ...
 
     def get_optim_groups(self, weight_decay: float = 0.001) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.
@@ -500,7 +529,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         Args:
             X: Inputs ``(B, T_x, in_rep.size)``; random normal of full horizon if ``None``.
             opt_step: Step(s); random integers in ``[0, 1000)`` if ``None``.
-            Z: Conditioning ``(B, T_z, cond_rep.size)``; random normal if ``None``.
+            Z: Conditioning ``(B, T_z, cond_rep.size)``; random normal if ``None`` (and ``None``
+                for a model without conditioning).
             batch_size: ``B`` of the random inputs.
             elements: Group elements to test; all of them if ``None``.
             tol: If given, raise :class:`ereps.EquivarianceError` when the error exceeds it.
@@ -524,7 +554,7 @@ class eCondTransformerRegressor(GenCondRegressor):
                 device=device,
                 generator=generator,
             )
-        if Z is None:
+        if Z is None and self.cond_rep is not None:
             Z = torch.randn(
                 X.shape[0],
                 self.cond_horizon,
@@ -540,6 +570,15 @@ class eCondTransformerRegressor(GenCondRegressor):
         self.eval()
         try:
             with torch.no_grad():
+                if Z is None or self.cond_rep is None:
+                    return check_equivariance(
+                        lambda x: self(x, step),
+                        [self.in_rep],
+                        self.out_rep,
+                        inputs=[X],
+                        elements=elements,
+                        tol=tol,
+                    )
                 return check_equivariance(
                     lambda x, z: self(x, step, z),
                     [self.in_rep, self.cond_rep],
@@ -554,7 +593,8 @@ class eCondTransformerRegressor(GenCondRegressor):
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""
         return (
-            f"in_rep={self.in_rep.name}, cond_rep={self.cond_rep.name}, "
+            f"in_rep={self.in_rep.name}, "
+            f"cond_rep={None if self.cond_rep is None else self.cond_rep.name}, "
             f"out_rep={self.out_rep.name}, group={self.in_rep.group.name}, "
             f"copies={self.num_copies}, in_horizon={self.in_horizon}, "
             f"cond_horizon={self.cond_horizon}, causal_attn={self.causal_attn}, "

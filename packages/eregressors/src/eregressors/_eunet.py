@@ -466,7 +466,7 @@ class eConditionalUnet1D(GenCondRegressor):
             return nn.ModuleList(_export_module(m) for m in modules.children())
 
         return PlainConditionalUnet1D(
-            copy.deepcopy(self.diffusion_step_encoder),
+            self.diffusion_step_encoder.export(),
             nn.ModuleList(level(m) for m in self.down_modules),
             level(self.mid_modules),
             nn.ModuleList(level(m) for m in self.up_modules),

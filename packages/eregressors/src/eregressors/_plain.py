@@ -42,6 +42,31 @@ class PlainSinusoidalPosEmb(nn.Module):
         return torch.cat((angles.sin(), angles.cos()), dim=-1).to(out_dtype)
 
 
+class PlainStepEmbedding(nn.Sequential):
+    """Step features then an MLP, the features cast to the MLP's dtype (a plain ``StepEmbedding``).
+
+    The steps come in float32 or float64 (also for half-precision models: the angles of
+    neighbouring steps near 1000 must differ), the features are bounded by one and lose nothing
+    that matters in the cast to the parameters' dtype.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed steps of shape ``(B,)``; returns ``(B, e)``."""
+        layers = iter(self._modules.values())
+        out: Tensor = next(layers)(x)
+        for p in self.parameters():
+            out = out.to(p.dtype)
+            break
+        for layer in layers:
+            out = layer(out)
+        return out
+
+
+def step_dtype(x: Tensor) -> torch.dtype:
+    """The dtype steps are embedded in for data ``x``: float64 for float64, else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 class PlainCondTransformer(nn.Module):
     r"""Conditional transformer ``V = f(X, k, Z)`` in plain PyTorch (what ``export()`` returns).
 
@@ -83,7 +108,7 @@ class PlainCondTransformer(nn.Module):
         input_emb: nn.Module,
         pos_emb: Tensor,
         step_emb: nn.Module,
-        cond_emb: nn.Module,
+        cond_emb: nn.Module | None,
         cond_pos_emb: Tensor,
         p_drop_emb: float,
         cond_encoder: nn.Module,
@@ -107,13 +132,14 @@ class PlainCondTransformer(nn.Module):
         self.ln_f = ln_f
         self.head = head
 
-    def forward(self, X: Tensor, opt_step: Tensor | float, Z: Tensor) -> Tensor:
+    def forward(self, X: Tensor, opt_step: Tensor | float, Z: Tensor | None = None) -> Tensor:
         """Regress ``V = f(X, k, Z)``.
 
         Args:
             X: ``(B, T_x, in_dim)``, ``T_x <= in_horizon``.
             opt_step: A number, a 0-d, ``(1,)`` or ``(B,)`` tensor.
-            Z: ``(B, T_z, cond_dim)``, ``T_z <= cond_horizon``.
+            Z: ``(B, T_z, cond_dim)``, ``T_z <= cond_horizon``; ``None`` exactly for a model
+                without conditioning (``cond_emb`` is ``None``).
 
         Returns:
             ``(B, T_x, out_dim)``.
@@ -122,23 +148,31 @@ class PlainCondTransformer(nn.Module):
             ValueError: If a rank, a feature size, a length or the batch sizes do not match.
         """
         name = type(self).__name__
-        for arg, value, dim, horizon in (
-            ("X", X, self.in_dim, self.in_horizon),
-            ("Z", Z, self.cond_dim, self.cond_horizon),
-        ):
+        if (Z is None) != (self.cond_emb is None):
+            raise ValueError(
+                f"{name} expects Z of shape (B, T_z, {self.cond_dim})"
+                if Z is None
+                else f"{name} was exported without conditioning and expects Z=None"
+            )
+        checks: list[tuple[str, Tensor, int, int]] = [("X", X, self.in_dim, self.in_horizon)]
+        if Z is not None:
+            checks.append(("Z", Z, self.cond_dim, self.cond_horizon))
+        for arg, value, dim, horizon in checks:
             if value.dim() != 3 or value.shape[-1] != dim or not 1 <= value.shape[1] <= horizon:
                 raise ValueError(
                     f"{name} expects {arg} of shape (B, T, {dim}) with 1 <= T <= {horizon}; got "
                     f"{tuple(value.shape)}."
                 )
-        if X.shape[0] != Z.shape[0]:
+        if Z is not None and X.shape[0] != Z.shape[0]:
             raise ValueError(
                 f"{name} expects X and Z with the same batch size; got {tuple(X.shape)} and "
                 f"{tuple(Z.shape)}."
             )
-        batch, t_x, t_z = X.shape[0], X.shape[1], Z.shape[1]
+        batch, t_x = X.shape[0], X.shape[1]
+        t_z = 0 if Z is None else Z.shape[1]
+        dtype = step_dtype(X)
         if isinstance(opt_step, Tensor):
-            step = opt_step.to(device=X.device, dtype=X.dtype)
+            step = opt_step.to(device=X.device, dtype=dtype)
             if step.dim() == 0 or (step.dim() == 1 and step.shape[0] == 1):
                 step = step.reshape(1).expand(batch)
             elif step.dim() != 1 or step.shape[0] != batch:
@@ -147,11 +181,15 @@ class PlainCondTransformer(nn.Module):
                     f"{tuple(step.shape)}."
                 )
         else:
-            step = torch.full((batch,), float(opt_step), dtype=X.dtype, device=X.device)
+            step = torch.full((batch,), float(opt_step), dtype=dtype, device=X.device)
 
-        cond_tokens = self.cond_emb(Z)
-        step_token = self.step_emb(step).unsqueeze(1).to(cond_tokens.dtype)
-        memory = torch.cat((step_token, cond_tokens), dim=1) + self.cond_pos_emb[:, : t_z + 1]
+        step_token = self.step_emb(step).unsqueeze(1)
+        if Z is None or self.cond_emb is None:
+            memory = step_token
+        else:
+            cond_tokens = self.cond_emb(Z)
+            memory = torch.cat((step_token.to(cond_tokens.dtype), cond_tokens), dim=1)
+        memory = memory + self.cond_pos_emb[:, : t_z + 1]
         memory = self.drop(memory)
         if isinstance(self.cond_encoder, nn.TransformerEncoder):
             if self.causal_attn:

@@ -382,7 +382,10 @@ class PlainConditionalUnet1D(nn.Module):
     def forward(self, X: Tensor, opt_step: Any, Z: Tensor) -> Tensor:
         """Regress ``V = f(X, k, Z)``; shapes in the class docstring."""
         step = opt_step if isinstance(opt_step, Tensor) else torch.tensor(float(opt_step))
-        step = step.to(device=X.device, dtype=X.dtype)
+        # Steps in at least float32 (in bfloat16 neighbouring steps near 1000 collapse).
+        step = step.to(
+            device=X.device, dtype=torch.float64 if X.dtype == torch.float64 else torch.float32
+        )
         if step.ndim == 0:
             step = step.expand(X.shape[0])
         return unet_forward(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from eregressors._plain import PlainSinusoidalPosEmb, PlainStepEmbedding
 
 __all__ = ["SinusoidalPosEmb", "StepEmbedding"]
 
@@ -128,3 +131,23 @@ class StepEmbedding(torch.nn.Sequential):
         for layer in layers:
             out = layer(out)
         return out
+
+    def export(self) -> PlainStepEmbedding:
+        """The same embedding in torch-only modules, with copies of the weights.
+
+        The frequencies are computed here, once, as :class:`SinusoidalPosEmb` computes them for
+        steps of the parameters' dtype (float32 for half precision), so that other runtimes (ONNX
+        Runtime's ``exp``) multiply by exactly the same numbers.
+        """
+        sinusoid, *rest = self._modules.values()
+        if not isinstance(sinusoid, SinusoidalPosEmb):
+            raise TypeError(
+                f"StepEmbedding.export expects a SinusoidalPosEmb first; got {type(sinusoid)}."
+            )
+        ref = next(self.parameters(), None)
+        dtype = torch.float32 if ref is None or ref.dtype != torch.float64 else torch.float64
+        device = None if ref is None else ref.device
+        half = sinusoid.dim // 2
+        exponents = torch.arange(half, device=device, dtype=dtype) / half
+        freqs = torch.exp(exponents * (-math.log(sinusoid.max_period)))
+        return PlainStepEmbedding(PlainSinusoidalPosEmb(freqs), *copy.deepcopy(rest))

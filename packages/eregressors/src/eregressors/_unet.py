@@ -282,20 +282,14 @@ class ConditionalUnet1D(GenCondRegressor):
     def export(self) -> PlainConditionalUnet1D:
         """A new plain-torch module computing the same function with the current weights.
 
-        Copies of the submodules (the same classes: this model is made of plain modules), in a
+        Copies of the submodules (the same classes, but for the step embedding's torch-only twin), in a
         :class:`PlainConditionalUnet1D` without input validation, traceable by ``torch.export``
         and ONNX. This model is unchanged.
         """
         parts = copy.deepcopy(
-            (
-                self.diffusion_step_encoder,
-                self.down_modules,
-                self.mid_modules,
-                self.up_modules,
-                self.final_conv,
-            )
+            (self.down_modules, self.mid_modules, self.up_modules, self.final_conv)
         )
-        return PlainConditionalUnet1D(*parts, cond_mish=True)
+        return PlainConditionalUnet1D(self.diffusion_step_encoder.export(), *parts, cond_mish=True)
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

@@ -2,11 +2,11 @@
 
 ``ereps`` turns an escnn representation into what equivariant layers need: direct sums, isotypic
 decompositions, invariant projectors, a basis of the equivariant linear maps, group actions on
-tensors and an equivariance checker. It also re-exports escnn's finite-group constructors
-(``cyclic_group``, ``dihedral_group``, ``octa_group``, ...), imported with escnn's caches redirected
-(see :func:`cache_dir`), and the argument checks that the layers built on it share
-(``check_representation``, ``check_same_group``, ``check_orthogonal``, ``check_init_scheme``).
-Test helpers for users' own models live in :mod:`ereps.testing`.
+tensors, an equivariance checker and symmetric statistics (mean, covariance, whitening). It also
+re-exports escnn's finite-group constructors (``cyclic_group``, ``dihedral_group``, ``octa_group``,
+...), imported with escnn's caches redirected (see :func:`cache_dir`), and the argument checks that
+the layers built on it share (``check_representation``, ``check_same_group``, ``check_orthogonal``,
+``check_init_scheme``). Test helpers for users' own models live in :mod:`ereps.testing`.
 
 Examples:
     >>> import ereps
@@ -59,6 +59,12 @@ from ereps._hom_basis import (
 from ereps._isotypic import IrrepId, isotypic_decomp_rep, isotypic_slices
 from ereps._projector import invariant_orthogonal_projector
 from ereps._regular import cayley_index, is_permutation_representation, regular_multiplicity
+from ereps._statistics import (
+    group_average,
+    symmetric_covariance,
+    symmetric_mean,
+    whitening_transform,
+)
 from ereps._validation import check_orthogonal, check_representation, check_same_group
 
 # Groups, representations and group elements pickle by reference (torch.save(model), pickle,
@@ -101,6 +107,7 @@ __all__ = [
     "equivariance_errors",
     "full_ico_group",
     "full_octa_group",
+    "group_average",
     "group_elements",
     "group_order",
     "ico_group",
@@ -114,4 +121,7 @@ __all__ = [
     "rep_matrices",
     "rep_matrix",
     "sample_init",
+    "symmetric_covariance",
+    "symmetric_mean",
+    "whitening_transform",
 ]
