@@ -399,12 +399,12 @@ def _allowed_module(module: nn.Module) -> bool:
     name = type(module).__module__
     return name.startswith("torch.nn.") or name in (
         "eregressors._plain_unet",
-        "eregressors._sinusoidal",
+        "eregressors._plain",
     )
 
 
 def test_plain_file_imports_only_torch() -> None:
-    for module in (plain_unet, __import__("eregressors._sinusoidal").__dict__["_sinusoidal"]):
+    for module in (plain_unet, __import__("eregressors._plain").__dict__["_plain"]):
         tree = ast.parse(Path(module.__file__ or "").read_text())
         roots = set()
         for node in ast.walk(tree):

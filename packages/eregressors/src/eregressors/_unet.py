@@ -282,7 +282,8 @@ class ConditionalUnet1D(GenCondRegressor):
     def export(self) -> PlainConditionalUnet1D:
         """A new plain-torch module computing the same function with the current weights.
 
-        Copies of the submodules (the same classes, but for the step embedding's torch-only twin), in a
+        Copies of the submodules (the same classes, but for the step embedding's torch-only
+        twin), in a
         :class:`PlainConditionalUnet1D` without input validation, traceable by ``torch.export``
         and ONNX. This model is unchanged.
         """
