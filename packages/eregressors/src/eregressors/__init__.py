@@ -6,7 +6,7 @@ from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
 from eregressors._econd_transformer import eCondTransformerRegressor
 from eregressors._optim import OptimGroup
-from eregressors._sinusoidal import SinusoidalPosEmb
+from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,7 @@ __all__ = [
     "OptStep",
     "OptimGroup",
     "SinusoidalPosEmb",
+    "StepEmbedding",
     "__version__",
     "eCondTransformerRegressor",
 ]
