@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import escnn.group as eg
 import pytest
 import torch
@@ -48,12 +50,21 @@ def test_neighbouring_steps_differ_in_bfloat16(kind: str, as_tensor: bool) -> No
     assert torch.equal(rounded, outputs[2])
 
 
-@pytest.mark.parametrize("kind", ["baseline", "equivariant"])
-def test_float_steps_do_not_recompile(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "how"),
+    [("baseline", "torch.compile"), ("equivariant", "torch.compile"), ("equivariant", "method")],
+)
+def test_float_steps_do_not_recompile(kind: str, how: str) -> None:
     torch._dynamo.reset()
     model = _model(kind).eval()
     counter = CompileCounter()
-    compiled = torch.compile(model, backend=counter)
+    compiled: Any
+    if how == "method":  # Module.compile(): the module itself calls the compiled forward
+        compiled = _model(kind).eval()
+        compiled.load_state_dict(model.state_dict())
+        compiled.compile(backend=counter)
+    else:
+        compiled = torch.compile(model, backend=counter)
     X, Z = torch.randn(2, 4, 2), torch.randn(2, 2, 2)
     with torch.no_grad():
         first = compiled(X, 0.25, Z)

@@ -270,44 +270,41 @@ class eModule(ExactBuffersModule):
             TypeError: If ``x`` is not a tensor, not floating-point or of another dtype.
             ValueError: If its last axis or its device is wrong.
         """
-        owner = type(self).__name__
         if not isinstance(x, Tensor):
             raise TypeError(
-                f"{owner} expects {name} to be a torch.Tensor of shape (..., {self.in_rep.size}); "
-                f"got {type(x).__name__}."
+                f"{type(self).__name__} expects {name} to be a torch.Tensor of shape (..., "
+                f"{self.in_rep.size}); got {type(x).__name__}."
             )
         if not x.is_floating_point():
             raise TypeError(
-                f"{owner} expects {name} to be a floating-point tensor; got dtype {x.dtype}. "
-                f"Cast it, e.g. {name}.float()."
+                f"{type(self).__name__} expects {name} to be a floating-point tensor; got dtype "
+                f"{x.dtype}. Cast it, e.g. {name}.float()."
             )
         if x.ndim == 0 or x.shape[-1] != self.in_rep.size:
             raise ValueError(
-                f"{owner} expects {name} of shape (..., {self.in_rep.size}) for "
+                f"{type(self).__name__} expects {name} of shape (..., {self.in_rep.size}) for "
                 f"in_rep {self.in_rep.name!r}; got {tuple(x.shape)}."
             )
         self._check_placement(x, name)
 
     def _check_placement(self, x: Tensor, name: str) -> None:
         """Refuse a tensor on another device or (outside autocast) of another dtype."""
-        owner = type(self).__name__
         ref = _first_parameter(self)
+        constant = ref is None
         if ref is None:
             ref = _first_constant(self)
             if ref is None:
                 return
-            # Constants keep their own dtype (float64 bases): only the device is checked.
-            if x.device != ref.device:
-                raise ValueError(_device_message(owner, name, x, ref))
-            return
-        if x.device != ref.device:
-            raise ValueError(_device_message(owner, name, x, ref))
+        # is_cpu is a plain flag; building two torch.device objects costs more than the rest.
+        if not (x.is_cpu and ref.is_cpu) and x.device != ref.device:
+            raise ValueError(_device_message(type(self).__name__, name, x, ref))
+        # Constants keep their own dtype (float64 bases): only parameters fix the data's dtype.
         # Under autocast the data has the autocast dtype whatever the parameters' dtype.
-        if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
+        if not constant and x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(
-                f"{owner} expects {name} of the dtype of its parameters ({ref.dtype}); got "
-                f"dtype {x.dtype}. Cast the input with {name}.to({ref.dtype}) or the module "
-                f"with module.to({x.dtype})."
+                f"{type(self).__name__} expects {name} of the dtype of its parameters "
+                f"({ref.dtype}); got dtype {x.dtype}. Cast the input with "
+                f"{name}.to({ref.dtype}) or the module with module.to({x.dtype})."
             )
 
 

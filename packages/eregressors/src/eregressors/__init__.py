@@ -18,7 +18,7 @@ from eregressors._sampling import (
     flow_matching_sample,
     unsafe_scheduler_options,
 )
-from eregressors._sinusoidal import SinusoidalPosEmb
+from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from eregressors._unet import ConditionalUnet1D
 
 # The installed distribution's version: one source (the repository's VERSION file, read at build
@@ -39,6 +39,7 @@ __all__ = [
     "PlainCondTransformer",
     "PlainConditionalUnet1D",
     "SinusoidalPosEmb",
+    "StepEmbedding",
     "__version__",
     "diffusion_sample",
     "eCondTransformerRegressor",
