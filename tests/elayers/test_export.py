@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,22 @@ def test_export_walks_a_user_container_and_keeps_sharing() -> None:
         assert X.relative_error(plain(x), model(x)) <= 1e-12
     assert len(calls) == 2  # the copied hook ran once per forward of each model
     assert isinstance(model.block, eTransformerEncoderLayer)  # the source is untouched
+
+
+def test_exported_container_refers_to_no_project_code() -> None:
+    # A container of eModules carries elayers' loading guard (a pre-hook); its exported copy
+    # must not, or unpickling it would need elayers where the plain model is deployed.
+    rep = C.rep("C8", "reg")
+    model = nn.Sequential(nn.Sequential(eLinear(rep, rep)), nn.ReLU())
+    assert model._load_state_dict_pre_hooks
+    assert model[0]._load_state_dict_pre_hooks
+    plain = elayers.export(model)
+    for sub in plain.modules():
+        assert not sub._load_state_dict_pre_hooks, type(sub)
+    payload = pickle.dumps(plain)
+    for name in (b"elayers", b"ereps", b"escnn"):
+        assert name not in payload
+    assert model[0]._load_state_dict_pre_hooks  # the source keeps its guard
 
 
 def test_export_keeps_the_training_flag_and_rejects_non_modules() -> None:

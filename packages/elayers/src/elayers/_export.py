@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from elayers._module import FrozenTwin, eModule, frozen_registry
+from elayers._records import drop_guards
 
 __all__ = ["Exportable", "export", "frozen"]
 
@@ -87,7 +88,11 @@ def export(module: nn.Module) -> nn.Module:
         # Pre-seeding deepcopy's memo substitutes every exported part wherever the tree refers to
         # it, and keeps the copy from descending into (and deep-copying) the equivariant parts.
         memo: dict[int, Any] = {key: _checked_export(part) for key, part in found.items()}
-        return copy.deepcopy(module, memo)
+        plain: nn.Module = copy.deepcopy(module, memo)
+    # The copied containers inherited the loading guard of the equivariant tree (a hook into
+    # elayers): the plain tree has nothing to guard, and must load where elayers is absent.
+    drop_guards(plain)
+    return plain
 
 
 def _checked_export(module: nn.Module) -> nn.Module:

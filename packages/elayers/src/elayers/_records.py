@@ -273,6 +273,25 @@ def guard_loading(module: nn.Module) -> None:
     object.__setattr__(module, _GUARD_FLAG, True)
 
 
+def drop_guards(module: nn.Module) -> None:
+    """Remove the loading guard from every module of ``module``'s tree (exported plain trees).
+
+    An exported tree holds no equivariant module, so it has no record to check, and it must not
+    refer to elayers (it is saved and loaded where this package is not installed).
+    """
+    for sub in module.modules():
+        if sub.__dict__.pop(_GUARD_FLAG, None) is None:
+            continue
+        hooks = sub._load_state_dict_pre_hooks
+        for key in [k for k, hook in hooks.items() if _is_guard_hook(hook)]:
+            del hooks[key]
+
+
+def _is_guard_hook(hook: object) -> bool:
+    # torch stores the registered callable, or a wrapper holding it as ``hook``.
+    return hook is _check_before_load or getattr(hook, "hook", None) is _check_before_load
+
+
 def _guard_parents(parent: nn.Module, name: str, child: nn.Module | None) -> None:
     # A module that receives a guarded child (an eModule, or a container holding one) is guarded
     # too, so the root of every tree that holds an eModule checks before loading.
