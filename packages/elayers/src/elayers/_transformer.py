@@ -14,6 +14,7 @@ from elayers._linear import eLinear
 from elayers._mlp import regular_copies
 from elayers._module import eModule, transform_active
 from elayers._norm import SAFE_MAX_ABS, eLayerNorm, eRMSNorm, max_abs
+from elayers._positional import AttentionPosEncoding
 from ereps import InitScheme, Representation
 from ereps._hom_basis import check_init_scheme
 
@@ -130,6 +131,10 @@ class eTransformerEncoderLayer(eModule):
         norm_module: ``"layernorm"`` (:class:`eLayerNorm`) or ``"rmsnorm"`` (:class:`eRMSNorm`).
         bias: Whether linear maps and norms have invariant biases.
         init_scheme: Initialization scheme of the linear maps.
+        pos_encoding: Keyword-only. Positions inside every attention of the layer: ``None``,
+            ``"rope"`` or ``"relative"`` (see :class:`eMultiheadAttention`).
+        max_relative_distance: Keyword-only. Clipping distance of ``"relative"``.
+        rope_base: Keyword-only. Frequency base of ``"rope"``.
 
     Raises:
         ValueError: On a non-regular ``in_rep``, invalid head count, ``dim_feedforward`` not a
@@ -149,10 +154,20 @@ class eTransformerEncoderLayer(eModule):
         norm_module: NormModule = "layernorm",
         bias: bool = True,
         init_scheme: InitScheme = "xavier_normal",
+        *,
+        pos_encoding: AttentionPosEncoding | None = None,
+        max_relative_distance: int = 32,
+        rope_base: float = 10000.0,
     ) -> None:
         check_regular_copies(in_rep, type(self).__name__)
         _check_common(norm_module, dropout, init_scheme)
         super().__init__(in_rep, in_rep)
+        self.pos_encoding = pos_encoding
+        pos_kw = {
+            "pos_encoding": pos_encoding,
+            "max_relative_distance": max_relative_distance,
+            "rope_base": rope_base,
+        }
         self.self_attn = eMultiheadAttention(
             in_rep,
             nhead,
@@ -160,6 +175,7 @@ class eTransformerEncoderLayer(eModule):
             bias=bias,
             batch_first=batch_first,
             init_scheme=init_scheme,
+            **pos_kw,  # type: ignore[arg-type]
         )
         self.ff = _FeedForward(in_rep, dim_feedforward, dropout, activation, bias, init_scheme)
         self.norm1 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
@@ -272,7 +288,12 @@ class eTransformerEncoderLayer(eModule):
         return out
 
     def _sa_block(
-        self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool,
+        pos: Tensor | None = None,
     ) -> Tensor:
         out, _ = self.self_attn(
             x,
@@ -282,6 +303,8 @@ class eTransformerEncoderLayer(eModule):
             key_padding_mask=key_padding_mask,
             need_weights=False,
             is_causal=is_causal,
+            query_pos=pos,
+            key_pos=pos,
         )
         dropped: Tensor = self.dropout1(out)
         return dropped
@@ -292,6 +315,8 @@ class eTransformerEncoderLayer(eModule):
         src_mask: Tensor | None = None,
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
+        *,
+        src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run the layer.
 
@@ -300,24 +325,33 @@ class eTransformerEncoderLayer(eModule):
             src_mask: ``(S, S)`` or ``(N·nhead, S, S)`` attention mask (``True`` = forbidden).
             src_key_padding_mask: ``(N, S)``, ``True`` marks padding.
             is_causal: Use a causal mask when ``src_mask`` is None.
+            src_pos: ``(S,)`` or ``(N, S)`` integer token positions for the ``pos_encoding``
+                (default ``0..S-1``).
 
         Returns:
             Tensor of the shape of ``src``.
         """
         self._check_input(src, "src")
-        masked = src_mask is not None or src_key_padding_mask is not None or is_causal
+        masked = (
+            src_mask is not None
+            or src_key_padding_mask is not None
+            or is_causal
+            # The fused kernel has no positional step.
+            or self.pos_encoding is not None
+        )
         if self._fused_inference_ok(src, masked):
             # Same math as the composite path below, in torch's fused inference kernel.
             return self._fused_inference(src)
         x: Tensor = src
         if self.norm_first:
             x = _residual(
-                x, self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+                x,
+                self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal, src_pos),
             )
             x = _residual(x, self.dropout2(self.ff(self.norm2(x))))
         else:
             x = self.norm1(
-                _residual(x, self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+                _residual(x, self._sa_block(x, src_mask, src_key_padding_mask, is_causal, src_pos))
             )
             x = self.norm2(_residual(x, self.dropout2(self.ff(x))))
         return x
@@ -330,6 +364,8 @@ class eTransformerEncoderLayer(eModule):
             src_mask: Tensor | None = None,
             src_key_padding_mask: Tensor | None = None,
             is_causal: bool = False,
+            *,
+            src_pos: Tensor | None = None,
         ) -> Tensor: ...
 
 
@@ -352,6 +388,10 @@ class eTransformerDecoderLayer(eModule):
         norm_module: ``"layernorm"`` or ``"rmsnorm"``.
         bias: Whether linear maps and norms have invariant biases.
         init_scheme: Initialization scheme of the linear maps.
+        pos_encoding: Keyword-only. Positions inside every attention of the layer: ``None``,
+            ``"rope"`` or ``"relative"`` (see :class:`eMultiheadAttention`).
+        max_relative_distance: Keyword-only. Clipping distance of ``"relative"``.
+        rope_base: Keyword-only. Frequency base of ``"rope"``.
 
     Raises:
         ValueError: As :class:`eTransformerEncoderLayer`.
@@ -370,11 +410,22 @@ class eTransformerDecoderLayer(eModule):
         norm_module: NormModule = "layernorm",
         bias: bool = True,
         init_scheme: InitScheme = "xavier_normal",
+        *,
+        pos_encoding: AttentionPosEncoding | None = None,
+        max_relative_distance: int = 32,
+        rope_base: float = 10000.0,
     ) -> None:
         check_regular_copies(in_rep, type(self).__name__)
         _check_common(norm_module, dropout, init_scheme)
         super().__init__(in_rep, in_rep)
+        self.pos_encoding = pos_encoding
+        pos_kw = {
+            "pos_encoding": pos_encoding,
+            "max_relative_distance": max_relative_distance,
+            "rope_base": rope_base,
+        }
         kw = {"dropout": dropout, "bias": bias, "batch_first": batch_first}
+        kw.update(pos_kw)
         self.self_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
         self.multihead_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
         self.ff = _FeedForward(in_rep, dim_feedforward, dropout, activation, bias, init_scheme)
@@ -388,7 +439,12 @@ class eTransformerDecoderLayer(eModule):
         self.batch_first = batch_first
 
     def _sa_block(
-        self, x: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        padding: Tensor | None,
+        is_causal: bool,
+        pos: Tensor | None = None,
     ) -> Tensor:
         out, _ = self.self_attn(
             x,
@@ -398,12 +454,21 @@ class eTransformerDecoderLayer(eModule):
             key_padding_mask=padding,
             need_weights=False,
             is_causal=is_causal,
+            query_pos=pos,
+            key_pos=pos,
         )
         dropped: Tensor = self.dropout1(out)
         return dropped
 
     def _mha_block(
-        self, x: Tensor, mem: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        mem: Tensor,
+        mask: Tensor | None,
+        padding: Tensor | None,
+        is_causal: bool,
+        pos: Tensor | None = None,
+        mem_pos: Tensor | None = None,
     ) -> Tensor:
         out, _ = self.multihead_attn(
             x,
@@ -413,6 +478,8 @@ class eTransformerDecoderLayer(eModule):
             key_padding_mask=padding,
             need_weights=False,
             is_causal=is_causal,
+            query_pos=pos,
+            key_pos=mem_pos,
         )
         dropped: Tensor = self.dropout2(out)
         return dropped
@@ -427,6 +494,9 @@ class eTransformerDecoderLayer(eModule):
         memory_key_padding_mask: Tensor | None = None,
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
+        *,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
     ) -> Tensor:
         """Run the layer.
 
@@ -439,6 +509,11 @@ class eTransformerDecoderLayer(eModule):
             memory_key_padding_mask: ``(N, S)``.
             tgt_is_causal: Causal self-attention when ``tgt_mask`` is None.
             memory_is_causal: Causal cross-attention when ``memory_mask`` is None.
+            tgt_pos: ``(T,)`` or ``(N, T)`` integer positions of the target tokens for the
+                ``pos_encoding`` (default ``0..T-1``); queries and keys of both attentions share
+                one time frame, so cross-attention sees ``memory_pos - tgt_pos``.
+            memory_pos: ``(S,)`` or ``(N, S)`` integer positions of the memory tokens (default
+                ``0..S-1``).
 
         Returns:
             Tensor of the shape of ``tgt``.
@@ -448,24 +523,41 @@ class eTransformerDecoderLayer(eModule):
         x: Tensor = tgt
         if self.norm_first:
             x = _residual(
-                x, self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+                x,
+                self._sa_block(
+                    self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal, tgt_pos
+                ),
             )
             x = _residual(
                 x,
                 self._mha_block(
-                    self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal
+                    self.norm2(x),
+                    memory,
+                    memory_mask,
+                    memory_key_padding_mask,
+                    memory_is_causal,
+                    tgt_pos,
+                    memory_pos,
                 ),
             )
             x = _residual(x, self.dropout3(self.ff(self.norm3(x))))
         else:
             x = self.norm1(
-                _residual(x, self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+                _residual(
+                    x, self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal, tgt_pos)
+                )
             )
             x = self.norm2(
                 _residual(
                     x,
                     self._mha_block(
-                        x, memory, memory_mask, memory_key_padding_mask, memory_is_causal
+                        x,
+                        memory,
+                        memory_mask,
+                        memory_key_padding_mask,
+                        memory_is_causal,
+                        tgt_pos,
+                        memory_pos,
                     ),
                 )
             )
@@ -484,6 +576,9 @@ class eTransformerDecoderLayer(eModule):
             memory_key_padding_mask: Tensor | None = None,
             tgt_is_causal: bool = False,
             memory_is_causal: bool = False,
+            *,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
         ) -> Tensor: ...
 
 
@@ -524,12 +619,18 @@ class eTransformerEncoder(eModule):
         mask: Tensor | None = None,
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
+        *,
+        src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerEncoderLayer`."""
         x = src
         for layer in self.layers:
             x = layer(
-                x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+                x,
+                src_mask=mask,
+                src_key_padding_mask=src_key_padding_mask,
+                is_causal=is_causal,
+                src_pos=src_pos,
             )
         return x if self.norm is None else self.norm(x)
 
@@ -541,6 +642,8 @@ class eTransformerEncoder(eModule):
             mask: Tensor | None = None,
             src_key_padding_mask: Tensor | None = None,
             is_causal: bool = False,
+            *,
+            src_pos: Tensor | None = None,
         ) -> Tensor: ...
 
 
@@ -575,6 +678,9 @@ class eTransformerDecoder(eModule):
         memory_key_padding_mask: Tensor | None = None,
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
+        *,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerDecoderLayer`."""
         x = tgt
@@ -588,6 +694,8 @@ class eTransformerDecoder(eModule):
                 memory_key_padding_mask=memory_key_padding_mask,
                 tgt_is_causal=tgt_is_causal,
                 memory_is_causal=memory_is_causal,
+                tgt_pos=tgt_pos,
+                memory_pos=memory_pos,
             )
         return x if self.norm is None else self.norm(x)
 
@@ -603,4 +711,7 @@ class eTransformerDecoder(eModule):
             memory_key_padding_mask: Tensor | None = None,
             tgt_is_causal: bool = False,
             memory_is_causal: bool = False,
+            *,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
         ) -> Tensor: ...
