@@ -13,6 +13,19 @@ from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
 from elayers._module import eModule
 from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._plain_transformer import (
+    PositionalTransformerDecoder,
+    PositionalTransformerDecoderLayer,
+    PositionalTransformerEncoder,
+    PositionalTransformerEncoderLayer,
+)
+from elayers._positional import (
+    ATTENTION_POS_ENCODINGS,
+    AttentionPosEncoding,
+    PositionalMultiheadAttention,
+    RelativePositionBias,
+    RotaryEmbedding,
+)
 from elayers._transformer import (
     NORM_MODULES,
     NormModule,
@@ -27,10 +40,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "ATTENTION_POS_ENCODINGS",
     "NORM_MODULES",
     "Activation",
+    "AttentionPosEncoding",
     "InvariantBias",
     "NormModule",
+    "PositionalMultiheadAttention",
+    "PositionalTransformerDecoder",
+    "PositionalTransformerDecoderLayer",
+    "PositionalTransformerEncoder",
+    "PositionalTransformerEncoderLayer",
+    "RelativePositionBias",
+    "RotaryEmbedding",
     "__version__",
     "eAffine",
     "eLayerNorm",
