@@ -311,8 +311,20 @@ def test_state_and_optim_groups_of_the_positional_models(kind: str, pos: str) ->
     assert pos in repr(model)
 
 
-@pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("pos", POS_ENCODINGS)
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("kind", "pos"),
+    [
+        ("equi", "rope"),
+        ("base", "relative"),
+        pytest.param("equi", "relative", marks=_SLOW),
+        pytest.param("equi", "absolute", marks=_SLOW),
+        pytest.param("base", "rope", marks=_SLOW),
+        pytest.param("base", "absolute", marks=_SLOW),
+    ],
+)
 def test_compile_with_masks(kind: str, pos: str) -> None:
     torch._dynamo.reset()
     model = _model(kind, pos, True, 1).train()
@@ -332,8 +344,17 @@ def test_compile_with_masks(kind: str, pos: str) -> None:
     )
 
 
-@pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("pos", POS_ENCODINGS)
+@pytest.mark.parametrize(
+    ("kind", "pos"),
+    [
+        ("equi", "rope"),
+        ("equi", "relative"),
+        ("base", "rope"),
+        ("base", "relative"),
+        pytest.param("equi", "absolute", marks=_SLOW),
+        pytest.param("base", "absolute", marks=_SLOW),
+    ],
+)
 def test_torch_export_with_masks_and_dynamic_batch(kind: str, pos: str) -> None:
     model = _model(kind, pos, True, 1)
     X, k, Z = _data(model, batch=3)

@@ -52,7 +52,11 @@ def check_positions(pos: Tensor | None, name: str, batch: int, length: int) -> N
     ):
         got = f"dtype {pos.dtype}" if isinstance(pos, Tensor) else type(pos).__name__
         raise TypeError(f"{name} must be an integer tensor of positions; got {got}.")
-    if tuple(pos.shape) not in ((length,), (batch, length)):
+    # By rank first: comparing (N, L) with (L,) element-wise would guard N != L under export.
+    if not (
+        (pos.ndim == 1 and pos.shape[0] == length)
+        or (pos.ndim == 2 and pos.shape[0] == batch and pos.shape[1] == length)
+    ):
         raise ValueError(
             f"{name} must have shape (L,) = ({length},) or (N, L) = ({batch}, {length}); "
             f"got {tuple(pos.shape)}."
