@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from eregressors import GenCondRegressor
+from eregressors import GenCondRegressor, PosEncoding
 from ereps import Group, Representation
 
 __all__ = [
@@ -379,6 +379,7 @@ class ModelConfig:
         num_cond_layers: Encoder layers over the conditioning tokens (0: an MLP).
         p_drop_emb: Dropout on embeddings.
         p_drop_attn: Dropout in attention blocks.
+        pos_encoding: ``"absolute"`` (learned tables), ``"relative"`` or ``"rope"``.
     """
 
     kind: ModelKind
@@ -391,6 +392,7 @@ class ModelConfig:
     num_cond_layers: int = 0
     p_drop_emb: float = 0.0
     p_drop_attn: float = 0.0
+    pos_encoding: PosEncoding = "absolute"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dictionary (storable in a ``weights_only`` checkpoint)."""
@@ -429,6 +431,7 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
             p_drop_emb=config.p_drop_emb,
             p_drop_attn=config.p_drop_attn,
             num_cond_layers=config.num_cond_layers,
+            pos_encoding=config.pos_encoding,
         )
     if config.kind == "baseline":
         return CondTransformerRegressor(
@@ -443,6 +446,7 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
             p_drop_emb=config.p_drop_emb,
             p_drop_attn=config.p_drop_attn,
             num_cond_layers=config.num_cond_layers,
+            pos_encoding=config.pos_encoding,
         )
     raise ValueError(f"ModelConfig.kind must be 'equivariant' or 'baseline'; got {config.kind!r}.")
 

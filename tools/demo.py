@@ -127,6 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch CPU threads, 0 for torch's default (default: 1, the fastest for "
         "this small model on a busy or 2-core machine)",
     )
+    parser.add_argument(
+        "--pos-encoding",
+        choices=["absolute", "relative", "rope"],
+        default="absolute",
+        help="positional encoding of both models (default: absolute)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     for name in (
@@ -411,6 +417,7 @@ def main(argv: list[str] | None = None) -> Path:
             embedding_dim=args.embedding_dim,
             num_layers=args.layers,
             num_attention_heads=args.heads,
+            pos_encoding=args.pos_encoding,
         )
         model = build_model(config, group).to(device)
         result = train(model, kind, (x_train, z_train), held_out, args)
