@@ -110,6 +110,36 @@ class RotaryEmbedding(nn.Module):
         self.base = float(base)
         self.num_pairs = head_dim // block // 2
 
+    def tables(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``cos`` and ``sin`` of the angles of ``positions``, shaped for :meth:`rotate`.
+
+        Args:
+            positions: ``(T,)`` or ``(N, T)`` integer positions.
+            dtype: dtype of the tensors to rotate.
+
+        Returns:
+            ``(cos, sin)``, each ``(T, P, 1)`` or ``(N, 1, T, P, 1)``.
+        """
+        # Angles in float64 for float64 inputs, float32 otherwise (bf16 angles are too coarse).
+        ct = torch.float64 if dtype == torch.float64 else torch.float32
+        exponent = torch.arange(self.num_pairs, device=positions.device, dtype=ct)
+        freq = torch.pow(self.base, -exponent / self.num_pairs)  # (P,)
+        angles = positions.to(ct).unsqueeze(-1) * freq  # (..., T, P)
+        if angles.ndim == 3:
+            angles = angles.unsqueeze(1)  # (N, 1, T, P): one table for all heads
+        angles = angles.unsqueeze(-1)  # broadcast over the coordinates of a block
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Rotate ``x`` ``(N, H, T, d)`` with tables from :meth:`tables`."""
+        half = self.num_pairs * self.block
+        shape = (self.num_pairs, self.block)
+        x1 = x[..., :half].unflatten(-1, shape)
+        x2 = x[..., half : 2 * half].unflatten(-1, shape)
+        y1 = (x1 * cos - x2 * sin).flatten(-2)
+        y2 = (x2 * cos + x1 * sin).flatten(-2)
+        return torch.cat((y1, y2, x[..., 2 * half :]), dim=-1)
+
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` by the angles of ``positions``.
 
@@ -120,18 +150,8 @@ class RotaryEmbedding(nn.Module):
         Returns:
             Tensor of the shape of ``x``.
         """
-        half = self.num_pairs * self.block
-        # Angles in float64 for float64 inputs, float32 otherwise (bf16 angles are too coarse).
-        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
-        exponent = torch.arange(self.num_pairs, device=x.device, dtype=ct) / self.num_pairs
-        freq = torch.pow(self.base, -exponent)  # (P,)
-        angles = positions.to(ct).unsqueeze(-1) * freq  # (..., T, P)
-        angles = angles.repeat_interleave(self.block, dim=-1)  # (..., T, P·b)
-        if angles.ndim == 3:
-            angles = angles.unsqueeze(1)  # (N, 1, T, P·b): one table for all heads
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest), dim=-1)
+        cos, sin = self.tables(positions, x.dtype)
+        return self.rotate(x, cos, sin)
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, block={self.block}, pairs={self.num_pairs}"
@@ -293,13 +313,20 @@ def attend(
     t_k = k.shape[2]
     bias: Tensor | None = None
     if rotary is not None or relative_bias is not None:
+        if key_pos is None and query_pos is None and t_q == t_k:
+            query_pos = key_pos = torch.arange(t_q, device=q.device)
         if query_pos is None:
             query_pos = torch.arange(t_q, device=q.device)
         if key_pos is None:
             key_pos = torch.arange(t_k, device=q.device)
         if rotary is not None:
-            q = rotary(q, query_pos)
-            k = rotary(k, key_pos)
+            q_cos, q_sin = rotary.tables(query_pos, q.dtype)
+            # Self-attention passes one position tensor for both: one table.
+            k_cos, k_sin = (
+                (q_cos, q_sin) if key_pos is query_pos else rotary.tables(key_pos, k.dtype)
+            )
+            q = rotary.rotate(q, q_cos, q_sin)
+            k = rotary.rotate(k, k_cos, k_sin)
         if relative_bias is not None:
             bias = relative_bias(query_pos, key_pos).to(q.dtype)
     if is_causal and attn_mask is None and (key_padding_mask is not None or bias is not None):
