@@ -118,7 +118,8 @@ class RotaryEmbedding(nn.Module):
             dtype: dtype of the tensors to rotate.
 
         Returns:
-            ``(cos, sin)``, each ``(T, P, 1)`` or ``(N, 1, T, P, 1)``.
+            ``(cos, sin)``, each ``(T, 2, P, 1)`` or ``(N, 1, T, 2, P, 1)``; ``sin`` carries the
+            signs of the rotation (``-sin`` for the first half, ``+sin`` for the second).
         """
         # Angles in float64 for float64 inputs, float32 otherwise (bf16 angles are too coarse).
         ct = torch.float64 if dtype == torch.float64 else torch.float32
@@ -127,18 +128,24 @@ class RotaryEmbedding(nn.Module):
         angles = positions.to(ct).unsqueeze(-1) * freq  # (..., T, P)
         if angles.ndim == 3:
             angles = angles.unsqueeze(1)  # (N, 1, T, P): one table for all heads
-        angles = angles.unsqueeze(-1)  # broadcast over the coordinates of a block
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        # (..., T, 1, P, 1): broadcast over the two halves and over the coordinates of a block.
+        angles = angles.unsqueeze(-2).unsqueeze(-1)
+        cos, sin = angles.cos(), angles.sin()
+        signed = torch.cat((-sin, sin), dim=-3)
+        return cos.expand_as(signed).to(dtype), signed.to(dtype)
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """Rotate ``x`` ``(N, H, T, d)`` with tables from :meth:`tables`."""
+        """Rotate ``x`` ``(N, H, T, d)`` with tables from :meth:`tables`.
+
+        ``[x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin]`` as ``x·cos + swap(x)·sin`` with signed
+        ``sin``: three passes over the data (a flip, a product and a fused multiply-add).
+        """
         half = self.num_pairs * self.block
-        shape = (self.num_pairs, self.block)
-        x1 = x[..., :half].unflatten(-1, shape)
-        x2 = x[..., half : 2 * half].unflatten(-1, shape)
-        y1 = (x1 * cos - x2 * sin).flatten(-2)
-        y2 = (x2 * cos + x1 * sin).flatten(-2)
-        return torch.cat((y1, y2, x[..., 2 * half :]), dim=-1)
+        pairs = x[..., : 2 * half].unflatten(-1, (2, self.num_pairs, self.block))
+        out = torch.addcmul(pairs * cos, pairs.flip(-3), sin).flatten(-3)
+        if 2 * half == x.shape[-1]:
+            return out
+        return torch.cat((out, x[..., 2 * half :]), dim=-1)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` by the angles of ``positions``.
