@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -109,7 +110,9 @@ def test_attention_with_positions_is_equivariant(key: str, pos: str, masked: boo
     pad[0, -2:] = True
     q_pos = torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5]])
     k_pos = torch.tensor([-1, 0, 1, 2, 3])
-    kw = {"key_padding_mask": pad, "attn_mask": C.seeded_randn(t_q, t_k) > 1.0} if masked else {}
+    kw: dict[str, Any] = (
+        {"key_padding_mask": pad, "attn_mask": C.seeded_randn(t_q, t_k) > 1.0} if masked else {}
+    )
 
     def cross(a: Tensor, b: Tensor) -> Tensor:
         out, _ = module(a, b, b, need_weights=False, query_pos=q_pos, key_pos=k_pos, **kw)
@@ -165,7 +168,11 @@ def test_plain_twin_computes_the_same_function(pos: str, need_weights: bool) -> 
     x, m = C.seeded_randn(2, 3, 24), C.seeded_randn(2, 5, 24, seed=4)
     pad = torch.zeros(2, 5, dtype=torch.bool)
     pad[1, -1] = True
-    kw = {"key_padding_mask": pad, "need_weights": need_weights, "key_pos": torch.arange(5) - 1}
+    kw: dict[str, Any] = {
+        "key_padding_mask": pad,
+        "need_weights": need_weights,
+        "key_pos": torch.arange(5) - 1,
+    }
     out, w = module(x, m, m, **kw)
     out_t, w_t = twin(x, m, m, **kw)
     torch.testing.assert_close(out, out_t)

@@ -240,6 +240,8 @@ def test_equivariance_by_hand() -> None:
 def test_positional_and_step_embeddings_are_invariant_and_informative() -> None:
     model = _model("D6")
     copies = model.embedding_dim // 12
+    assert model.pos_emb is not None
+    assert model.cond_pos_emb is not None
     assert model.pos_emb.shape == (1, 5, copies)
     assert model.cond_pos_emb.shape == (1, 4, copies)
     assert float(model.pos_emb.detach().std()) > 0.005, "random, not zero"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import random
+from typing import Any
 
 import escnn.group as eg
 import pytest
@@ -33,26 +34,26 @@ T_X, T_Z = 6, 4
 def _reps(name: str) -> tuple[Representation, Representation, Representation, int, int]:
     """(in_rep, cond_rep, out_rep, embedding_dim, heads); two copies per head for "rope"."""
     if name == "C8":
-        G = eg.cyclic_group(8)
+        C8 = eg.cyclic_group(8)
         return (
-            direct_sum([G.irrep(1), G.trivial_representation]),
-            direct_sum([G.irrep(2), G.irrep(1), G.irrep(4)]),
-            G.irrep(3),
+            direct_sum([C8.irrep(1), C8.trivial_representation]),
+            direct_sum([C8.irrep(2), C8.irrep(1), C8.irrep(4)]),
+            C8.irrep(3),
             32,
             2,
         )
     if name == "D3":
-        G = eg.dihedral_group(3)
+        D3 = eg.dihedral_group(3)
         return (
-            direct_sum([G.irrep(1, 1), G.trivial_representation]),
-            direct_sum([G.irrep(1, 1), G.irrep(1, 0), G.irrep(1, 1)]),
-            G.irrep(1, 1),
+            direct_sum([D3.irrep(1, 1), D3.trivial_representation]),
+            direct_sum([D3.irrep(1, 1), D3.irrep(1, 0), D3.irrep(1, 1)]),
+            D3.irrep(1, 1),
             24,
             2,
         )
-    G = eg.ico_group()
-    standard: Representation = G.standard_representation  # type: ignore[attr-defined]
-    return direct_sum([standard, G.trivial_representation]), G.irrep(2), standard, 120, 1
+    ico = eg.ico_group()
+    standard: Representation = ico.standard_representation
+    return direct_sum([standard, ico.trivial_representation]), ico.irrep(2), standard, 120, 1
 
 
 def _model(
@@ -331,7 +332,7 @@ def test_compile_with_masks(kind: str, pos: str) -> None:
     X, k, Z = _data(model)
     xm = torch.arange(T_X) >= torch.tensor([6, 4, 2])[:, None]
     zm = torch.arange(T_Z) < torch.tensor([0, 1, 2])[:, None]
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    compiled: Any = torch.compile(model, backend="aot_eager", fullgraph=True)
     got = compiled(X, k, Z, X_padding_mask=xm, Z_padding_mask=zm)
     backward(got.pow(2).sum())
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]

@@ -144,7 +144,7 @@ class PositionalTransformerEncoderLayer(_Block):
         src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run the layer (arguments as torch's, plus ``src_pos``: ``(S,)`` or ``(N, S)``)."""
-        x = src
+        x: Tensor = src
         mask, pad = src_mask, src_key_padding_mask
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), mask, pad, is_causal, src_pos)
@@ -272,7 +272,7 @@ class PositionalTransformerDecoderLayer(_Block):
             dropped: Tensor = self.dropout2(out)
             return dropped
 
-        x = tgt
+        x: Tensor = tgt
         if self.norm_first:
             x = x + sa(self.norm1(x))
             x = x + mha(self.norm2(x))
@@ -340,7 +340,8 @@ class PositionalTransformerEncoder(nn.Module):
                 src_pos=src_pos,
             )
         if self.norm is not None:
-            x = self.norm(x)
+            normed: Tensor = self.norm(x)
+            return normed
         return x
 
     if TYPE_CHECKING:
@@ -405,7 +406,8 @@ class PositionalTransformerDecoder(nn.Module):
                 memory_pos=memory_pos,
             )
         if self.norm is not None:
-            x = self.norm(x)
+            normed: Tensor = self.norm(x)
+            return normed
         return x
 
     if TYPE_CHECKING:

@@ -141,7 +141,7 @@ class RotaryEmbedding(nn.Module):
         ``sin``: three passes over the data (a flip, a product and a fused multiply-add).
         """
         half = self.num_pairs * self.block
-        pairs = x[..., : 2 * half].unflatten(-1, (2, self.num_pairs, self.block))
+        pairs = x[..., : 2 * half].view(*x.shape[:-1], 2, self.num_pairs, self.block)
         out = torch.addcmul(pairs * cos, pairs.flip(-3), sin).flatten(-3)
         if 2 * half == x.shape[-1]:
             return out

@@ -425,9 +425,14 @@ class eTransformerDecoderLayer(eModule):
             "rope_base": rope_base,
         }
         kw = {"dropout": dropout, "bias": bias, "batch_first": batch_first}
-        kw.update(pos_kw)
-        self.self_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
-        self.multihead_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
+        self.self_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw, **pos_kw)  # type: ignore[arg-type]
+        self.multihead_attn = eMultiheadAttention(
+            in_rep,
+            nhead,
+            init_scheme=init_scheme,
+            **kw,  # type: ignore[arg-type]
+            **pos_kw,  # type: ignore[arg-type]
+        )
         self.ff = _FeedForward(in_rep, dim_feedforward, dropout, activation, bias, init_scheme)
         self.norm1 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
         self.norm2 = make_norm(norm_module, in_rep, layer_norm_eps, bias)

@@ -360,6 +360,7 @@ class CondTransformerRegressor(GenCondRegressor):
                 )
             else:
                 memory = self.cond_encoder(memory)
+            tgt_mask: Tensor | None
             if X_padding_mask is not None:
                 # One explicit mask: padding queries' rows stay open (torch gives NaN otherwise).
                 tgt_mask = padded_self_mask(X_padding_mask, causal, self.num_attention_heads)
