@@ -380,6 +380,7 @@ class ModelConfig:
         p_drop_emb: Dropout on embeddings.
         p_drop_attn: Dropout in attention blocks.
         pos_encoding: ``"absolute"`` (learned tables), ``"relative"`` or ``"rope"``.
+        absolute_table: Add the absolute tables to ``"relative"``/``"rope"`` (None: the default).
     """
 
     kind: ModelKind
@@ -393,6 +394,7 @@ class ModelConfig:
     p_drop_emb: float = 0.0
     p_drop_attn: float = 0.0
     pos_encoding: PosEncoding = "absolute"
+    absolute_table: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dictionary (storable in a ``weights_only`` checkpoint)."""
@@ -432,6 +434,7 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
             p_drop_attn=config.p_drop_attn,
             num_cond_layers=config.num_cond_layers,
             pos_encoding=config.pos_encoding,
+            absolute_table=config.absolute_table,
         )
     if config.kind == "baseline":
         return CondTransformerRegressor(
@@ -447,6 +450,7 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
             p_drop_attn=config.p_drop_attn,
             num_cond_layers=config.num_cond_layers,
             pos_encoding=config.pos_encoding,
+            absolute_table=config.absolute_table,
         )
     raise ValueError(f"ModelConfig.kind must be 'equivariant' or 'baseline'; got {config.kind!r}.")
 

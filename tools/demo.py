@@ -133,6 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="absolute",
         help="positional encoding of both models (default: absolute)",
     )
+    parser.add_argument(
+        "--absolute-table",
+        action="store_true",
+        help="with --pos-encoding relative/rope: keep the absolute tables too",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     for name in (
@@ -418,6 +423,7 @@ def main(argv: list[str] | None = None) -> Path:
             num_layers=args.layers,
             num_attention_heads=args.heads,
             pos_encoding=args.pos_encoding,
+            absolute_table=True if args.absolute_table else None,
         )
         model = build_model(config, group).to(device)
         result = train(model, kind, (x_train, z_train), held_out, args)

@@ -296,6 +296,37 @@ def test_pos_encoding_options_are_validated() -> None:
 
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("pos", ["relative", "rope"])
+def test_absolute_table_on_top_of_relative_positions(kind: str, pos: str) -> None:
+    in_rep, cond_rep, out_rep, emb, heads = _reps("D3")
+    model: GenCondRegressor
+    if kind == "base":
+        model = CondTransformerRegressor(
+            3, 3, 3, T_X, T_Z, 1, 2, 16, pos_encoding=pos, absolute_table=True
+        )  # type: ignore[arg-type]
+    else:
+        model = eCondTransformerRegressor(
+            in_rep,
+            cond_rep,
+            out_rep,
+            T_X,
+            T_Z,
+            1,
+            heads,
+            emb,
+            pos_encoding=pos,
+            absolute_table=True,
+        )  # type: ignore[arg-type]
+    names = set(model.state_dict())
+    assert {"pos_emb", "cond_pos_emb"} <= names
+    assert any("relative_bias" in n for n in names) == (pos == "relative")
+    with pytest.raises(ValueError, match="needs its tables; got absolute_table=False"):
+        CondTransformerRegressor(3, 3, 3, 4, 2, absolute_table=False)
+    with pytest.raises(TypeError, match="absolute_table to be a bool"):
+        CondTransformerRegressor(3, 3, 3, 4, 2, absolute_table=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("pos", ["relative", "rope"])
 def test_state_and_optim_groups_of_the_positional_models(kind: str, pos: str) -> None:
     model = _model(kind, pos, False, 1)
     names = set(model.state_dict())

@@ -100,6 +100,9 @@ class CondTransformerRegressor(GenCondRegressor):
         num_cond_layers: Number of transformer encoder layers over the memory; ``0`` selects the MLP
             encoder.
         pos_encoding: Keyword-only. ``"absolute"``, ``"relative"`` or ``"rope"`` (see above).
+        absolute_table: Keyword-only. Whether to add the learned absolute tables too (default:
+            only for ``"absolute"``). ``"rope"``/``"relative"`` with the tables know absolute
+            slots again (better where targets depend on them) and lose the shift invariance.
         max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
             ``max(in_horizon, cond_horizon + 1)``.
 
@@ -146,6 +149,7 @@ class CondTransformerRegressor(GenCondRegressor):
         *,
         pos_encoding: PosEncoding = "absolute",
         max_relative_distance: int | None = None,
+        absolute_table: bool | None = None,
     ) -> None:
         name = type(self).__name__
         for arg, value in (
@@ -179,6 +183,15 @@ class CondTransformerRegressor(GenCondRegressor):
                 f"{name} with pos_encoding='rope' needs a head width of at least 2; got "
                 f"embedding_dim / num_attention_heads = {embedding_dim // num_attention_heads}."
             )
+        if absolute_table is None:
+            absolute_table = pos_encoding == "absolute"
+        if not isinstance(absolute_table, bool):
+            raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
+        if pos_encoding == "absolute" and not absolute_table:
+            raise ValueError(
+                f"{name} with pos_encoding='absolute' needs its tables; got absolute_table=False. "
+                "Use pos_encoding='relative' or 'rope' for a model without them."
+            )
         if max_relative_distance is None:
             max_relative_distance = max(in_horizon, cond_horizon + 1)
         _check_positive_int(name, "max_relative_distance", max_relative_distance)
@@ -195,11 +208,11 @@ class CondTransformerRegressor(GenCondRegressor):
         E = embedding_dim
         positional = pos_encoding != "absolute"
 
-        # Trunk input; absolute tables only for "absolute".
+        # Trunk input; absolute tables for "absolute" (or when asked for).
         self.input_emb = torch.nn.Linear(in_dim, E)
         self.pos_emb: torch.nn.Parameter | None = None
         self.cond_pos_emb: torch.nn.Parameter | None = None
-        if not positional:
+        if absolute_table:
             self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, E))
             self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, E))
         # Memory: step token first, then the conditioning tokens.

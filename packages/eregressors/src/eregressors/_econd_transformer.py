@@ -160,6 +160,9 @@ class eCondTransformerRegressor(GenCondRegressor):
         step_emb_dim: Keyword-only. Number of sinusoidal features of the step (even); defaults to
             ``embedding_dim`` rounded up to an even number.
         pos_encoding: Keyword-only. ``"absolute"``, ``"relative"`` or ``"rope"`` (see above).
+        absolute_table: Keyword-only. Whether to add the learned absolute tables too (default:
+            only for ``"absolute"``). ``"rope"``/``"relative"`` with the tables know absolute
+            slots again (better where targets depend on them) and lose the shift invariance.
         max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
             ``max(in_horizon, cond_horizon + 1)``, so no offset inside the horizons is clipped.
 
@@ -224,6 +227,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         step_emb_dim: int | None = None,
         pos_encoding: PosEncoding = "absolute",
         max_relative_distance: int | None = None,
+        absolute_table: bool | None = None,
     ) -> None:
         name = type(self).__name__
         out_rep = in_rep if out_rep is None else out_rep
@@ -297,6 +301,15 @@ class eCondTransformerRegressor(GenCondRegressor):
                 f"least 2 copies per head; got {copies} copies and {num_attention_heads} heads. "
                 f"Valid head counts: {[h for h in valid_head_counts(copies) if copies // h >= 2]}."
             )
+        if absolute_table is None:
+            absolute_table = pos_encoding == "absolute"
+        if not isinstance(absolute_table, bool):
+            raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
+        if pos_encoding == "absolute" and not absolute_table:
+            raise ValueError(
+                f"{name} with pos_encoding='absolute' needs its tables; got absolute_table=False. "
+                "Use pos_encoding='relative' or 'rope' for a model without them."
+            )
         if max_relative_distance is None:
             max_relative_distance = max(in_horizon, cond_horizon + 1)
         _check_positive_int(name, "max_relative_distance", max_relative_distance)
@@ -336,10 +349,10 @@ class eCondTransformerRegressor(GenCondRegressor):
 
         # Trunk input: equivariant embedding + invariant positional embedding (c numbers per token).
         self.input_emb = eLinear(in_rep, emb_rep, init_scheme=init_scheme)
-        # Absolute tables only for "absolute"; the other encodings live inside the attentions.
+        # Absolute tables for "absolute" (or when asked for); the others live in the attentions.
         self.pos_emb: torch.nn.Parameter | None = None
         self.cond_pos_emb: torch.nn.Parameter | None = None
-        if pos_encoding == "absolute":
+        if absolute_table:
             self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, copies))
             self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, copies))
         # Memory: step token (invariant) first, then the conditioning tokens.
