@@ -301,8 +301,17 @@ def test_absolute_table_on_top_of_relative_positions(kind: str, pos: str) -> Non
     model: GenCondRegressor
     if kind == "base":
         model = CondTransformerRegressor(
-            3, 3, 3, T_X, T_Z, 1, 2, 16, pos_encoding=pos, absolute_table=True
-        )  # type: ignore[arg-type]
+            3,
+            3,
+            3,
+            T_X,
+            T_Z,
+            1,
+            2,
+            16,
+            pos_encoding=pos,  # type: ignore[arg-type]
+            absolute_table=True,
+        )
     else:
         model = eCondTransformerRegressor(
             in_rep,
@@ -313,9 +322,9 @@ def test_absolute_table_on_top_of_relative_positions(kind: str, pos: str) -> Non
             1,
             heads,
             emb,
-            pos_encoding=pos,
+            pos_encoding=pos,  # type: ignore[arg-type]
             absolute_table=True,
-        )  # type: ignore[arg-type]
+        )
     names = set(model.state_dict())
     assert {"pos_emb", "cond_pos_emb"} <= names
     assert any("relative_bias" in n for n in names) == (pos == "relative")
