@@ -380,7 +380,7 @@ class ModelConfig:
         p_drop_emb: Dropout on embeddings.
         p_drop_attn: Dropout in attention blocks.
         pos_encoding: ``"absolute"`` (learned tables), ``"relative"`` or ``"rope"``.
-        absolute_table: Add the absolute tables to ``"relative"``/``"rope"`` (None: the default).
+        absolute_table: Whether ``"relative"``/``"rope"`` keep the learned tables too.
     """
 
     kind: ModelKind
@@ -394,7 +394,7 @@ class ModelConfig:
     p_drop_emb: float = 0.0
     p_drop_attn: float = 0.0
     pos_encoding: PosEncoding = "absolute"
-    absolute_table: bool | None = None
+    absolute_table: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dictionary (storable in a ``weights_only`` checkpoint)."""

@@ -134,9 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="positional encoding of both models (default: absolute)",
     )
     parser.add_argument(
-        "--absolute-table",
+        "--no-absolute-table",
         action="store_true",
-        help="with --pos-encoding relative/rope: keep the absolute tables too",
+        help="with --pos-encoding relative/rope: drop the learned tables (positions only in the "
+        "attentions)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> Path:
             num_layers=args.layers,
             num_attention_heads=args.heads,
             pos_encoding=args.pos_encoding,
-            absolute_table=True if args.absolute_table else None,
+            absolute_table=not args.no_absolute_table,
         )
         model = build_model(config, group).to(device)
         result = train(model, kind, (x_train, z_train), held_out, args)

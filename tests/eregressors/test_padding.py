@@ -65,8 +65,10 @@ def _model(
     group: str = "D3",
     norm_module: str = "rmsnorm",
     dtype: torch.dtype = torch.float32,
+    table: bool = True,
 ) -> GenCondRegressor:
     common = {
+        "absolute_table": table or pos == "absolute",
         "p_drop_emb": 0.0,
         "p_drop_attn": 0.0,
         "causal_attn": causal,
@@ -182,14 +184,18 @@ def test_right_padding_equals_the_shorter_sequences(
 
 
 @pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("pos", POS_ENCODINGS)
+@pytest.mark.parametrize(
+    ("pos", "table"),
+    [("absolute", True), ("relative", True), ("relative", False), ("rope", True), ("rope", False)],
+)
 @pytest.mark.parametrize(("causal", "ncl"), CONFIGS, ids=CONFIG_IDS)
-def test_common_shift_changes_nothing_without_absolute_tables(
-    kind: str, pos: str, causal: bool, ncl: int
+def test_common_shift_changes_nothing_with_relative_positions(
+    kind: str, pos: str, table: bool, causal: bool, ncl: int
 ) -> None:
     """Left-padding both sequences by the same offset moves every real token (and the step
-    token, which sits just before the first real Z token) by that offset."""
-    model = _model(kind, pos, causal, ncl)
+    token, which sits just before the first real Z token) by that offset; the tables of
+    "relative"/"rope" are read from the first real token, so they move along."""
+    model = _model(kind, pos, causal, ncl, table=table)
     X, k, Z = _data(model)
     lx, lz = 3, 2
     offsets = [1, 2, 2]
@@ -296,7 +302,7 @@ def test_pos_encoding_options_are_validated() -> None:
 
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("pos", ["relative", "rope"])
-def test_absolute_table_on_top_of_relative_positions(kind: str, pos: str) -> None:
+def test_relative_positions_without_absolute_tables(kind: str, pos: str) -> None:
     in_rep, cond_rep, out_rep, emb, heads = _reps("D3")
     model: GenCondRegressor
     if kind == "base":
@@ -310,7 +316,7 @@ def test_absolute_table_on_top_of_relative_positions(kind: str, pos: str) -> Non
             2,
             16,
             pos_encoding=pos,  # type: ignore[arg-type]
-            absolute_table=True,
+            absolute_table=False,
         )
     else:
         model = eCondTransformerRegressor(
@@ -323,21 +329,24 @@ def test_absolute_table_on_top_of_relative_positions(kind: str, pos: str) -> Non
             heads,
             emb,
             pos_encoding=pos,  # type: ignore[arg-type]
-            absolute_table=True,
+            absolute_table=False,
         )
     names = set(model.state_dict())
-    assert {"pos_emb", "cond_pos_emb"} <= names
+    assert not any("pos_emb" in n for n in names), "no tables"
     assert any("relative_bias" in n for n in names) == (pos == "relative")
+    default = _model(kind, pos, False, 0)
+    assert {"pos_emb", "cond_pos_emb"} <= set(default.state_dict()), "tables by default"
     with pytest.raises(ValueError, match="needs its tables; got absolute_table=False"):
         CondTransformerRegressor(3, 3, 3, 4, 2, absolute_table=False)
     with pytest.raises(TypeError, match="absolute_table to be a bool"):
         CondTransformerRegressor(3, 3, 3, 4, 2, absolute_table=1)  # type: ignore[arg-type]
+    _model(kind, pos, False, 0, table=False)
 
 
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("pos", ["relative", "rope"])
 def test_state_and_optim_groups_of_the_positional_models(kind: str, pos: str) -> None:
-    model = _model(kind, pos, False, 1)
+    model = _model(kind, pos, False, 1, table=False)
     names = set(model.state_dict())
     assert not any("pos_emb" in n for n in names), "no absolute tables"
     rel = [n for n in names if "relative_bias" in n]

@@ -19,6 +19,7 @@ from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
 from eregressors._masks import causal_memory_mask, causal_self_mask
 from eregressors._padding import (
     PosEncoding,
+    anchored_table_indices,
     check_padding_mask,
     check_pos_encoding,
     memory_padding,
@@ -78,12 +79,14 @@ class CondTransformerRegressor(GenCondRegressor):
     step ``t`` (slot by slot, as in the causal masks); the step token sits just before the first
     real conditioning token, at time ``f - 1`` (``f`` the first slot of ``Z`` that is not padding;
     ``-1`` without a mask). ``"absolute"`` (default): the learned tables above, by slot, and
-    torch's layers. ``"relative"``: no tables; a learned bias per head and clipped offset
-    ``clip(p_key - p_query, ±K)`` added to the logits of every attention. ``"rope"``: no tables;
+    torch's layers. ``"relative"``: a learned bias per head and clipped offset
+    ``clip(p_key - p_query, ±K)`` added to the logits of every attention. ``"rope"``:
     rotary embeddings (frequencies ``10000^{-i/(d/2)}``, the halves of each head paired) of the
     queries and keys of every attention. Both use :class:`elayers.PositionalTransformerDecoderLayer`
-    (torch's layer with positions; same parameter names). With them a common shift of both
-    sequences inside the horizon (left padding of both, masked) leaves the outputs unchanged.
+    (torch's layer with positions; same parameter names), and keep the tables
+    (``absolute_table=True``, the default) with rows by time since the first real token of ``X``
+    or ``Z``. With them a common shift of both sequences inside the horizon (left padding of
+    both, masked) leaves the outputs unchanged.
 
     Args:
         in_dim: Feature size ``d_x`` of the input tokens.
@@ -100,9 +103,9 @@ class CondTransformerRegressor(GenCondRegressor):
         num_cond_layers: Number of transformer encoder layers over the memory; ``0`` selects the MLP
             encoder.
         pos_encoding: Keyword-only. ``"absolute"``, ``"relative"`` or ``"rope"`` (see above).
-        absolute_table: Keyword-only. Whether to add the learned absolute tables too (default:
-            only for ``"absolute"``). ``"rope"``/``"relative"`` with the tables know absolute
-            slots again (better where targets depend on them) and lose the shift invariance.
+        absolute_table: Keyword-only. Whether ``"relative"``/``"rope"`` also add the learned
+            tables (default ``True``), with rows by time since the first real token, so that a
+            common shift still changes nothing; ``False`` leaves positions to the attentions.
         max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
             ``max(in_horizon, cond_horizon + 1)``.
 
@@ -149,7 +152,7 @@ class CondTransformerRegressor(GenCondRegressor):
         *,
         pos_encoding: PosEncoding = "absolute",
         max_relative_distance: int | None = None,
-        absolute_table: bool | None = None,
+        absolute_table: bool = True,
     ) -> None:
         name = type(self).__name__
         for arg, value in (
@@ -183,8 +186,6 @@ class CondTransformerRegressor(GenCondRegressor):
                 f"{name} with pos_encoding='rope' needs a head width of at least 2; got "
                 f"embedding_dim / num_attention_heads = {embedding_dim // num_attention_heads}."
             )
-        if absolute_table is None:
-            absolute_table = pos_encoding == "absolute"
         if not isinstance(absolute_table, bool):
             raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
         if pos_encoding == "absolute" and not absolute_table:
@@ -335,14 +336,32 @@ class CondTransformerRegressor(GenCondRegressor):
         causal = self.causal_attn
         mem_pad = memory_padding(Z_padding_mask)
 
+        x_table = z_table = None
+        if self.pos_emb is not None and self.cond_pos_emb is not None:
+            if self.pos_encoding == "absolute" or (
+                X_padding_mask is None and Z_padding_mask is None
+            ):
+                x_table = self.pos_emb[:, :T_x]
+                z_table = self.cond_pos_emb[:, : T_z + 1]
+            else:
+                # Tables on top of relative positions: rows by time since the first real token.
+                x_rows, z_rows = anchored_table_indices(
+                    X_padding_mask,
+                    Z_padding_mask,
+                    (X.shape[0], T_x, T_z),
+                    (self.in_horizon, self.cond_horizon),
+                    X.device,
+                )
+                x_table, z_table = self.pos_emb[0][x_rows], self.cond_pos_emb[0][z_rows]
+
         step_token = self.step_emb(step).unsqueeze(1)  # (B, 1, E)
         memory = torch.cat((step_token, self.cond_emb(Z)), dim=1)
-        if self.cond_pos_emb is not None:
-            memory = memory + self.cond_pos_emb[:, : T_z + 1]
+        if z_table is not None:
+            memory = memory + z_table
         memory = self.drop(memory)
         x = self.input_emb(X)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb[:, :T_x]
+        if x_table is not None:
+            x = x + x_table
         x = self.drop(x)
         memory_mask = causal_memory_mask(T_x, T_z, device=X.device) if causal else None
 

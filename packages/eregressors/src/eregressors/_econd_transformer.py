@@ -27,6 +27,7 @@ from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
 from eregressors._padding import (
     PosEncoding,
+    anchored_table_indices,
     check_padding_mask,
     check_pos_encoding,
     memory_padding,
@@ -123,10 +124,10 @@ class eCondTransformerRegressor(GenCondRegressor):
     slot of ``Z`` that is not padding; ``-1`` without a mask).
 
     - ``"absolute"`` (default, the seed's): the learned invariant tables above, by slot.
-    - ``"relative"``: no tables; every attention adds a learned bias per head and clipped offset
+    - ``"relative"``: every attention adds a learned bias per head and clipped offset
       ``clip(p_key - p_query, ±K)``, ``K = max_relative_distance``, to its logits. A number per
       head is invariant, so the logits stay invariant.
-    - ``"rope"``: no tables; rotary embeddings of queries and keys in every attention. A head's
+    - ``"rope"``: rotary embeddings of queries and keys in every attention. A head's
       queries and keys are ``c_h`` regular copies ``q_{i,a}`` (copy ``i``, group coordinate
       ``a``) on which ``g`` acts by one permutation ``P_g`` of ``a`` in every copy. The rotation
       takes *pairs of copies* ``(q_{i,a}, q_{i+P,a})``, ``P = ⌊c_h/2⌋``, and turns them by the
@@ -135,9 +136,13 @@ class eCondTransformerRegressor(GenCondRegressor):
       ``⟨R_p P_g q, R_{p'} P_g k⟩ = ⟨R_p q, R_{p'} k⟩ = ⟨q, R_{p'-p} k⟩``: the logits stay
       invariant and depend on relative time only. Needs ``c / num_attention_heads >= 2``.
 
-    With ``"relative"`` or ``"rope"`` nothing depends on absolute time: shifting both sequences
-    by a common offset inside the horizon (left-padding both by ``a`` slots and masking them)
-    leaves the outputs at the real positions unchanged.
+    With ``"relative"`` and ``"rope"`` the tables above are kept (``absolute_table=True``, the
+    default; without them the attentions alone see where a token is, and the demo task trains
+    much worse) but read by time since the first real token of ``X`` or ``Z`` (the earliest real
+    slot is row 0; without masks that is the slot itself). So nothing depends on absolute slots:
+    shifting both sequences by a common offset inside the horizon (left-padding both by ``a``
+    slots and masking them) leaves the outputs at the real positions unchanged, with or without
+    the tables.
 
     Equivariance holds exactly in eval mode (dropout masks are not equivariant sample by sample).
 
@@ -160,9 +165,9 @@ class eCondTransformerRegressor(GenCondRegressor):
         step_emb_dim: Keyword-only. Number of sinusoidal features of the step (even); defaults to
             ``embedding_dim`` rounded up to an even number.
         pos_encoding: Keyword-only. ``"absolute"``, ``"relative"`` or ``"rope"`` (see above).
-        absolute_table: Keyword-only. Whether to add the learned absolute tables too (default:
-            only for ``"absolute"``). ``"rope"``/``"relative"`` with the tables know absolute
-            slots again (better where targets depend on them) and lose the shift invariance.
+        absolute_table: Keyword-only. Whether ``"relative"``/``"rope"`` also add the learned
+            tables (default ``True``), with rows by time since the first real token, so that a
+            common shift still changes nothing; ``False`` leaves positions to the attentions.
         max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
             ``max(in_horizon, cond_horizon + 1)``, so no offset inside the horizons is clipped.
 
@@ -227,7 +232,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         step_emb_dim: int | None = None,
         pos_encoding: PosEncoding = "absolute",
         max_relative_distance: int | None = None,
-        absolute_table: bool | None = None,
+        absolute_table: bool = True,
     ) -> None:
         name = type(self).__name__
         out_rep = in_rep if out_rep is None else out_rep
@@ -301,8 +306,6 @@ class eCondTransformerRegressor(GenCondRegressor):
                 f"least 2 copies per head; got {copies} copies and {num_attention_heads} heads. "
                 f"Valid head counts: {[h for h in valid_head_counts(copies) if copies // h >= 2]}."
             )
-        if absolute_table is None:
-            absolute_table = pos_encoding == "absolute"
         if not isinstance(absolute_table, bool):
             raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
         if pos_encoding == "absolute" and not absolute_table:
@@ -443,11 +446,29 @@ class eCondTransformerRegressor(GenCondRegressor):
             x_pos = torch.arange(T_x, device=X.device)
             mem_pos = memory_positions(T_z, Z_padding_mask, X.device)
 
+        x_table = z_table = None
+        if self.pos_emb is not None and self.cond_pos_emb is not None:
+            if self.pos_encoding == "absolute" or (
+                X_padding_mask is None and Z_padding_mask is None
+            ):
+                x_table = self.pos_emb[:, :T_x]
+                z_table = self.cond_pos_emb[:, : T_z + 1]
+            else:
+                # Tables on top of relative positions: rows by time since the first real token.
+                x_rows, z_rows = anchored_table_indices(
+                    X_padding_mask,
+                    Z_padding_mask,
+                    (X.shape[0], T_x, T_z),
+                    (self.in_horizon, self.cond_horizon),
+                    X.device,
+                )
+                x_table, z_table = self.pos_emb[0][x_rows], self.cond_pos_emb[0][z_rows]
+
         step_token = self._expand_invariant(self.step_emb(step)).unsqueeze(1)  # (B, 1, E)
         cond_tokens = self.cond_emb(Z)  # (B, T_z, E)
         memory = torch.cat((step_token.to(cond_tokens.dtype), cond_tokens), dim=1)
-        if self.cond_pos_emb is not None:
-            memory = memory + self._expand_invariant(self.cond_pos_emb[:, : T_z + 1])
+        if z_table is not None:
+            memory = memory + self._expand_invariant(z_table)
         memory = self.drop(memory)
         if isinstance(self.cond_encoder, eTransformerEncoder):
             memory = self.cond_encoder(
@@ -457,8 +478,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             memory = self.cond_encoder(memory)
 
         x = self.input_emb(X)
-        if self.pos_emb is not None:
-            x = x + self._expand_invariant(self.pos_emb[:, :T_x])
+        if x_table is not None:
+            x = x + self._expand_invariant(x_table)
         x = self.drop(x)
         memory_mask = causal_memory_mask(T_x, T_z, device=X.device) if self.causal_attn else None
         x = self.decoder(

@@ -112,3 +112,42 @@ def padded_self_mask(X_padding_mask: Tensor, causal: bool, num_heads: int) -> Te
         forbid = forbid | later
     forbid = forbid & ~X_padding_mask.unsqueeze(2)
     return forbid.repeat_interleave(num_heads, dim=0)
+
+
+def _first_real(mask: Tensor | None, batch: int, device: torch.device) -> Tensor:
+    """First slot that is not padding, per row ``(B,)`` (0 without a mask or for all padding)."""
+    if mask is None:
+        return torch.zeros(batch, dtype=torch.int64, device=device)
+    return (~mask).to(torch.int64).argmax(dim=1)
+
+
+def anchored_table_indices(
+    X_padding_mask: Tensor | None,
+    Z_padding_mask: Tensor | None,
+    shape: tuple[int, int, int],
+    horizons: tuple[int, int],
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """Rows of the absolute tables for ``"relative"``/``"rope"``: time since the first real token.
+
+    The anchor is the earliest real slot of ``X`` or ``Z`` (per sample; 0 without masks, where
+    the rows are the slots themselves), so a common shift of both sequences picks the same rows.
+
+    Args:
+        X_padding_mask: ``(B, T_x)`` or ``None``.
+        Z_padding_mask: ``(B, T_z)`` or ``None``.
+        shape: ``(B, T_x, T_z)``.
+        horizons: ``(in_horizon, cond_horizon)``, the table sizes (``cond_horizon + 1`` rows).
+        device: Device of the indices.
+
+    Returns:
+        ``(B, T_x)`` rows of the input table and ``(B, T_z + 1)`` rows of the memory table (row 0:
+        the step token); padding tokens are clamped into the tables.
+    """
+    batch, t_x, t_z = shape
+    anchor = torch.minimum(
+        _first_real(X_padding_mask, batch, device), _first_real(Z_padding_mask, batch, device)
+    ).unsqueeze(1)
+    x_rows = (torch.arange(t_x, device=device) - anchor).clamp(0, horizons[0] - 1)
+    z_rows = (torch.arange(1, t_z + 1, device=device) - anchor).clamp(1, horizons[1])
+    return x_rows, torch.cat((torch.zeros_like(z_rows[:, :1]), z_rows), dim=1)
