@@ -459,7 +459,7 @@ class eCondTransformerRegressor(GenCondRegressor):
                     X_padding_mask,
                     Z_padding_mask,
                     (X.shape[0], T_x, T_z),
-                    (self.in_horizon, self.cond_horizon),
+                    (self.pos_emb.shape[1], self.cond_pos_emb.shape[1] - 1),
                     X.device,
                 )
                 x_table, z_table = self.pos_emb[0][x_rows], self.cond_pos_emb[0][z_rows]
