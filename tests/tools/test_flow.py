@@ -266,6 +266,7 @@ def test_model_config_pos_encoding(pos: str) -> None:
     old = ModelConfig("equivariant", "D4", 16, 4, 16, 1, 1).to_dict()
     del old["pos_encoding"], old["absolute_table"]
     assert ModelConfig.from_dict(old).pos_encoding == "absolute", "older configs still load"
+    group = parse_planar_group("D4")
     for kind in ("equivariant", "baseline"):
         for table in (False, True):
             config = ModelConfig(kind, "D4", 6, 2, 16, 1, 1, pos_encoding=pos, absolute_table=table)  # type: ignore[arg-type]
