@@ -217,7 +217,7 @@ def test_attention_rejects_bad_positions_and_options() -> None:
         plain(x, x, x, query_pos=torch.zeros(3))
     with pytest.raises(ValueError, match=r"key_pos must have shape \(L,\) = \(3,\)"):
         plain(x, x, x, key_pos=torch.arange(4))
-    none = eMultiheadAttention(C.rep("C8", "4reg"), 2)
+    none = eMultiheadAttention(C.rep("C8", "4reg"), 2).double()
     with pytest.raises(ValueError, match="has no pos_encoding"):
         none(x, x, x, query_pos=torch.arange(3))
     with pytest.raises(ValueError, match="pos_encoding to be None or one of"):

@@ -154,7 +154,9 @@ def anchored_table_indices(
     ).unsqueeze(1)
     x_rows = (torch.arange(t_x, device=device) - anchor).clamp(0, horizons[0] - 1)
     z_rows = (torch.arange(1, t_z + 1, device=device) - anchor).clamp(1, horizons[1])
-    return x_rows, torch.cat((torch.zeros_like(z_rows[:, :1]), z_rows), dim=1)
+    # Row 0 for the step token, built explicitly: without conditioning z_rows is (B, 0).
+    step_row = torch.zeros(batch, 1, dtype=z_rows.dtype, device=device)
+    return x_rows, torch.cat((step_row, z_rows), dim=1)
 
 
 def run_trunk(

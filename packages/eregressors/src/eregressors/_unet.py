@@ -144,6 +144,7 @@ class ConditionalUnet1D(GenCondRegressor):
             ``n_groups`` does not divide every width.
 
     Examples:
+        >>> import torch
         >>> model = ConditionalUnet1D(2, 3, cond_horizon=2, down_dims=(16, 32), n_groups=4)
         >>> model(torch.randn(5, 13, 2), 10, torch.randn(5, 2, 3)).shape
         torch.Size([5, 13, 2])
