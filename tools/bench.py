@@ -357,9 +357,9 @@ def bench_positions(args: argparse.Namespace, device: torch.device) -> list[Posi
                     ).to(device)
                 else:
                     models[pos] = CondTransformerRegressor(
-                        in_rep.size,
-                        in_rep.size,
-                        cond_rep.size,
+                        in_rep.size,  # in_dim
+                        cond_rep.size,  # cond_dim
+                        in_rep.size,  # out_dim
                         args.in_horizon,
                         args.cond_horizon,
                         **shared,

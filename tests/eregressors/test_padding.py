@@ -77,9 +77,9 @@ def _model(
     model: GenCondRegressor
     if kind == "base":
         model = CondTransformerRegressor(
-            3,
-            3,
-            4,
+            3,  # in_dim
+            4,  # cond_dim
+            3,  # out_dim
             T_X,
             T_Z,
             2,
