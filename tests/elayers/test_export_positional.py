@@ -55,10 +55,9 @@ def _inputs(dtype: torch.dtype, masked: bool) -> tuple[Tensor, Tensor, Tensor | 
     return x, memory, pad, pos
 
 
-def _tol(dtype: torch.dtype) -> dict[str, float]:
-    return (
-        {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
-    )
+def _close(got: Tensor, expected: Tensor, dtype: torch.dtype) -> None:
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
 
 
 def _agree(source: nn.Module, run: Callable[[nn.Module], Tensor], dtype: torch.dtype) -> nn.Module:
@@ -74,8 +73,8 @@ def _agree(source: nn.Module, run: Callable[[nn.Module], Tensor], dtype: torch.d
     assert torch.isfinite(expected).all()
     scale = expected.abs().max().item()
     assert scale > 0
-    torch.testing.assert_close(got, expected, **_tol(dtype))
-    torch.testing.assert_close(in_scope, expected, **_tol(dtype))
+    _close(got, expected, dtype)
+    _close(in_scope, expected, dtype)
     return plain
 
 
@@ -130,7 +129,7 @@ def _enc_layer(pos: str, norm: str = "layernorm", activation: str = "gelu") -> e
         2,
         2 * rep.size,
         dropout=0.0,
-        activation=activation,  # type: ignore[arg-type]
+        activation=activation,
         norm_module=norm,  # type: ignore[arg-type]
         norm_first=True,
         pos_encoding=pos,  # type: ignore[arg-type]

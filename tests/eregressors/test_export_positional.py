@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 import elayers
-from eregressors import CondTransformerRegressor, GenCondRegressor, eCondTransformerRegressor
+from eregressors import CondTransformerRegressor, eCondTransformerRegressor
 from eregressors._plain import PlainCondTransformer
 from tests import _exported as X
 
@@ -27,9 +27,12 @@ POSITIONS = [
 CASES = list(itertools.product(["equi", "base"], POSITIONS, [False, True], [0, 1]))
 
 
-def _model(kind: str, pos: str, table: bool, causal: bool, cond_layers: int) -> GenCondRegressor:
+Model = eCondTransformerRegressor | CondTransformerRegressor
+
+
+def _model(kind: str, pos: str, table: bool, causal: bool, cond_layers: int) -> Model:
     torch.manual_seed(0)
-    model: GenCondRegressor
+    model: Model
     common: dict[str, Any] = {
         "causal_attn": causal,
         "num_cond_layers": cond_layers,
@@ -62,10 +65,9 @@ def _data(batch: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tenso
     return x, k, z, xm, zm
 
 
-def _tol(dtype: torch.dtype) -> dict[str, float]:
-    return (
-        {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
-    )
+def _close(got: Tensor, expected: Tensor, dtype: torch.dtype) -> None:
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -85,9 +87,9 @@ def test_export_with_masks_and_positions_agrees(
         for masks in ({}, {"X_padding_mask": xm}, {"X_padding_mask": xm, "Z_padding_mask": zm}):
             expected = model(x, k, z, **masks)
             assert torch.isfinite(expected).all()
-            torch.testing.assert_close(plain(x, k, z, **masks), expected, **_tol(dtype))
+            _close(plain(x, k, z, **masks), expected, dtype)
             with elayers.frozen(model) as same:
-                torch.testing.assert_close(same(x, k, z, **masks), expected, **_tol(dtype))
+                _close(same(x, k, z, **masks), expected, dtype)
         # The masks matter (a twin that dropped them would not agree with this).
         assert not torch.allclose(model(x, k, z), model(x, k, z, Z_padding_mask=zm))
 
@@ -125,7 +127,7 @@ def test_unconditional_export_with_mask() -> None:
     plain = model.export()
     with torch.no_grad():
         expected = model(x, k, X_padding_mask=xm)
-        torch.testing.assert_close(plain(x, k, X_padding_mask=xm), expected, **_tol(torch.float64))
+        _close(plain(x, k, X_padding_mask=xm), expected, torch.float64)
 
 
 @pytest.mark.parametrize(

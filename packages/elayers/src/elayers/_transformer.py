@@ -102,15 +102,18 @@ def _plain_activation(
     activation: Callable[[Tensor], Tensor], name: str | None
 ) -> Literal["relu", "gelu"] | Callable[[Tensor], Tensor]:
     """The ``activation`` argument of the positional plain layers (``_plain_transformer``)."""
-    if name == "relu" or name == "gelu":
-        return name
+    if name == "relu":
+        return "relu"
+    if name == "gelu":
+        return "gelu"
     act: Callable[[Tensor], Tensor] = _torch_activation(activation, name)
     return act
 
 
 def _stack_pos_encoding(stack: eTransformerEncoder | eTransformerDecoder) -> str | None:
     """The layers' ``pos_encoding`` (all layers of a stack are clones of one)."""
-    pos: str | None = stack.layers[0].pos_encoding
+    first: Any = stack.layers[0]
+    pos: str | None = first.pos_encoding
     return pos
 
 

@@ -399,6 +399,9 @@ class CondTransformerRegressor(GenCondRegressor):
         """
         sinusoid, *mlp = self.step_emb
         assert isinstance(sinusoid, SinusoidalPosEmb)  # built so in __init__
+        # Both horizons are set for the transformer regressors (None only for other models).
+        assert self.in_horizon is not None
+        assert self.cond_horizon is not None
         with torch.no_grad():
             plain = PlainCondTransformer(
                 in_dim=self.in_dim,

@@ -8,6 +8,8 @@ run on machines without escnn.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -197,6 +199,8 @@ def run_trunk(
     Returns:
         ``(B, T_x, out_dim)``, zero at the padded positions of ``X``.
     """
+    # The submodules are read by name (both callers hold them under the same names).
+    m: Any = model
     t_x = X.shape[1]
     t_z = 0 if Z is None else Z.shape[1]
     mem_pad = memory_padding(Z_padding_mask)
@@ -216,17 +220,17 @@ def run_trunk(
             )
             x_table, z_table = pos_table[0][x_rows], cond_pos_table[0][z_rows]
 
-    memory = model.step_emb(step).unsqueeze(1)  # (B, 1, E)
-    if Z is not None and model.cond_emb is not None:
-        cond_tokens = model.cond_emb(Z)
+    memory = m.step_emb(step).unsqueeze(1)  # (B, 1, E)
+    if Z is not None and m.cond_emb is not None:
+        cond_tokens = m.cond_emb(Z)
         memory = torch.cat((memory.to(cond_tokens.dtype), cond_tokens), dim=1)
     if z_table is not None:
         memory = memory + z_table
-    memory = model.drop(memory)
-    x = model.input_emb(X)
+    memory = m.drop(memory)
+    x = m.input_emb(X)
     if x_table is not None:
         x = x + x_table
-    x = model.drop(x)
+    x = m.drop(x)
     # Token t sees the step (memory index 0) and Z_s for s <= t (index s + 1 <= t + 1).
     memory_mask = (
         torch.ones(t_x, t_z + 1, dtype=torch.bool, device=X.device).triu(2) if causal else None
@@ -235,12 +239,12 @@ def run_trunk(
         x_pos = torch.arange(t_x, device=X.device)
         mem_pos = memory_positions(t_z, Z_padding_mask, X.device)
         if cond_attention:
-            memory = model.cond_encoder(
+            memory = m.cond_encoder(
                 memory, src_key_padding_mask=mem_pad, is_causal=causal, src_pos=mem_pos
             )
         else:
-            memory = model.cond_encoder(memory)
-        x = model.decoder(
+            memory = m.cond_encoder(memory)
+        x = m.decoder(
             x,
             memory,
             memory_mask=memory_mask,
@@ -257,15 +261,15 @@ def run_trunk(
                 if causal
                 else None
             )
-            memory = model.cond_encoder(
+            memory = m.cond_encoder(
                 memory, mask=mem_mask, src_key_padding_mask=mem_pad, is_causal=causal
             )
         else:
-            memory = model.cond_encoder(memory)
+            memory = m.cond_encoder(memory)
         tgt_mask: Tensor | None
         if X_padding_mask is not None:
             # One explicit mask: padding queries' rows stay open (torch gives NaN otherwise).
-            heads = int(model.decoder.layers[0].self_attn.num_heads)
+            heads = int(m.decoder.layers[0].self_attn.num_heads)
             tgt_mask = padded_self_mask(X_padding_mask, causal, heads)
             tgt_is_causal = False
         else:
@@ -273,7 +277,7 @@ def run_trunk(
                 torch.ones(t_x, t_x, dtype=torch.bool, device=X.device).triu(1) if causal else None
             )
             tgt_is_causal = causal
-        x = model.decoder(
+        x = m.decoder(
             x,
             memory,
             tgt_mask=tgt_mask,
@@ -282,7 +286,7 @@ def run_trunk(
             tgt_is_causal=tgt_is_causal,
             memory_is_causal=False,
         )
-    out: Tensor = model.head(model.ln_f(x))
+    out: Tensor = m.head(m.ln_f(x))
     if X_padding_mask is not None:
         out = out.masked_fill(X_padding_mask.unsqueeze(-1), 0.0)
     return out
