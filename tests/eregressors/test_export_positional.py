@@ -11,8 +11,7 @@ import torch
 from torch import Tensor
 
 import elayers
-from eregressors import CondTransformerRegressor, eCondTransformerRegressor
-from eregressors._plain import PlainCondTransformer
+from eregressors import CondTransformerRegressor, PlainCondTransformer, eCondTransformerRegressor
 from tests import _exported as X
 
 T_X, T_Z = 6, 3
