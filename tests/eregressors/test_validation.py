@@ -144,6 +144,7 @@ def test_validation_holds_under_python_optimize() -> None:
     # interpreter, and -O compiles its own bytecode of torch the first time.)
     script = textwrap.dedent(
         """
+        import ereps  # first: where lie_learn is absent escnn needs ereps' stand-in
         import escnn.group as eg, torch
         from eregressors import eCondTransformerRegressor
         from elayers import eMultiheadAttention, eRMSNorm
