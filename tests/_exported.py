@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PLAIN_MODULES = ("elayers._plain", "eregressors._plain", "eregressors._plain_unet")
+PLAIN_MODULES = (
+    "elayers._plain",
+    "elayers._plain_transformer",
+    "elayers._positional",
+    "eregressors._plain",
+    "eregressors._plain_unet",
+)
 PROJECT = ("escnn", "ereps", "elayers", "eregressors")
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from eregressors import GenCondRegressor
+from eregressors import GenCondRegressor, PosEncoding
 from ereps import Group, Representation, cyclic_group, dihedral_group
 
 __all__ = [
@@ -389,6 +389,8 @@ class ModelConfig:
         n_groups: U-Net group norm groups (they must split whole regular copies).
         diffusion_step_embed_dim: U-Net step embedding width (even).
         cond_predict_scale: Whether the U-Net's FiLM predicts a scale as well as a bias.
+        pos_encoding: ``"absolute"`` (learned tables), ``"relative"`` or ``"rope"``.
+        absolute_table: Whether ``"relative"``/``"rope"`` keep the learned tables too.
     """
 
     kind: ModelKind
@@ -407,6 +409,8 @@ class ModelConfig:
     n_groups: int = 2
     diffusion_step_embed_dim: int = 64
     cond_predict_scale: bool = True
+    pos_encoding: PosEncoding = "absolute"
+    absolute_table: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dictionary (storable in a ``weights_only`` checkpoint)."""
@@ -474,6 +478,8 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
             p_drop_emb=config.p_drop_emb,
             p_drop_attn=config.p_drop_attn,
             num_cond_layers=config.num_cond_layers,
+            pos_encoding=config.pos_encoding,
+            absolute_table=config.absolute_table,
         )
     return CondTransformerRegressor(
         2,  # in_dim
@@ -487,6 +493,8 @@ def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCon
         p_drop_emb=config.p_drop_emb,
         p_drop_attn=config.p_drop_attn,
         num_cond_layers=config.num_cond_layers,
+        pos_encoding=config.pos_encoding,
+        absolute_table=config.absolute_table,
     )
 
 

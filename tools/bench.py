@@ -303,6 +303,112 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
     return rows
 
 
+@dataclasses.dataclass
+class PositionRow:
+    """One line of the positional-encoding table: one model family, one group, one encoding."""
+
+    model: str
+    group: str
+    pos_encoding: str
+    train: Timing
+    eval: Timing
+    train_ratio: float
+    eval_ratio: float
+
+
+def bench_positions(args: argparse.Namespace, device: torch.device) -> list[PositionRow]:
+    """``"relative"``/``"rope"`` against ``"absolute"``: the same regressor, interleaved.
+
+    For each group and model family the three encodings are built from the same seed and their
+    training steps (then eval forwards) alternate call by call; ratios are against "absolute".
+    """
+    rows: list[PositionRow] = []
+    encodings = ("absolute", "relative", "rope")
+    for name in args.groups:
+        _, standard = make_group(name)
+        in_rep = ereps.direct_sum([standard] * 2)
+        cond_rep = ereps.direct_sum([standard] * 4)
+        shared: dict[str, Any] = dict(
+            num_layers=args.layers,
+            num_attention_heads=args.heads,
+            embedding_dim=args.embedding_dim,
+            num_cond_layers=args.cond_layers,
+        )
+        generator = torch.Generator().manual_seed(1)
+        b = args.batch_size
+        x = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)
+        z = torch.randn(b, args.cond_horizon, cond_rep.size, generator=generator).to(device)
+        target = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)
+        k = torch.randint(0, 1000, (b,), generator=generator).to(device, torch.float32)
+        for family in ("equivariant", "baseline"):
+            models: dict[str, GenCondRegressor] = {}
+            for pos in encodings:
+                torch.manual_seed(0)
+                if family == "equivariant":
+                    models[pos] = eCondTransformerRegressor(
+                        in_rep,
+                        cond_rep,
+                        in_rep,
+                        args.in_horizon,
+                        args.cond_horizon,
+                        **shared,
+                        norm_module=args.norm_module,
+                        pos_encoding=pos,  # type: ignore[arg-type]
+                    ).to(device)
+                else:
+                    models[pos] = CondTransformerRegressor(
+                        in_rep.size,  # in_dim
+                        cond_rep.size,  # cond_dim
+                        in_rep.size,  # out_dim
+                        args.in_horizon,
+                        args.cond_horizon,
+                        **shared,
+                        pos_encoding=pos,  # type: ignore[arg-type]
+                    ).to(device)
+            steps = {
+                pos: regressor_step(m, m.configure_optimizers(learning_rate=1e-4), x, k, z, target)
+                for pos, m in models.items()
+            }
+            train = interleaved_timings(
+                steps, device=device, warmup=args.warmup, repeats=args.repeats
+            )
+            evals = interleaved_timings(
+                {pos: regressor_eval(m, x, k, z) for pos, m in models.items()},
+                device=device,
+                warmup=args.warmup,
+                repeats=args.repeats,
+            )
+            for pos in encodings:
+                rows.append(
+                    PositionRow(
+                        model=family,
+                        group=name,
+                        pos_encoding=pos,
+                        train=train[pos],
+                        eval=evals[pos],
+                        train_ratio=paired_ratio(train[pos], train["absolute"]),
+                        eval_ratio=paired_ratio(evals[pos], evals["absolute"]),
+                    )
+                )
+            print(f"  positions {name} {family}: done", flush=True)
+            del models, steps
+    return rows
+
+
+def position_table(rows: list[PositionRow]) -> str:
+    """Markdown table of the positional-encoding benchmark."""
+    lines = [
+        "| model | group | pos_encoding | train ms | train ratio | eval ms | eval ratio |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.model} | {r.group} | {r.pos_encoding} | {r.train.median_ms:.1f} | "
+            f"{r.train_ratio:.2f}x | {r.eval.median_ms:.2f} | {r.eval_ratio:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def layer_closures(
     layer: torch.nn.Module, src: torch.Tensor
 ) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -476,9 +582,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("all", "regressors", "layers", "unet"),
+        choices=("all", "regressors", "layers", "unet", "positions"),
         default="all",
-        help="which benchmark (unet: the U-Net suite, see _bench_unet.py)",
+        help="which benchmark (unet: the U-Net suite, see _bench_unet.py; positions: "
+        "relative/rope vs absolute, not part of all)",
     )
     parser.add_argument(
         "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="regressor groups"
@@ -622,6 +729,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rounds; ratio: median of the per-round ratios equivariant / baseline)\n"
         )
         print(unet_table(unet_rows), flush=True)
+    if args.only == "positions":
+        position_rows = bench_positions(args, device)
+        document["positions"] = [dataclasses.asdict(r) for r in position_rows]
+        print(
+            f"\npos_encoding relative/rope vs absolute: width {args.embedding_dim}, "
+            f"{args.layers} layers, {args.heads} heads, batch {args.batch_size}, "
+            f"T_x = {args.in_horizon}, T_z = {args.cond_horizon} (ms: medians of {args.repeats} "
+            "rounds; ratio: median of the per-round ratios to absolute)\n"
+        )
+        print(position_table(position_rows), flush=True)
     document["wall_seconds"] = time.perf_counter() - start
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

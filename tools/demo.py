@@ -133,6 +133,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch CPU threads, 0 for torch's default (default: 1, the fastest for "
         "this small model on a busy or 2-core machine)",
     )
+    parser.add_argument(
+        "--pos-encoding",
+        choices=["absolute", "relative", "rope"],
+        default="absolute",
+        help="positional encoding of both models (default: absolute)",
+    )
+    parser.add_argument(
+        "--no-absolute-table",
+        action="store_true",
+        help="with --pos-encoding relative/rope: drop the learned tables (positions only in the "
+        "attentions)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument(
         "--arch",
@@ -441,6 +453,8 @@ def main(argv: list[str] | None = None) -> Path:
             down_dims=tuple(args.down_dims or ()),
             kernel_size=args.kernel_size,
             n_groups=args.n_groups,
+            pos_encoding=args.pos_encoding,
+            absolute_table=not args.no_absolute_table,
         )
         model = build_model(config, group).to(device)
         result = train(model, kind, (x_train, z_train), held_out, args)

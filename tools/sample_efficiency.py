@@ -88,7 +88,7 @@ def _orbit(matrices: FloatArray, point: FloatArray) -> FloatArray:
 def make_task(name: str, radius: float) -> Task:
     """``"D4"`` (planar, any ``C<N>``/``D<N>`` works) or ``"O"`` (octahedral, 3-D)."""
     if name.upper() in ("O", "OCTA"):
-        from escnn.group import octa_group
+        from ereps import octa_group
 
         rep = octa_group().standard_representation
         label = "O"

@@ -164,8 +164,10 @@ def test_exported_program_of_the_equivariant_module_lifts_the_parameters() -> No
     with torch.no_grad(), elayers.frozen(layer):
         out = layer(x)
         program = torch.export.export(layer, (x,))
-    # Only the fixed index/basis tensors are constants; the dense weight is computed in the graph.
-    assert set(program.constants) <= {name for name, _ in layer.named_constants()}
+    # Only the fixed index/basis tensors (buffers, or constants since they left the buffers) are
+    # constants of the program; the dense weight is computed in the graph.
+    fixed = {name for name, _ in layer.named_buffers()} | {n for n, _ in layer.named_constants()}
+    assert set(program.constants) <= fixed
     assert set(program.graph_signature.parameters) == {name for name, _ in layer.named_parameters()}
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), out, rtol=1e-6, atol=1e-6)

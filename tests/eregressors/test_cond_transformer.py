@@ -157,6 +157,7 @@ def test_reset_parameters_redraws_everything() -> None:
     model.reset_parameters()
     for name, p in model.named_parameters():
         assert not bool((p == 3.25).any()), name
+    assert model.pos_emb is not None
     assert 0.01 < float(model.pos_emb.detach().std()) < 0.03
 
 

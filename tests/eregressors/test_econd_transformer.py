@@ -164,11 +164,14 @@ def test_seed_signature() -> None:
     assert [(p.name, p.default) for p in params[: len(seed)]] == seed
     assert all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params[: len(seed)])
     assert all(p.kind == p.KEYWORD_ONLY for p in params[len(seed) :])
-    assert list(inspect.signature(eCondTransformerRegressor.forward).parameters) == [
-        "self",
-        "X",
-        "opt_step",
-        "Z",
+    forward = inspect.signature(eCondTransformerRegressor.forward).parameters
+    assert [(n, p.kind) for n, p in forward.items()] == [
+        ("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("X", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("opt_step", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("Z", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("X_padding_mask", inspect.Parameter.KEYWORD_ONLY),
+        ("Z_padding_mask", inspect.Parameter.KEYWORD_ONLY),
     ]
     wd = inspect.signature(eCondTransformerRegressor.get_optim_groups).parameters["weight_decay"]
     assert wd.default == 0.001
@@ -268,6 +271,8 @@ def test_equivariance_by_hand() -> None:
 def test_positional_and_step_embeddings_are_invariant_and_informative() -> None:
     model = _model("D6")
     copies = model.embedding_dim // 12
+    assert model.pos_emb is not None
+    assert model.cond_pos_emb is not None
     assert model.pos_emb.shape == (1, 5, copies)
     assert model.cond_pos_emb.shape == (1, 4, copies)
     assert float(model.pos_emb.detach().std()) > 0.005, "random, not zero"

@@ -25,10 +25,20 @@ def _equivariant(causal: bool = False, num_cond_layers: int = 0) -> eCondTransfo
 
 def test_positional_sizes_correspond_between_baseline_and_equivariant_model() -> None:
     # Swapping one model for the other in a positional configuration must not swap dimensions.
-    base = list(inspect.signature(CondTransformerRegressor.__init__).parameters)[1:]
-    equi = list(inspect.signature(eCondTransformerRegressor.__init__).parameters)[1:]
+    def split(cls: type) -> tuple[list[str], set[str]]:
+        params = list(inspect.signature(cls).parameters.values())  # __init__'s, without self
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        return [p.name for p in params if p.kind != keyword], {
+            p.name for p in params if p.kind == keyword
+        }
+
+    base, base_kw = split(CondTransformerRegressor)
+    equi, equi_kw = split(eCondTransformerRegressor)
     renamed = [p.replace("_rep", "_dim") for p in equi[: len(base)]]
     assert base == renamed
+    # Keyword-only options (positions) cannot be swapped by position; the shared ones match.
+    assert base_kw <= equi_kw
+    assert {"pos_encoding", "absolute_table", "max_relative_distance"} <= base_kw
     assert base[:5] == ["in_dim", "cond_dim", "out_dim", "in_horizon", "cond_horizon"]
     sizes = (3, 5, 2, 6, 4, 1, 2, 16)
     model = CondTransformerRegressor(*sizes)

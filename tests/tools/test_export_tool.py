@@ -39,7 +39,8 @@ def test_export_tool_from_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFix
     assert (out / "policy.pt2").stat().st_size > 0
     assert (out / "policy.onnx").stat().st_size > 0
     saved = json.loads((out / "export.json").read_text())
-    assert ModelConfig.from_dict(saved["model_config"]) == config  # JSON turns tuples into lists
+    # JSON turns the tuple fields (down_dims) into lists: compare through from_dict.
+    assert ModelConfig.from_dict(saved["model_config"]) == config
     for name in ("exported eager", "pt2", "onnx"):
         assert document["errors"][name] < 1e-5, name
     assert [row["batch"] for row in saved["latency"]] == [1, 3]

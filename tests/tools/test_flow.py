@@ -259,3 +259,17 @@ def test_unet_config_round_trip_and_models() -> None:
     assert default.down_dims == default_unet_dims(8, 2) == (16, 32, 64)
     with pytest.raises(ValueError, match="arch must be one of"):
         build_model(dataclasses.replace(config, arch="mlp"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pos", ["relative", "rope"])
+def test_model_config_pos_encoding(pos: str) -> None:
+    old = ModelConfig("equivariant", "D4", 16, 4, 16, 1, 1).to_dict()
+    del old["pos_encoding"], old["absolute_table"]
+    assert ModelConfig.from_dict(old).pos_encoding == "absolute", "older configs still load"
+    group = parse_planar_group("D4")
+    for kind in ("equivariant", "baseline"):
+        for table in (False, True):
+            config = ModelConfig(kind, "D4", 6, 2, 16, 1, 1, pos_encoding=pos, absolute_table=table)  # type: ignore[arg-type]
+            model = build_model(config, group)
+            assert getattr(model, "pos_encoding") == pos  # noqa: B009
+            assert (getattr(model, "pos_emb") is not None) == bool(table)  # noqa: B009

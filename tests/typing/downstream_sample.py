@@ -87,6 +87,18 @@ def main() -> None:
     free = eCondTransformerRegressor(rho, None, None, 4, 0, 1, 2, 16).eval()
     assert_type(free(torch.randn(3, 4, rho.size), 1), Tensor)
     assert_type(flow_matching_sample(free, torch.randn(1, 4, rho.size), steps=2), Tensor)
+    # Padding masks (keyword-only) and positional encodings.
+    roped = eCondTransformerRegressor(rho, rho, None, 4, 2, 1, 2, 32, pos_encoding="rope")
+    pad = torch.zeros(3, 4, dtype=torch.bool)
+    y = roped(torch.randn(3, 4, rho.size), 10, torch.randn(3, 2, rho.size), X_padding_mask=pad)
+    assert_type(y, Tensor)
+    relative = CondTransformerRegressor(3, 3, 3, 4, 2, 1, 2, 16, pos_encoding="relative")
+    assert_type(
+        relative(torch.randn(1, 4, 3), 5, torch.randn(1, 2, 3), Z_padding_mask=None), Tensor
+    )
+    rope_attention = eMultiheadAttention(embed, num_heads=1, pos_encoding="rope")
+    out, _ = rope_attention(x, x, x, query_pos=torch.arange(5), key_pos=torch.arange(5) + 2)
+    assert_type(out, Tensor)
 
     g = group.elements[1]
     assert_type(act(rho, g, torch.randn(rho.size)), Tensor)
@@ -119,6 +131,10 @@ def misuses(rho: Representation, linear: eLinear) -> None:
     linear("not a tensor")  # type: ignore[arg-type]
     eLinear(rho)  # type: ignore[call-arg]
     eCondTransformerRegressor(rho, rho, None, 4, 2, 1, 2, 16, norm_module="batchnorm")  # type: ignore[arg-type]
+    eCondTransformerRegressor(rho, rho, None, 4, 2, 1, 2, 16, pos_encoding="alibi")  # type: ignore[arg-type]
+    model = eCondTransformerRegressor(rho, rho, None, 4, 2, 1, 2, 16)
+    x = torch.randn(1, 4, rho.size)
+    model(x, 1, x, torch.zeros(1, 4, dtype=torch.bool))  # type: ignore[call-arg]
 
 
 if __name__ == "__main__":

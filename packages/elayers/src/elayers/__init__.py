@@ -22,6 +22,19 @@ from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
 from elayers._module import eModule, frozen_twin
 from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._plain_transformer import (
+    PositionalTransformerDecoder,
+    PositionalTransformerDecoderLayer,
+    PositionalTransformerEncoder,
+    PositionalTransformerEncoderLayer,
+)
+from elayers._positional import (
+    ATTENTION_POS_ENCODINGS,
+    AttentionPosEncoding,
+    PositionalMultiheadAttention,
+    RelativePositionBias,
+    RotaryEmbedding,
+)
 from elayers._transformer import (
     NORM_MODULES,
     NormModule,
@@ -41,12 +54,21 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 
 __all__ = [
     "ACTIVATIONS",
+    "ATTENTION_POS_ENCODINGS",
     "NORM_MODULES",
     "Activation",
+    "AttentionPosEncoding",
     "Exportable",
     "InvariantBias",
     "NormModule",
     "PaddingMode",
+    "PositionalMultiheadAttention",
+    "PositionalTransformerDecoder",
+    "PositionalTransformerDecoderLayer",
+    "PositionalTransformerEncoder",
+    "PositionalTransformerEncoderLayer",
+    "RelativePositionBias",
+    "RotaryEmbedding",
     "__version__",
     "eAffine",
     "eConv1d",

@@ -8,10 +8,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from elayers._checks import check_bool, check_int, check_mask, check_probability, check_tensor
+from elayers._checks import (
+    check_bool,
+    check_int,
+    check_mask,
+    check_positive_real,
+    check_probability,
+    check_tensor,
+)
 from elayers._linear import eLinear
 from elayers._module import eModule, frozen_twin
 from elayers._plain import MultiheadAttention
+from elayers._positional import (
+    AttentionPosEncoding,
+    PositionalMultiheadAttention,
+    RelativePositionBias,
+    RotaryEmbedding,
+    attend,
+    check_pos_encoding,
+    check_positions,
+)
 from ereps import (
     InitScheme,
     Representation,
@@ -57,56 +73,6 @@ def check_heads(owner: str, name: str, value: object, copies: int) -> int:
     return heads
 
 
-def _merge_masks(
-    attn_mask: Tensor | None,
-    key_padding_mask: Tensor | None,
-    batch: int,
-    heads: int,
-    t_q: int,
-    t_k: int,
-    dtype: torch.dtype,
-) -> Tensor | None:
-    """Merge torch.nn.MultiheadAttention-style masks into one additive mask (B, H|1, Tq, Tk)."""
-    merged: Tensor | None = None
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            mask = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
-            mask = mask.masked_fill(attn_mask, float("-inf"))
-        else:
-            mask = attn_mask.to(dtype)
-        if mask.ndim == 2:
-            if tuple(mask.shape) != (t_q, t_k):
-                raise ValueError(
-                    f"attn_mask of shape (L, S) must be ({t_q}, {t_k}); got {tuple(mask.shape)}."
-                )
-            mask = mask.view(1, 1, t_q, t_k)
-        elif mask.ndim == 3:
-            if tuple(mask.shape) != (batch * heads, t_q, t_k):
-                raise ValueError(
-                    f"attn_mask of shape (N·num_heads, L, S) must be ({batch * heads}, {t_q}, "
-                    f"{t_k}); "
-                    f"got {tuple(mask.shape)}."
-                )
-            mask = mask.view(batch, heads, t_q, t_k)
-        else:
-            raise ValueError(f"attn_mask must be 2-D or 3-D; got shape {tuple(mask.shape)}.")
-        merged = mask
-    if key_padding_mask is not None:
-        if tuple(key_padding_mask.shape) != (batch, t_k):
-            raise ValueError(
-                f"key_padding_mask must have shape (N, S) = ({batch}, {t_k}); "
-                f"got {tuple(key_padding_mask.shape)}."
-            )
-        if key_padding_mask.dtype == torch.bool:
-            pad = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
-            pad = pad.masked_fill(key_padding_mask, float("-inf"))
-        else:
-            pad = key_padding_mask.to(dtype)
-        pad = pad.view(batch, 1, 1, t_k)
-        merged = pad if merged is None else merged + pad
-    return merged
-
-
 class eMultiheadAttention(eModule):
     r"""Equivariant multi-head attention over tokens on copies of the regular representation.
 
@@ -119,7 +85,22 @@ class eMultiheadAttention(eModule):
 
     the values transform by :math:`P_g`, and the output projection is equivariant:
     ``MHA(ρ(g)Q, ρ(g)K, ρ(g)V) = ρ(g) MHA(Q, K, V)``. The call follows
-    :class:`torch.nn.MultiheadAttention` (masks with ``True`` = not allowed, or additive floats).
+    :class:`torch.nn.MultiheadAttention` (masks with ``True`` = not allowed, or additive floats),
+    except that a query whose keys are all masked gets a zero attention output (torch: NaN).
+
+    *Positions* (``pos_encoding``; token positions ``query_pos``/``key_pos`` default to
+    ``0..T-1``):
+
+    - ``"rope"``: rotary embeddings of the projected queries and keys that commute with the
+      action. A head holds ``c_h`` regular copies, i.e. ``q = (q_{i,a})`` with copy ``i`` and group
+      coordinate ``a``, and ``P_g`` permutes ``a`` the same way in every copy. RoPE rotates *pairs
+      of copies*: ``(q_{i,a}, q_{i+P,a})``, ``P = ⌊c_h/2⌋``, by the angle ``p·θ_i`` of the token's
+      position ``p`` (:class:`RotaryEmbedding` with ``block = |G|``). The rotation mixes copies and
+      ``P_g`` permutes inside them, so ``R_p P_g = P_g R_p`` and
+      ``⟨R_p P_g q, R_{p'} P_g k⟩ = ⟨R_p q, R_{p'} k⟩ = ⟨q, R_{p'-p} k⟩``: logits stay invariant
+      and depend on relative positions only. Needs ``c_h >= 2``; an odd last copy is not rotated.
+    - ``"relative"``: a learned bias per head and clipped relative offset ``clip(p_j - p_i, ±K)``
+      added to the logits (:class:`RelativePositionBias`); a number per head, hence invariant.
 
     Args:
         in_rep: ``c`` copies of the regular representation (the embedding).
@@ -128,10 +109,14 @@ class eMultiheadAttention(eModule):
         bias: Whether the projections have invariant biases.
         batch_first: Whether inputs are ``(N, L, E)`` (else ``(L, N, E)``).
         init_scheme: Initialization scheme of the projections.
+        pos_encoding: ``None`` (no positions, as torch), ``"rope"`` or ``"relative"``.
+        max_relative_distance: ``K``, the clipping distance of ``"relative"``.
+        rope_base: Frequency base of ``"rope"`` (``θ_i = base^{-i/P}``).
 
     Raises:
-        ValueError: If ``in_rep`` is not copies of the regular representation or ``num_heads`` does
-            not divide the number of copies (the message lists the valid head counts).
+        ValueError: If ``in_rep`` is not copies of the regular representation, ``num_heads`` does
+            not divide the number of copies (the message lists the valid head counts), or
+            ``pos_encoding`` is unknown (``"rope"`` also needs two copies per head).
     """
 
     def __init__(
@@ -143,6 +128,9 @@ class eMultiheadAttention(eModule):
         batch_first: bool = True,
         *,
         init_scheme: InitScheme = "xavier_normal",
+        pos_encoding: AttentionPosEncoding | None = None,
+        max_relative_distance: int = 32,
+        rope_base: float = 10000.0,
     ) -> None:
         owner = "eMultiheadAttention"
         copies = check_regular_copies(in_rep, owner)
@@ -151,6 +139,15 @@ class eMultiheadAttention(eModule):
         dropout = check_probability(owner, "dropout", dropout)
         check_bool(owner, "bias", bias)
         check_bool(owner, "batch_first", batch_first)
+        check_pos_encoding(owner, pos_encoding)
+        check_int(owner, "max_relative_distance", max_relative_distance, minimum=1)
+        rope_base = check_positive_real(owner, "rope_base", rope_base)
+        if pos_encoding == "rope" and copies // num_heads < 2:
+            raise ValueError(
+                f"{owner} with pos_encoding='rope' rotates pairs of regular copies and "
+                f"needs at least 2 copies per head; got {copies} copies and {num_heads} heads. "
+                f"Valid head counts: {[h for h in valid_head_counts(copies) if copies // h >= 2]}."
+            )
         super().__init__(in_rep, in_rep)
         self.num_heads = num_heads
         self.embed_dim = in_rep.size
@@ -163,6 +160,18 @@ class eMultiheadAttention(eModule):
         # One fused projection for q, k and v (one gather, one matmul), like torch's in_proj.
         self.in_proj = eLinear(in_rep, qkv_rep, bias=bias, init_scheme=init_scheme)
         self.out_proj = eLinear(in_rep, in_rep, bias=bias, init_scheme=init_scheme)
+        self.pos_encoding = pos_encoding
+        # Plain-torch positional steps (on projected q/k, or on the logits): export keeps them.
+        self.rotary = (
+            RotaryEmbedding(self.head_dim, block=in_rep.size // copies, base=rope_base)
+            if pos_encoding == "rope"
+            else None
+        )
+        self.relative_bias = (
+            RelativePositionBias(num_heads, max_relative_distance)
+            if pos_encoding == "relative"
+            else None
+        )
 
     def forward(
         self,
@@ -174,6 +183,9 @@ class eMultiheadAttention(eModule):
         attn_mask: Tensor | None = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
+        *,
+        query_pos: Tensor | None = None,
+        key_pos: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value``.
 
@@ -187,6 +199,9 @@ class eMultiheadAttention(eModule):
             average_attn_weights: Average the returned weights over heads.
             is_causal: Apply a causal mask (query ``i`` sees keys ``≤ i``) when ``attn_mask`` is
                 None.
+            query_pos: ``(L,)`` or ``(N, L)`` integer positions of the queries (default
+                ``0..L-1``); only with a ``pos_encoding``.
+            key_pos: ``(S,)`` or ``(N, S)`` integer positions of the keys (default ``0..S-1``).
 
         Returns:
             ``(output, weights)``: output of the query's shape; weights ``(N, L, S)`` (averaged) or
@@ -216,8 +231,17 @@ class eMultiheadAttention(eModule):
                 f"key and value must have the same shape; got {tuple(key.shape)} and "
                 f"{tuple(value.shape)}."
             )
+        if self.pos_encoding is None and (query_pos is not None or key_pos is not None):
+            raise ValueError(
+                "eMultiheadAttention got query_pos/key_pos but has no pos_encoding; build it "
+                "with pos_encoding='rope' or 'relative'."
+            )
         twin = frozen_twin(self)
         if twin is not None:
+            # Positions only reach a PositionalMultiheadAttention twin (torch's MHA takes none).
+            positions = (
+                {} if self.pos_encoding is None else {"query_pos": query_pos, "key_pos": key_pos}
+            )
             result: tuple[Tensor, Tensor | None] = twin(
                 query,
                 key,
@@ -227,6 +251,7 @@ class eMultiheadAttention(eModule):
                 attn_mask=attn_mask,
                 average_attn_weights=average_attn_weights,
                 is_causal=is_causal,
+                **positions,
             )
             return result
         if not self.batch_first:
@@ -238,6 +263,8 @@ class eMultiheadAttention(eModule):
             )
         n, t_q, e = query.shape
         t_k = key.shape[1]
+        check_positions(query_pos, "query_pos", n, t_q)
+        check_positions(key_pos, "key_pos", n, t_k)
         h, d = self.num_heads, self.head_dim
         w = self.in_proj.dense_weight()
         b = self.in_proj.dense_bias()
@@ -254,26 +281,20 @@ class eMultiheadAttention(eModule):
         q = q.reshape(n, t_q, h, d).transpose(1, 2)
         k = k.reshape(n, t_k, h, d).transpose(1, 2)
         v = v.reshape(n, t_k, h, d).transpose(1, 2)
-        if is_causal and attn_mask is None and key_padding_mask is not None:
-            # SDPA's is_causal cannot be combined with another mask: spell the causal part out.
-            attn_mask = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).triu(1)
-        mask = _merge_masks(attn_mask, key_padding_mask, n, h, t_q, t_k, q.dtype)
-        causal = is_causal and mask is None
-        p = self.dropout if self.training else 0.0
-        if need_weights:
-            scores = (q @ k.transpose(-2, -1)) / (d**0.5)
-            if causal:
-                allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril()
-                scores = scores.masked_fill(~allowed, float("-inf"))
-            elif mask is not None:
-                scores = scores + mask
-            weights = scores.softmax(dim=-1)
-            out = F.dropout(weights, p=p, training=self.training) @ v
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal
-            )
-            weights = None
+        out, weights = attend(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+            rotary=self.rotary,
+            relative_bias=self.relative_bias,
+            query_pos=query_pos,
+            key_pos=key_pos,
+        )
         out = self.out_proj(out.transpose(1, 2).reshape(n, t_q, e))
         if not self.batch_first:
             out = out.transpose(0, 1)
@@ -281,29 +302,52 @@ class eMultiheadAttention(eModule):
             weights = weights.mean(dim=1)
         return out, weights
 
-    def export(self) -> MultiheadAttention:
-        """``torch.nn.MultiheadAttention`` with the dense projections (see :meth:`eModule.export`).
+    def export(self) -> MultiheadAttention | PositionalMultiheadAttention:
+        """Plain attention with the dense projections (see :meth:`eModule.export`).
 
-        The fused ``in_proj`` is torch's ``in_proj_weight``/``in_proj_bias`` (rows ``[q; k; v]``)
-        and heads split the embedding into contiguous slices of ``head_dim`` as here, so the plain
-        module computes the same attention (torch's fused inference path included). It is the
-        :class:`elayers._plain.MultiheadAttention` subclass, which also accepts
-        ``is_causal=True`` without ``attn_mask``, as this module does.
+        Without ``pos_encoding``: :class:`torch.nn.MultiheadAttention` (the
+        :class:`elayers._plain.MultiheadAttention` subclass, which also accepts ``is_causal=True``
+        without ``attn_mask``, as this module does). The fused ``in_proj`` is torch's
+        ``in_proj_weight``/``in_proj_bias`` (rows ``[q; k; v]``) and heads split the embedding
+        into contiguous slices of ``head_dim`` as here, so the plain module computes the same
+        attention (torch's fused inference path included). With ``"rope"``/``"relative"``:
+        :class:`PositionalMultiheadAttention` with the same parameter layout, the rotary
+        embedding's block ``|G|`` and frequencies, and a copy of the relative-bias table; it takes
+        ``query_pos``/``key_pos`` as this module does.
         """
         with torch.no_grad():
             w_in = self.in_proj.weight
             b_in = self.in_proj.bias
             w_out = self.out_proj.weight
             b_out = self.out_proj.bias
-            mha = MultiheadAttention(
-                self.embed_dim,
-                self.num_heads,
-                dropout=self.dropout,
-                bias=b_in is not None,
-                batch_first=self.batch_first,
-                device=w_in.device,
-                dtype=w_in.dtype,
-            )
+            mha: MultiheadAttention | PositionalMultiheadAttention
+            if self.pos_encoding is None:
+                mha = MultiheadAttention(
+                    self.embed_dim,
+                    self.num_heads,
+                    dropout=self.dropout,
+                    bias=b_in is not None,
+                    batch_first=self.batch_first,
+                    device=w_in.device,
+                    dtype=w_in.dtype,
+                )
+            else:
+                mha = PositionalMultiheadAttention(
+                    self.embed_dim,
+                    self.num_heads,
+                    dropout=self.dropout,
+                    bias=b_in is not None,
+                    batch_first=self.batch_first,
+                    pos_encoding=self.pos_encoding,
+                    max_relative_distance=(
+                        32 if self.relative_bias is None else self.relative_bias.max_distance
+                    ),
+                    rope_base=10000.0 if self.rotary is None else self.rotary.base,
+                    rope_block=1 if self.rotary is None else self.rotary.block,
+                ).to(device=w_in.device, dtype=w_in.dtype)
+                if self.relative_bias is not None:
+                    assert mha.relative_bias is not None  # built for "relative" above
+                    mha.relative_bias.weight.copy_(self.relative_bias.weight)
             assert mha.in_proj_weight is not None  # _qkv_same_embed_dim
             mha.in_proj_weight.copy_(w_in)
             mha.out_proj.weight.copy_(w_out)
@@ -315,7 +359,8 @@ class eMultiheadAttention(eModule):
             return mha.train(self.training)
 
     def extra_repr(self) -> str:
-        return f"{self.in_rep.name}, num_heads={self.num_heads}, dropout={self.dropout}"
+        pos = "" if self.pos_encoding is None else f", pos_encoding={self.pos_encoding!r}"
+        return f"{self.in_rep.name}, num_heads={self.num_heads}, dropout={self.dropout}{pos}"
 
     if TYPE_CHECKING:
 
@@ -329,4 +374,7 @@ class eMultiheadAttention(eModule):
             attn_mask: Tensor | None = None,
             average_attn_weights: bool = True,
             is_causal: bool = False,
+            *,
+            query_pos: Tensor | None = None,
+            key_pos: Tensor | None = None,
         ) -> tuple[Tensor, Tensor | None]: ...

@@ -23,6 +23,13 @@ from elayers._linear import eLinear
 from elayers._mlp import regular_copies
 from elayers._module import eModule, frozen_twin, transform_active
 from elayers._norm import SAFE_MAX_ABS, eLayerNorm, eRMSNorm, max_abs
+from elayers._plain_transformer import (
+    PositionalTransformerDecoder,
+    PositionalTransformerDecoderLayer,
+    PositionalTransformerEncoder,
+    PositionalTransformerEncoderLayer,
+)
+from elayers._positional import AttentionPosEncoding
 from ereps import InitScheme, Representation, check_init_scheme
 
 __all__ = [
@@ -89,6 +96,25 @@ def _torch_activation(activation: Callable[[Tensor], Tensor], name: str | None) 
     if name is not None:
         return ACTIVATIONS[name]
     return copy.deepcopy(activation) if isinstance(activation, nn.Module) else activation
+
+
+def _plain_activation(
+    activation: Callable[[Tensor], Tensor], name: str | None
+) -> Literal["relu", "gelu"] | Callable[[Tensor], Tensor]:
+    """The ``activation`` argument of the positional plain layers (``_plain_transformer``)."""
+    if name == "relu":
+        return "relu"
+    if name == "gelu":
+        return "gelu"
+    act: Callable[[Tensor], Tensor] = _torch_activation(activation, name)
+    return act
+
+
+def _stack_pos_encoding(stack: eTransformerEncoder | eTransformerDecoder) -> str | None:
+    """The layers' ``pos_encoding`` (all layers of a stack are clones of one)."""
+    first: Any = stack.layers[0]
+    pos: str | None = first.pos_encoding
+    return pos
 
 
 def _check_common(
@@ -162,6 +188,10 @@ class eTransformerEncoderLayer(eModule):
         norm_module: ``"layernorm"`` (:class:`eLayerNorm`) or ``"rmsnorm"`` (:class:`eRMSNorm`).
         bias: Whether linear maps and norms have invariant biases.
         init_scheme: Initialization scheme of the linear maps.
+        pos_encoding: Keyword-only. Positions inside every attention of the layer: ``None``,
+            ``"rope"`` or ``"relative"`` (see :class:`eMultiheadAttention`).
+        max_relative_distance: Keyword-only. Clipping distance of ``"relative"``.
+        rope_base: Keyword-only. Frequency base of ``"rope"``.
 
     Raises:
         ValueError: On a non-regular ``in_rep``, invalid head count, ``dim_feedforward`` not a
@@ -181,6 +211,10 @@ class eTransformerEncoderLayer(eModule):
         norm_module: NormModule = "layernorm",
         bias: bool = True,
         init_scheme: InitScheme = "xavier_normal",
+        *,
+        pos_encoding: AttentionPosEncoding | None = None,
+        max_relative_distance: int = 32,
+        rope_base: float = 10000.0,
     ) -> None:
         _check_common(
             type(self).__name__,
@@ -193,6 +227,12 @@ class eTransformerEncoderLayer(eModule):
             init_scheme,
         )
         super().__init__(in_rep, in_rep)
+        self.pos_encoding = pos_encoding
+        pos_kw = {
+            "pos_encoding": pos_encoding,
+            "max_relative_distance": max_relative_distance,
+            "rope_base": rope_base,
+        }
         self.self_attn = eMultiheadAttention(
             in_rep,
             nhead,
@@ -200,6 +240,7 @@ class eTransformerEncoderLayer(eModule):
             bias=bias,
             batch_first=batch_first,
             init_scheme=init_scheme,
+            **pos_kw,  # type: ignore[arg-type]
         )
         self.ff = _FeedForward(in_rep, dim_feedforward, dropout, activation, bias, init_scheme)
         self.norm1 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
@@ -308,7 +349,7 @@ class eTransformerEncoderLayer(eModule):
         )
         return out
 
-    def export(self) -> _plain.TransformerEncoderLayer:
+    def export(self) -> _plain.TransformerEncoderLayer | PositionalTransformerEncoderLayer:
         """``torch.nn.TransformerEncoderLayer`` with the dense weights (see :meth:`eModule.export`).
 
         Its norms are ``torch.nn.LayerNorm``/``torch.nn.RMSNorm`` with the expanded per-copy
@@ -318,19 +359,36 @@ class eTransformerEncoderLayer(eModule):
         """
         attn, ff = self.self_attn, self.ff
         ref = attn.in_proj.weight_params
-        layer = _plain.TransformerEncoderLayer(
-            attn.embed_dim,
-            attn.num_heads,
-            dim_feedforward=ff.linear1.out_rep.size,
-            dropout=self.dropout1.p,
-            activation=_torch_activation(ff.activation, ff.activation_name),
-            layer_norm_eps=self.norm1.eps,
-            batch_first=self.batch_first,
-            norm_first=self.norm_first,
-            bias=attn.in_proj.invariant_bias is not None,
-            device=ref.device,
-            dtype=ref.dtype,
-        )
+        layer: _plain.TransformerEncoderLayer | PositionalTransformerEncoderLayer
+        if self.pos_encoding is not None:
+            # torch's layer has no positional step: the torch-only positional layer, whose
+            # attention is this layer's exported PositionalMultiheadAttention (set below).
+            layer = PositionalTransformerEncoderLayer(
+                attn.embed_dim,
+                attn.num_heads,
+                dim_feedforward=ff.linear1.out_rep.size,
+                dropout=self.dropout1.p,
+                activation=_plain_activation(ff.activation, ff.activation_name),
+                layer_norm_eps=self.norm1.eps,
+                batch_first=self.batch_first,
+                norm_first=self.norm_first,
+                bias=attn.in_proj.invariant_bias is not None,
+                pos_encoding=self.pos_encoding,
+            ).to(device=ref.device, dtype=ref.dtype)
+        else:
+            layer = _plain.TransformerEncoderLayer(
+                attn.embed_dim,
+                attn.num_heads,
+                dim_feedforward=ff.linear1.out_rep.size,
+                dropout=self.dropout1.p,
+                activation=_torch_activation(ff.activation, ff.activation_name),
+                layer_norm_eps=self.norm1.eps,
+                batch_first=self.batch_first,
+                norm_first=self.norm_first,
+                bias=attn.in_proj.invariant_bias is not None,
+                device=ref.device,
+                dtype=ref.dtype,
+            )
         layer.self_attn = attn.export()
         layer.linear1 = ff.linear1.export()
         layer.dropout = nn.Dropout(ff.dropout.p)
@@ -342,7 +400,12 @@ class eTransformerEncoderLayer(eModule):
         return layer.train(self.training)
 
     def _sa_block(
-        self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool,
+        pos: Tensor | None = None,
     ) -> Tensor:
         out, _ = self.self_attn(
             x,
@@ -352,6 +415,8 @@ class eTransformerEncoderLayer(eModule):
             key_padding_mask=key_padding_mask,
             need_weights=False,
             is_causal=is_causal,
+            query_pos=pos,
+            key_pos=pos,
         )
         dropped: Tensor = self.dropout1(out)
         return dropped
@@ -362,6 +427,8 @@ class eTransformerEncoderLayer(eModule):
         src_mask: Tensor | None = None,
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
+        *,
+        src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run the layer.
 
@@ -370,6 +437,8 @@ class eTransformerEncoderLayer(eModule):
             src_mask: ``(S, S)`` or ``(N·nhead, S, S)`` attention mask (``True`` = forbidden).
             src_key_padding_mask: ``(N, S)``, ``True`` marks padding.
             is_causal: Use a causal mask when ``src_mask`` is None.
+            src_pos: ``(S,)`` or ``(N, S)`` integer token positions for the ``pos_encoding``
+                (default ``0..S-1``).
 
         Returns:
             Tensor of the shape of ``src``.
@@ -381,21 +450,30 @@ class eTransformerEncoderLayer(eModule):
         check_bool(owner, "is_causal", is_causal)
         twin = frozen_twin(self)
         if twin is not None:
-            out: Tensor = twin(src, src_mask, src_key_padding_mask, is_causal)
+            # Positions only reach a positional twin (torch's layer takes none).
+            pos = {} if self.pos_encoding is None else {"src_pos": src_pos}
+            out: Tensor = twin(src, src_mask, src_key_padding_mask, is_causal, **pos)
             return out
-        masked = src_mask is not None or src_key_padding_mask is not None or is_causal
+        masked = (
+            src_mask is not None
+            or src_key_padding_mask is not None
+            or is_causal
+            # The fused kernel has no positional step.
+            or self.pos_encoding is not None
+        )
         if self._fused_inference_ok(src, masked):
             # Same math as the composite path below, in torch's fused inference kernel.
             return self._fused_inference(src)
         x: Tensor = src
         if self.norm_first:
             x = _residual(
-                x, self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+                x,
+                self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal, src_pos),
             )
             x = _residual(x, self.dropout2(self.ff(self.norm2(x))))
         else:
             x = self.norm1(
-                _residual(x, self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+                _residual(x, self._sa_block(x, src_mask, src_key_padding_mask, is_causal, src_pos))
             )
             x = self.norm2(_residual(x, self.dropout2(self.ff(x))))
         return x
@@ -408,6 +486,8 @@ class eTransformerEncoderLayer(eModule):
             src_mask: Tensor | None = None,
             src_key_padding_mask: Tensor | None = None,
             is_causal: bool = False,
+            *,
+            src_pos: Tensor | None = None,
         ) -> Tensor: ...
 
 
@@ -430,6 +510,10 @@ class eTransformerDecoderLayer(eModule):
         norm_module: ``"layernorm"`` or ``"rmsnorm"``.
         bias: Whether linear maps and norms have invariant biases.
         init_scheme: Initialization scheme of the linear maps.
+        pos_encoding: Keyword-only. Positions inside every attention of the layer: ``None``,
+            ``"rope"`` or ``"relative"`` (see :class:`eMultiheadAttention`).
+        max_relative_distance: Keyword-only. Clipping distance of ``"relative"``.
+        rope_base: Keyword-only. Frequency base of ``"rope"``.
 
     Raises:
         ValueError: As :class:`eTransformerEncoderLayer`.
@@ -448,6 +532,10 @@ class eTransformerDecoderLayer(eModule):
         norm_module: NormModule = "layernorm",
         bias: bool = True,
         init_scheme: InitScheme = "xavier_normal",
+        *,
+        pos_encoding: AttentionPosEncoding | None = None,
+        max_relative_distance: int = 32,
+        rope_base: float = 10000.0,
     ) -> None:
         _check_common(
             type(self).__name__,
@@ -460,9 +548,21 @@ class eTransformerDecoderLayer(eModule):
             init_scheme,
         )
         super().__init__(in_rep, in_rep)
+        self.pos_encoding = pos_encoding
+        pos_kw = {
+            "pos_encoding": pos_encoding,
+            "max_relative_distance": max_relative_distance,
+            "rope_base": rope_base,
+        }
         kw = {"dropout": dropout, "bias": bias, "batch_first": batch_first}
-        self.self_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
-        self.multihead_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw)  # type: ignore[arg-type]
+        self.self_attn = eMultiheadAttention(in_rep, nhead, init_scheme=init_scheme, **kw, **pos_kw)  # type: ignore[arg-type]
+        self.multihead_attn = eMultiheadAttention(
+            in_rep,
+            nhead,
+            init_scheme=init_scheme,
+            **kw,  # type: ignore[arg-type]
+            **pos_kw,  # type: ignore[arg-type]
+        )
         self.ff = _FeedForward(in_rep, dim_feedforward, dropout, activation, bias, init_scheme)
         self.norm1 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
         self.norm2 = make_norm(norm_module, in_rep, layer_norm_eps, bias)
@@ -473,7 +573,7 @@ class eTransformerDecoderLayer(eModule):
         self.norm_first = norm_first
         self.batch_first = batch_first
 
-    def export(self) -> _plain.TransformerDecoderLayer:
+    def export(self) -> _plain.TransformerDecoderLayer | PositionalTransformerDecoderLayer:
         """``torch.nn.TransformerDecoderLayer`` with the dense weights (see :meth:`eModule.export`).
 
         It is the :class:`elayers._plain.TransformerDecoderLayer` subclass, which accepts
@@ -481,19 +581,35 @@ class eTransformerDecoderLayer(eModule):
         """
         attn, ff = self.self_attn, self.ff
         ref = attn.in_proj.weight_params
-        layer = _plain.TransformerDecoderLayer(
-            attn.embed_dim,
-            attn.num_heads,
-            dim_feedforward=ff.linear1.out_rep.size,
-            dropout=self.dropout1.p,
-            activation=_torch_activation(ff.activation, ff.activation_name),
-            layer_norm_eps=self.norm1.eps,
-            batch_first=self.batch_first,
-            norm_first=self.norm_first,
-            bias=attn.in_proj.invariant_bias is not None,
-            device=ref.device,
-            dtype=ref.dtype,
-        )
+        layer: _plain.TransformerDecoderLayer | PositionalTransformerDecoderLayer
+        if self.pos_encoding is not None:
+            # As the encoder layer: the torch-only positional layer carries the positions.
+            layer = PositionalTransformerDecoderLayer(
+                attn.embed_dim,
+                attn.num_heads,
+                dim_feedforward=ff.linear1.out_rep.size,
+                dropout=self.dropout1.p,
+                activation=_plain_activation(ff.activation, ff.activation_name),
+                layer_norm_eps=self.norm1.eps,
+                batch_first=self.batch_first,
+                norm_first=self.norm_first,
+                bias=attn.in_proj.invariant_bias is not None,
+                pos_encoding=self.pos_encoding,
+            ).to(device=ref.device, dtype=ref.dtype)
+        else:
+            layer = _plain.TransformerDecoderLayer(
+                attn.embed_dim,
+                attn.num_heads,
+                dim_feedforward=ff.linear1.out_rep.size,
+                dropout=self.dropout1.p,
+                activation=_torch_activation(ff.activation, ff.activation_name),
+                layer_norm_eps=self.norm1.eps,
+                batch_first=self.batch_first,
+                norm_first=self.norm_first,
+                bias=attn.in_proj.invariant_bias is not None,
+                device=ref.device,
+                dtype=ref.dtype,
+            )
         layer.self_attn = attn.export()
         layer.multihead_attn = self.multihead_attn.export()
         layer.linear1 = ff.linear1.export()
@@ -508,7 +624,12 @@ class eTransformerDecoderLayer(eModule):
         return layer.train(self.training)
 
     def _sa_block(
-        self, x: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        padding: Tensor | None,
+        is_causal: bool,
+        pos: Tensor | None = None,
     ) -> Tensor:
         out, _ = self.self_attn(
             x,
@@ -518,12 +639,21 @@ class eTransformerDecoderLayer(eModule):
             key_padding_mask=padding,
             need_weights=False,
             is_causal=is_causal,
+            query_pos=pos,
+            key_pos=pos,
         )
         dropped: Tensor = self.dropout1(out)
         return dropped
 
     def _mha_block(
-        self, x: Tensor, mem: Tensor, mask: Tensor | None, padding: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        mem: Tensor,
+        mask: Tensor | None,
+        padding: Tensor | None,
+        is_causal: bool,
+        pos: Tensor | None = None,
+        mem_pos: Tensor | None = None,
     ) -> Tensor:
         out, _ = self.multihead_attn(
             x,
@@ -533,6 +663,8 @@ class eTransformerDecoderLayer(eModule):
             key_padding_mask=padding,
             need_weights=False,
             is_causal=is_causal,
+            query_pos=pos,
+            key_pos=mem_pos,
         )
         dropped: Tensor = self.dropout2(out)
         return dropped
@@ -547,6 +679,9 @@ class eTransformerDecoderLayer(eModule):
         memory_key_padding_mask: Tensor | None = None,
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
+        *,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
     ) -> Tensor:
         """Run the layer.
 
@@ -559,6 +694,11 @@ class eTransformerDecoderLayer(eModule):
             memory_key_padding_mask: ``(N, S)``.
             tgt_is_causal: Causal self-attention when ``tgt_mask`` is None.
             memory_is_causal: Causal cross-attention when ``memory_mask`` is None.
+            tgt_pos: ``(T,)`` or ``(N, T)`` integer positions of the target tokens for the
+                ``pos_encoding`` (default ``0..T-1``); queries and keys of both attentions share
+                one time frame, so cross-attention sees ``memory_pos - tgt_pos``.
+            memory_pos: ``(S,)`` or ``(N, S)`` integer positions of the memory tokens (default
+                ``0..S-1``).
 
         Returns:
             Tensor of the shape of ``tgt``.
@@ -577,6 +717,9 @@ class eTransformerDecoderLayer(eModule):
         check_bool(owner, "memory_is_causal", memory_is_causal)
         twin = frozen_twin(self)
         if twin is not None:
+            pos = (
+                {} if self.pos_encoding is None else {"tgt_pos": tgt_pos, "memory_pos": memory_pos}
+            )
             out: Tensor = twin(
                 tgt,
                 memory,
@@ -586,29 +729,47 @@ class eTransformerDecoderLayer(eModule):
                 memory_key_padding_mask,
                 tgt_is_causal,
                 memory_is_causal,
+                **pos,
             )
             return out
         x: Tensor = tgt
         if self.norm_first:
             x = _residual(
-                x, self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+                x,
+                self._sa_block(
+                    self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal, tgt_pos
+                ),
             )
             x = _residual(
                 x,
                 self._mha_block(
-                    self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal
+                    self.norm2(x),
+                    memory,
+                    memory_mask,
+                    memory_key_padding_mask,
+                    memory_is_causal,
+                    tgt_pos,
+                    memory_pos,
                 ),
             )
             x = _residual(x, self.dropout3(self.ff(self.norm3(x))))
         else:
             x = self.norm1(
-                _residual(x, self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+                _residual(
+                    x, self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal, tgt_pos)
+                )
             )
             x = self.norm2(
                 _residual(
                     x,
                     self._mha_block(
-                        x, memory, memory_mask, memory_key_padding_mask, memory_is_causal
+                        x,
+                        memory,
+                        memory_mask,
+                        memory_key_padding_mask,
+                        memory_is_causal,
+                        tgt_pos,
+                        memory_pos,
                     ),
                 )
             )
@@ -627,6 +788,9 @@ class eTransformerDecoderLayer(eModule):
             memory_key_padding_mask: Tensor | None = None,
             tgt_is_causal: bool = False,
             memory_is_causal: bool = False,
+            *,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
         ) -> Tensor: ...
 
 
@@ -699,26 +863,45 @@ class eTransformerEncoder(eModule):
         mask: Tensor | None = None,
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
+        *,
+        src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerEncoderLayer`."""
         twin = frozen_twin(self)
         if twin is not None:
+            pos = {} if _stack_pos_encoding(self) is None else {"src_pos": src_pos}
             out: Tensor = twin(
-                src, mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+                src,
+                mask=mask,
+                src_key_padding_mask=src_key_padding_mask,
+                is_causal=is_causal,
+                **pos,
             )
             return out
         x = src
         for layer in self.layers:
             x = layer(
-                x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+                x,
+                src_mask=mask,
+                src_key_padding_mask=src_key_padding_mask,
+                is_causal=is_causal,
+                src_pos=src_pos,
             )
         return x if self.norm is None else self.norm(x)
 
-    def export(self) -> nn.TransformerEncoder:
-        """``torch.nn.TransformerEncoder`` of the exported layers (see :meth:`eModule.export`)."""
+    def export(self) -> nn.TransformerEncoder | PositionalTransformerEncoder:
+        """``torch.nn.TransformerEncoder`` of the exported layers (see :meth:`eModule.export`).
+
+        With a ``pos_encoding`` in the layers: a :class:`PositionalTransformerEncoder` (it takes
+        ``src_pos`` as this stack does).
+        """
         layers = [_export_child(layer, eTransformerEncoderLayer) for layer in self.layers]
         norm = None if self.norm is None else self.norm.export()
-        stack = nn.TransformerEncoder(layers[0], 1, norm=norm, enable_nested_tensor=False)
+        stack: nn.TransformerEncoder | PositionalTransformerEncoder
+        if isinstance(layers[0], PositionalTransformerEncoderLayer):
+            stack = PositionalTransformerEncoder(layers[0], 1, norm=norm)
+        else:
+            stack = nn.TransformerEncoder(layers[0], 1, norm=norm, enable_nested_tensor=False)
         stack.layers = nn.ModuleList(layers)
         stack.num_layers = len(layers)
         return stack.train(self.training)
@@ -731,6 +914,8 @@ class eTransformerEncoder(eModule):
             mask: Tensor | None = None,
             src_key_padding_mask: Tensor | None = None,
             is_causal: bool = False,
+            *,
+            src_pos: Tensor | None = None,
         ) -> Tensor: ...
 
 
@@ -766,10 +951,18 @@ class eTransformerDecoder(eModule):
         memory_key_padding_mask: Tensor | None = None,
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
+        *,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerDecoderLayer`."""
         twin = frozen_twin(self)
         if twin is not None:
+            pos = (
+                {}
+                if _stack_pos_encoding(self) is None
+                else {"tgt_pos": tgt_pos, "memory_pos": memory_pos}
+            )
             out: Tensor = twin(
                 tgt,
                 memory,
@@ -779,6 +972,7 @@ class eTransformerDecoder(eModule):
                 memory_key_padding_mask=memory_key_padding_mask,
                 tgt_is_causal=tgt_is_causal,
                 memory_is_causal=memory_is_causal,
+                **pos,
             )
             return out
         x = tgt
@@ -792,14 +986,24 @@ class eTransformerDecoder(eModule):
                 memory_key_padding_mask=memory_key_padding_mask,
                 tgt_is_causal=tgt_is_causal,
                 memory_is_causal=memory_is_causal,
+                tgt_pos=tgt_pos,
+                memory_pos=memory_pos,
             )
         return x if self.norm is None else self.norm(x)
 
-    def export(self) -> nn.TransformerDecoder:
-        """``torch.nn.TransformerDecoder`` of the exported layers (see :meth:`eModule.export`)."""
+    def export(self) -> nn.TransformerDecoder | PositionalTransformerDecoder:
+        """``torch.nn.TransformerDecoder`` of the exported layers (see :meth:`eModule.export`).
+
+        With a ``pos_encoding`` in the layers: a :class:`PositionalTransformerDecoder` (it takes
+        ``tgt_pos``/``memory_pos`` as this stack does).
+        """
         layers = [_export_child(layer, eTransformerDecoderLayer) for layer in self.layers]
         norm = None if self.norm is None else self.norm.export()
-        stack = nn.TransformerDecoder(layers[0], 1, norm=norm)
+        stack: nn.TransformerDecoder | PositionalTransformerDecoder
+        if isinstance(layers[0], PositionalTransformerDecoderLayer):
+            stack = PositionalTransformerDecoder(layers[0], 1, norm=norm)
+        else:
+            stack = nn.TransformerDecoder(layers[0], 1, norm=norm)
         stack.layers = nn.ModuleList(layers)
         stack.num_layers = len(layers)
         return stack.train(self.training)
@@ -816,4 +1020,7 @@ class eTransformerDecoder(eModule):
             memory_key_padding_mask: Tensor | None = None,
             tgt_is_causal: bool = False,
             memory_is_causal: bool = False,
+            *,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
         ) -> Tensor: ...

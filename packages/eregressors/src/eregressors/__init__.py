@@ -10,6 +10,7 @@ from eregressors._econd_transformer import eCondTransformerRegressor
 from eregressors._eunet import eConditionalUnet1D
 from eregressors._normalizer import EquivariantNormalizer
 from eregressors._optim import OptimGroup
+from eregressors._padding import POS_ENCODINGS, PosEncoding
 from eregressors._plain import PlainCondTransformer
 from eregressors._plain_unet import PlainConditionalUnet1D
 from eregressors._sampling import (
@@ -29,6 +30,7 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
     __version__ = "0+unknown"
 
 __all__ = [
+    "POS_ENCODINGS",
     "CondTransformerRegressor",
     "ConditionalUnet1D",
     "DiffusionScheduler",
@@ -38,6 +40,7 @@ __all__ = [
     "OptimGroup",
     "PlainCondTransformer",
     "PlainConditionalUnet1D",
+    "PosEncoding",
     "SinusoidalPosEmb",
     "StepEmbedding",
     "__version__",

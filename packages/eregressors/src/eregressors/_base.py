@@ -7,6 +7,7 @@ import numbers
 from typing import TYPE_CHECKING, overload
 
 import torch
+import torch._dynamo.decorators
 from torch import Tensor
 
 from elayers import Exportable
@@ -138,8 +139,9 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
         def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor: ...
 
     else:
-
-        @torch.compiler.disable(recursive=False)
+        # Dynamo skips this frame (as torch.compiler.disable(recursive=False) does) but still
+        # compiles forward; unlike that decorator, torch.export may call through it.
+        @torch._dynamo.decorators.skip
         def __call__(self, *args, **kwargs):
             # A Python number becomes a 0-d tensor here, outside the compiled frame: torch.compile
             # specializes on Python floats (a flow time that changes every call would recompile),

@@ -9,6 +9,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from elayers import (
+    PositionalMultiheadAttention,
+    PositionalTransformerDecoder,
+    PositionalTransformerDecoderLayer,
+    PositionalTransformerEncoder,
+    PositionalTransformerEncoderLayer,
+    RelativePositionBias,
+)
 from eregressors._base import (
     GenCondRegressor,
     OptStep,
@@ -16,8 +24,13 @@ from eregressors._base import (
     _check_positive_int,
     _check_probability,
 )
-from eregressors._masks import causal_memory_mask, causal_self_mask
-from eregressors._plain import PlainCondTransformer, PlainSinusoidalPosEmb, PlainStepEmbedding
+from eregressors._padding import PosEncoding, check_padding_mask, check_pos_encoding
+from eregressors._plain import (
+    PlainCondTransformer,
+    PlainSinusoidalPosEmb,
+    PlainStepEmbedding,
+    run_trunk,
+)
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 
 __all__ = ["CondTransformerRegressor", "plain_sinusoid"]
@@ -83,6 +96,25 @@ class CondTransformerRegressor(GenCondRegressor):
     configuration. (Earlier versions took ``in_dim, out_dim, cond_dim``: see the README's
     migration notes.)
 
+    *Padding* (``X_padding_mask``, ``Z_padding_mask``: bool ``(B, T)``, ``True`` = padding, as
+    torch's ``key_padding_mask``): padded tokens are never attended to. With right padding the
+    output at every real position equals the output for the unpadded shorter sequences; outputs
+    at padded positions are zero; a sequence that is all padding gives finite values (padded
+    queries attend to every key instead of none, which would be NaN).
+
+    *Time frame and positions* (``pos_encoding``): ``X_t`` and ``Z_t`` describe the same time
+    step ``t`` (slot by slot, as in the causal masks); the step token sits just before the first
+    real conditioning token, at time ``f - 1`` (``f`` the first slot of ``Z`` that is not padding;
+    ``-1`` without a mask). ``"absolute"`` (default): the learned tables above, by slot, and
+    torch's layers. ``"relative"``: a learned bias per head and clipped offset
+    ``clip(p_key - p_query, ±K)`` added to the logits of every attention. ``"rope"``:
+    rotary embeddings (frequencies ``10000^{-i/(d/2)}``, the halves of each head paired) of the
+    queries and keys of every attention. Both use :class:`elayers.PositionalTransformerDecoderLayer`
+    (torch's layer with positions; same parameter names), and keep the tables
+    (``absolute_table=True``, the default) with rows by time since the first real token of ``X``
+    or ``Z``. With them a common shift of both sequences inside the horizon (left padding of
+    both, masked) leaves the outputs unchanged.
+
     Args:
         in_dim: Feature size ``d_x`` of the input tokens.
         cond_dim: Feature size ``d_z`` of the conditioning tokens; ``None`` (or ``0``, Diffusion
@@ -99,6 +131,12 @@ class CondTransformerRegressor(GenCondRegressor):
         causal_attn: Whether to use the causal masks described above.
         num_cond_layers: Number of transformer encoder layers over the memory; ``0`` selects the MLP
             encoder.
+        pos_encoding: Keyword-only. ``"absolute"``, ``"relative"`` or ``"rope"`` (see above).
+        absolute_table: Keyword-only. Whether ``"relative"``/``"rope"`` also add the learned
+            tables (default ``True``), with rows by time since the first real token, so that a
+            common shift still changes nothing; ``False`` leaves positions to the attentions.
+        max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
+            ``max(in_horizon, cond_horizon + 1)``.
 
     Raises:
         ValueError: If a size is not positive, ``num_attention_heads`` does not divide
@@ -124,6 +162,7 @@ class CondTransformerRegressor(GenCondRegressor):
     embedding_dim: int
     num_cond_layers: int
     causal_attn: bool
+    pos_encoding: PosEncoding
 
     def __init__(
         self,
@@ -139,6 +178,10 @@ class CondTransformerRegressor(GenCondRegressor):
         p_drop_attn: float = 0.1,
         causal_attn: bool = False,
         num_cond_layers: int = 0,
+        *,
+        pos_encoding: PosEncoding = "absolute",
+        max_relative_distance: int | None = None,
+        absolute_table: bool = True,
     ) -> None:
         name = type(self).__name__
         for arg, value in (
@@ -165,6 +208,22 @@ class CondTransformerRegressor(GenCondRegressor):
         for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
             _check_probability(name, arg, p, allow_one=True)
         _check_bool(name, "causal_attn", causal_attn)
+        check_pos_encoding(name, pos_encoding)
+        if pos_encoding == "rope" and embedding_dim // num_attention_heads < 2:
+            raise ValueError(
+                f"{name} with pos_encoding='rope' needs a head width of at least 2; got "
+                f"embedding_dim / num_attention_heads = {embedding_dim // num_attention_heads}."
+            )
+        if not isinstance(absolute_table, bool):
+            raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
+        if pos_encoding == "absolute" and not absolute_table:
+            raise ValueError(
+                f"{name} with pos_encoding='absolute' needs its tables; got absolute_table=False. "
+                "Use pos_encoding='relative' or 'rope' for a model without them."
+            )
+        if max_relative_distance is None:
+            max_relative_distance = max(in_horizon, cond_horizon + 1)
+        _check_positive_int(name, "max_relative_distance", max_relative_distance)
         out_dim = in_dim if out_dim is None else out_dim
         # Keywords: GenCondRegressor keeps the seed's (in_dim, out_dim, cond_dim) order.
         super().__init__(
@@ -181,11 +240,18 @@ class CondTransformerRegressor(GenCondRegressor):
         self.embedding_dim = embedding_dim
         self.num_cond_layers = num_cond_layers
         self.causal_attn = bool(causal_attn)
+        self.pos_encoding = pos_encoding
+        self.max_relative_distance = max_relative_distance
         E = embedding_dim
+        positional = pos_encoding != "absolute"
 
-        # Trunk input.
+        # Trunk input; absolute tables for "absolute" (or when asked for).
         self.input_emb = torch.nn.Linear(in_dim, E)
-        self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, E))
+        self.pos_emb: torch.nn.Parameter | None = None
+        self.cond_pos_emb: torch.nn.Parameter | None = None
+        if absolute_table:
+            self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, E))
+            self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, E))
         # Memory: step token first, then the conditioning tokens.
         self.step_emb = StepEmbedding(
             SinusoidalPosEmb(E), torch.nn.Linear(E, E), torch.nn.GELU(), torch.nn.Linear(E, E)
@@ -194,10 +260,25 @@ class CondTransformerRegressor(GenCondRegressor):
         self.cond_emb: torch.nn.Linear | None = (
             torch.nn.Linear(self.cond_dim, E) if self.is_conditional else None
         )
-        self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, E))
         self.drop = torch.nn.Dropout(p_drop_emb)
-        self.cond_encoder: torch.nn.TransformerEncoder | torch.nn.Sequential
-        if num_cond_layers > 0:
+        self.cond_encoder: (
+            torch.nn.TransformerEncoder | PositionalTransformerEncoder | torch.nn.Sequential
+        )
+        self.decoder: torch.nn.TransformerDecoder | PositionalTransformerDecoder
+        layer_kw = {
+            "dim_feedforward": 4 * E,
+            "dropout": p_drop_attn,
+            "activation": "gelu",
+            "batch_first": True,
+            "norm_first": True,
+        }
+        pos_kw = {"pos_encoding": pos_encoding, "max_relative_distance": max_relative_distance}
+        if positional and num_cond_layers > 0:
+            self.cond_encoder = PositionalTransformerEncoder(
+                PositionalTransformerEncoderLayer(E, num_attention_heads, **layer_kw, **pos_kw),  # type: ignore[arg-type]
+                num_cond_layers,
+            )
+        elif num_cond_layers > 0:
             enc_layer = torch.nn.TransformerEncoderLayer(
                 E,
                 num_attention_heads,
@@ -214,16 +295,18 @@ class CondTransformerRegressor(GenCondRegressor):
             self.cond_encoder = torch.nn.Sequential(
                 torch.nn.Linear(E, 4 * E), torch.nn.GELU(), torch.nn.Linear(4 * E, E)
             )
-        dec_layer = torch.nn.TransformerDecoderLayer(
-            E,
-            num_attention_heads,
-            dim_feedforward=4 * E,
-            dropout=p_drop_attn,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.decoder = torch.nn.TransformerDecoder(dec_layer, num_layers)
+        if positional:
+            self.decoder = PositionalTransformerDecoder(
+                PositionalTransformerDecoderLayer(E, num_attention_heads, **layer_kw, **pos_kw),  # type: ignore[arg-type]
+                num_layers,
+            )
+        else:
+            dec_layer = torch.nn.TransformerDecoderLayer(
+                E,
+                num_attention_heads,
+                **layer_kw,  # type: ignore[arg-type]
+            )
+            self.decoder = torch.nn.TransformerDecoder(dec_layer, num_layers)
         self.ln_f = torch.nn.LayerNorm(E)
         self.head = torch.nn.Linear(E, out_dim)
         self.reset_parameters()
@@ -239,24 +322,35 @@ class CondTransformerRegressor(GenCondRegressor):
                 torch.nn.init.normal_(module.weight, mean=0.0, std=_INIT_STD)
                 if module.bias is not None:
                     torch.nn.init.zeros_(module.bias)
-            elif isinstance(module, torch.nn.MultiheadAttention):
+            elif isinstance(module, torch.nn.MultiheadAttention | PositionalMultiheadAttention):
                 for w_name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                    w = getattr(module, w_name)
+                    w = getattr(module, w_name, None)
                     if w is not None:
                         torch.nn.init.normal_(w, mean=0.0, std=_INIT_STD)
                 for b_name in ("in_proj_bias", "bias_k", "bias_v"):
-                    b = getattr(module, b_name)
+                    b = getattr(module, b_name, None)
                     if b is not None:
                         torch.nn.init.zeros_(b)
+            elif isinstance(module, RelativePositionBias):
+                torch.nn.init.normal_(module.weight, mean=0.0, std=_INIT_STD)
             elif isinstance(module, torch.nn.LayerNorm):
                 if module.weight is not None:
                     torch.nn.init.ones_(module.weight)
                 if module.bias is not None:
                     torch.nn.init.zeros_(module.bias)
-        torch.nn.init.normal_(self.pos_emb, mean=0.0, std=_INIT_STD)
-        torch.nn.init.normal_(self.cond_pos_emb, mean=0.0, std=_INIT_STD)
+        for table in (self.pos_emb, self.cond_pos_emb):
+            if table is not None:
+                torch.nn.init.normal_(table, mean=0.0, std=_INIT_STD)
 
-    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        X: Tensor,
+        opt_step: OptStep,
+        Z: Tensor | None = None,
+        *,
+        X_padding_mask: Tensor | None = None,
+        Z_padding_mask: Tensor | None = None,
+    ) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.
 
         Args:
@@ -264,47 +358,38 @@ class CondTransformerRegressor(GenCondRegressor):
             opt_step: Step ``k``: a Python number, a 0-d tensor or a ``(B,)`` tensor.
             Z: Conditioning tokens of shape ``(B, T_z, cond_dim)``, ``T_z <= cond_horizon``;
                 ``None`` for a model built without conditioning (``cond_dim=None``).
+            X_padding_mask: Keyword-only. Bool ``(B, T_x)``, ``True`` marks padding of ``X``.
+            Z_padding_mask: Keyword-only. Bool ``(B, T_z)``, ``True`` marks padding of ``Z``
+                (only with ``Z``).
 
         Returns:
-            Output tokens of shape ``(B, T_x, out_dim)``.
+            Output tokens of shape ``(B, T_x, out_dim)``; zero at the padded positions of ``X``.
 
         Raises:
+            TypeError: If a mask is not a bool tensor.
             ValueError: If a shape is wrong (see :meth:`GenCondRegressor._validate_inputs`).
         """
         X, step, Z = self._validate_inputs(X, opt_step, Z)
-        T_x = X.shape[1]
-
-        step_token = self.step_emb(step).unsqueeze(1)  # (B, 1, E)
-        if Z is None or self.cond_emb is None:  # a model without conditioning
-            T_z, memory = 0, step_token
-        else:
-            T_z = Z.shape[1]
-            memory = torch.cat((step_token, self.cond_emb(Z)), dim=1)
-        memory = memory + self.cond_pos_emb[:, : T_z + 1]
-        memory = self.drop(memory)
-        if isinstance(self.cond_encoder, torch.nn.TransformerEncoder):
-            if self.causal_attn:
-                mem_mask = causal_self_mask(T_z + 1, device=X.device)
-                memory = self.cond_encoder(memory, mask=mem_mask, is_causal=True)
-            else:
-                memory = self.cond_encoder(memory)
-        else:
-            memory = self.cond_encoder(memory)
-
-        x = self.drop(self.input_emb(X) + self.pos_emb[:, :T_x])
-        if self.causal_attn:
-            x = self.decoder(
-                x,
-                memory,
-                tgt_mask=causal_self_mask(T_x, device=X.device),
-                memory_mask=causal_memory_mask(T_x, T_z, device=X.device),
-                tgt_is_causal=True,
-                memory_is_causal=False,
-            )
-        else:
-            x = self.decoder(x, memory, tgt_is_causal=False, memory_is_causal=False)
-        out: Tensor = self.head(self.ln_f(x))
-        return out
+        name = type(self).__name__
+        check_padding_mask(name, "X_padding_mask", X_padding_mask, X)
+        if Z is None and Z_padding_mask is not None:
+            raise ValueError(f"{name} got Z_padding_mask without Z (a model without conditioning).")
+        if Z is not None:
+            check_padding_mask(name, "Z_padding_mask", Z_padding_mask, Z)
+        # The shared torch-only trunk: the exported PlainCondTransformer runs the same code.
+        return run_trunk(
+            self,
+            X,
+            step,
+            Z,
+            X_padding_mask,
+            Z_padding_mask,
+            pos_encoding=self.pos_encoding,
+            cond_attention=not isinstance(self.cond_encoder, torch.nn.Sequential),
+            causal=self.causal_attn,
+            pos_table=self.pos_emb,
+            cond_pos_table=self.cond_pos_emb,
+        )
 
     def export(self) -> PlainCondTransformer:
         """The same model as a :class:`PlainCondTransformer` with copies of the weights.
@@ -314,17 +399,20 @@ class CondTransformerRegressor(GenCondRegressor):
         """
         sinusoid, *mlp = self.step_emb
         assert isinstance(sinusoid, SinusoidalPosEmb)  # built so in __init__
+        # Both horizons are set for the transformer regressors (None only for other models).
+        assert self.in_horizon is not None
+        assert self.cond_horizon is not None
         with torch.no_grad():
             plain = PlainCondTransformer(
                 in_dim=self.in_dim,
                 out_dim=self.out_dim,
                 cond_dim=self.cond_dim,
-                in_horizon=self.pos_emb.shape[1],
-                cond_horizon=self.cond_pos_emb.shape[1] - 1,
+                in_horizon=self.in_horizon,
+                cond_horizon=self.cond_horizon,
                 input_emb=copy.deepcopy(self.input_emb),
                 pos_emb=self.pos_emb,
                 step_emb=PlainStepEmbedding(
-                    plain_sinusoid(sinusoid, self.pos_emb),
+                    plain_sinusoid(sinusoid, self.input_emb.weight),
                     *copy.deepcopy(mlp),
                 ),
                 cond_emb=copy.deepcopy(self.cond_emb),
@@ -335,17 +423,27 @@ class CondTransformerRegressor(GenCondRegressor):
                 ln_f=copy.deepcopy(self.ln_f),
                 head=copy.deepcopy(self.head),
                 causal_attn=self.causal_attn,
+                pos_encoding=self.pos_encoding,
+                cond_attention=not isinstance(self.cond_encoder, torch.nn.Sequential),
             )
         return plain.train(self.training)
 
     if TYPE_CHECKING:
 
-        def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor: ...
+        def __call__(
+            self,
+            X: Tensor,
+            opt_step: OptStep,
+            Z: Tensor | None = None,
+            *,
+            X_padding_mask: Tensor | None = None,
+            Z_padding_mask: Tensor | None = None,
+        ) -> Tensor: ...
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""
         return (
             f"in_dim={self.in_dim}, out_dim={self.out_dim}, cond_dim={self.cond_dim}, "
             f"in_horizon={self.in_horizon}, cond_horizon={self.cond_horizon}, "
-            f"causal_attn={self.causal_attn}"
+            f"causal_attn={self.causal_attn}, pos_encoding={self.pos_encoding!r}"
         )

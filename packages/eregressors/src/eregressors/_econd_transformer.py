@@ -34,6 +34,14 @@ from eregressors._base import (
 from eregressors._cond_transformer import plain_sinusoid
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
+from eregressors._padding import (
+    PosEncoding,
+    anchored_table_indices,
+    check_padding_mask,
+    check_pos_encoding,
+    memory_padding,
+    memory_positions,
+)
 from eregressors._plain import PlainCondTransformer, PlainStepEmbedding
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from ereps import (
@@ -121,6 +129,38 @@ class eCondTransformerRegressor(GenCondRegressor):
     ``cond_dim=0`` / ``obs_as_cond=False`` mode), ``forward(X, k)`` takes ``Z=None`` and
     :math:`f_\theta(\rho_{\mathcal{X}}(g) X_k, k) = \rho_{\mathcal{Y}}(g) f_\theta(X_k, k)`.
 
+    *Padding* (``X_padding_mask``, ``Z_padding_mask``: bool ``(B, T)``, ``True`` = padding, as
+    torch's ``key_padding_mask``): padded tokens are never attended to. With right padding, the
+    output at every real position equals the output for the unpadded shorter sequences; outputs
+    at padded positions are zero. A sequence that is all padding gives finite values (attention
+    rows with every key masked get a zero output instead of NaN); the step token is never padding.
+
+    *Time frame and positions* (``pos_encoding``): ``X_t`` and ``Z_t`` describe the same time
+    step ``t`` (slot ``t`` of each sequence, as in the causal masks); the step token has no slot
+    and sits just before the first real conditioning token, at time ``f - 1`` (``f`` the first
+    slot of ``Z`` that is not padding; ``-1`` without a mask).
+
+    - ``"absolute"`` (default, the seed's): the learned invariant tables above, by slot.
+    - ``"relative"``: every attention adds a learned bias per head and clipped offset
+      ``clip(p_key - p_query, ±K)``, ``K = max_relative_distance``, to its logits. A number per
+      head is invariant, so the logits stay invariant.
+    - ``"rope"``: rotary embeddings of queries and keys in every attention. A head's
+      queries and keys are ``c_h`` regular copies ``q_{i,a}`` (copy ``i``, group coordinate
+      ``a``) on which ``g`` acts by one permutation ``P_g`` of ``a`` in every copy. The rotation
+      takes *pairs of copies* ``(q_{i,a}, q_{i+P,a})``, ``P = ⌊c_h/2⌋``, and turns them by the
+      angle ``p·θ_i`` of the token's time ``p`` (``θ_i = 10000^{-i/P}``; an odd last copy is not
+      rotated). It mixes copies while ``P_g`` permutes inside them, so the two commute and
+      ``⟨R_p P_g q, R_{p'} P_g k⟩ = ⟨R_p q, R_{p'} k⟩ = ⟨q, R_{p'-p} k⟩``: the logits stay
+      invariant and depend on relative time only. Needs ``c / num_attention_heads >= 2``.
+
+    With ``"relative"`` and ``"rope"`` the tables above are kept (``absolute_table=True``, the
+    default; without them the attentions alone see where a token is, and the demo task trains
+    much worse) but read by time since the first real token of ``X`` or ``Z`` (the earliest real
+    slot is row 0; without masks that is the slot itself). So nothing depends on absolute slots:
+    shifting both sequences by a common offset inside the horizon (left-padding both by ``a``
+    slots and masking them) leaves the outputs at the real positions unchanged, with or without
+    the tables.
+
     Equivariance holds exactly in eval mode (dropout masks are not equivariant sample by sample).
 
     Args:
@@ -142,6 +182,12 @@ class eCondTransformerRegressor(GenCondRegressor):
             ``"kaiming_uniform"`` or ``"kaiming_normal"``.
         step_emb_dim: Keyword-only. Number of sinusoidal features of the step (even); defaults to
             ``embedding_dim`` rounded up to an even number.
+        pos_encoding: Keyword-only. ``"absolute"``, ``"relative"`` or ``"rope"`` (see above).
+        absolute_table: Keyword-only. Whether ``"relative"``/``"rope"`` also add the learned
+            tables (default ``True``), with rows by time since the first real token, so that a
+            common shift still changes nothing; ``False`` leaves positions to the attentions.
+        max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
+            ``max(in_horizon, cond_horizon + 1)``, so no offset inside the horizons is clipped.
 
     Raises:
         TypeError: If a representation is not an escnn representation.
@@ -182,6 +228,7 @@ class eCondTransformerRegressor(GenCondRegressor):
     causal_attn: bool
     norm_module: NormModule
     init_scheme: InitScheme
+    pos_encoding: PosEncoding
 
     def __init__(
         self,
@@ -201,6 +248,9 @@ class eCondTransformerRegressor(GenCondRegressor):
         init_scheme: InitScheme = "xavier_uniform",
         *,
         step_emb_dim: int | None = None,
+        pos_encoding: PosEncoding = "absolute",
+        max_relative_distance: int | None = None,
+        absolute_table: bool = True,
     ) -> None:
         name = type(self).__name__
         out_rep = in_rep if out_rep is None else out_rep
@@ -280,6 +330,23 @@ class eCondTransformerRegressor(GenCondRegressor):
         # Each representation by its own name: the layers would report cond_rep as in_rep.
         for arg, rep in reps.items():
             check_orthogonal(rep, arg)
+        check_pos_encoding(name, pos_encoding)
+        if pos_encoding == "rope" and copies // num_attention_heads < 2:
+            raise ValueError(
+                f"{name} with pos_encoding='rope' rotates pairs of regular copies and needs at "
+                f"least 2 copies per head; got {copies} copies and {num_attention_heads} heads. "
+                f"Valid head counts: {[h for h in valid_head_counts(copies) if copies // h >= 2]}."
+            )
+        if not isinstance(absolute_table, bool):
+            raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
+        if pos_encoding == "absolute" and not absolute_table:
+            raise ValueError(
+                f"{name} with pos_encoding='absolute' needs its tables; got absolute_table=False. "
+                "Use pos_encoding='relative' or 'rope' for a model without them."
+            )
+        if max_relative_distance is None:
+            max_relative_distance = max(in_horizon, cond_horizon + 1)
+        _check_positive_int(name, "max_relative_distance", max_relative_distance)
         if step_emb_dim is None:
             step_emb_dim = 2 * math.ceil(embedding_dim / 2)
         _check_positive_int(name, "step_emb_dim", step_emb_dim)
@@ -303,13 +370,25 @@ class eCondTransformerRegressor(GenCondRegressor):
         self.causal_attn = bool(causal_attn)
         self.norm_module = norm_module
         self.init_scheme = init_scheme
+        self.pos_encoding = pos_encoding
+        self.max_relative_distance = max_relative_distance
+        pos_kw: dict[str, object] = (
+            {}
+            if pos_encoding == "absolute"
+            else {"pos_encoding": pos_encoding, "max_relative_distance": max_relative_distance}
+        )
         emb_rep = direct_sum([group.regular_representation] * copies)
         self.embedding_rep = emb_rep
         E = embedding_dim
 
         # Trunk input: equivariant embedding + invariant positional embedding (c numbers per token).
         self.input_emb = eLinear(in_rep, emb_rep, init_scheme=init_scheme)
-        self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, copies))
+        # Absolute tables for "absolute" (or when asked for); the others live in the attentions.
+        self.pos_emb: torch.nn.Parameter | None = None
+        self.cond_pos_emb: torch.nn.Parameter | None = None
+        if absolute_table:
+            self.pos_emb = torch.nn.Parameter(torch.empty(1, in_horizon, copies))
+            self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, copies))
         # Memory: step token (invariant) first, then the conditioning tokens.
         self.step_emb = StepEmbedding(
             SinusoidalPosEmb(step_emb_dim),
@@ -321,7 +400,6 @@ class eCondTransformerRegressor(GenCondRegressor):
         self.cond_emb: eLinear | None = (
             None if cond_rep is None else eLinear(cond_rep, emb_rep, init_scheme=init_scheme)
         )
-        self.cond_pos_emb = torch.nn.Parameter(torch.empty(1, cond_horizon + 1, copies))
         self.drop = torch.nn.Dropout(p_drop_emb)
         self.cond_encoder: eTransformerEncoder | eMLP
         if num_cond_layers > 0:
@@ -335,6 +413,7 @@ class eCondTransformerRegressor(GenCondRegressor):
                 norm_first=True,
                 norm_module=norm_module,
                 init_scheme=init_scheme,
+                **pos_kw,  # type: ignore[arg-type]
             )
             self.cond_encoder = eTransformerEncoder(enc_layer, num_cond_layers)
         else:
@@ -351,6 +430,7 @@ class eCondTransformerRegressor(GenCondRegressor):
             norm_first=True,
             norm_module=norm_module,
             init_scheme=init_scheme,
+            **pos_kw,  # type: ignore[arg-type]
         )
         self.decoder = eTransformerDecoder(dec_layer, num_layers)
         self.ln_f = make_norm(norm_module, emb_rep, 1e-5)
@@ -363,7 +443,15 @@ class eCondTransformerRegressor(GenCondRegressor):
         out = coeffs.unsqueeze(-1).expand(*shape, self.group_order)
         return out.reshape(*shape[:-1], self.embedding_dim)
 
-    def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        X: Tensor,
+        opt_step: OptStep,
+        Z: Tensor | None = None,
+        *,
+        X_padding_mask: Tensor | None = None,
+        Z_padding_mask: Tensor | None = None,
+    ) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.
 
         Args:
@@ -371,37 +459,89 @@ class eCondTransformerRegressor(GenCondRegressor):
             opt_step: Step ``k``: a Python number, a 0-d tensor or a ``(B,)`` tensor.
             Z: Conditioning tokens of shape ``(B, T_z, cond_rep.size)``, ``T_z <= cond_horizon``;
                 ``None`` for a model built without conditioning (``cond_rep=None``).
+            X_padding_mask: Keyword-only. Bool ``(B, T_x)``, ``True`` marks padding of ``X``.
+            Z_padding_mask: Keyword-only. Bool ``(B, T_z)``, ``True`` marks padding of ``Z``
+                (only with ``Z``).
 
         Returns:
-            Output tokens of shape ``(B, T_x, out_rep.size)``, transforming by ``out_rep``.
+            Output tokens of shape ``(B, T_x, out_rep.size)``, transforming by ``out_rep``; zero
+            at the padded positions of ``X``.
 
         Raises:
+            TypeError: If a mask is not a bool tensor.
             ValueError: If a shape is wrong (see :meth:`GenCondRegressor._validate_inputs`).
         """
         X, step, Z = self._validate_inputs(X, opt_step, Z)
+        name = type(self).__name__
+        check_padding_mask(name, "X_padding_mask", X_padding_mask, X)
+        if Z is None and Z_padding_mask is not None:
+            raise ValueError(f"{name} got Z_padding_mask without Z (a model without conditioning).")
+        if Z is not None:
+            check_padding_mask(name, "Z_padding_mask", Z_padding_mask, Z)
         twin = frozen_twin(self)
         if twin is not None:  # inside elayers.frozen: the plain model exported on entry
-            result: Tensor = twin(X, step, Z)
+            result: Tensor = twin(
+                X, step, Z, X_padding_mask=X_padding_mask, Z_padding_mask=Z_padding_mask
+            )
             return result
         T_x = X.shape[1]
+        T_z = 0 if Z is None else Z.shape[1]
+        mem_pad = memory_padding(Z_padding_mask)
+        x_pos = mem_pos = None
+        if self.pos_encoding != "absolute":
+            x_pos = torch.arange(T_x, device=X.device)
+            mem_pos = memory_positions(T_z, Z_padding_mask, X.device)
 
-        step_token = self._expand_invariant(self.step_emb(step)).unsqueeze(1)  # (B, 1, E)
-        if Z is None or self.cond_emb is None:  # a model without conditioning
-            T_z, memory = 0, step_token
-        else:
-            T_z = Z.shape[1]
+        x_table = z_table = None
+        if self.pos_emb is not None and self.cond_pos_emb is not None:
+            if self.pos_encoding == "absolute" or (
+                X_padding_mask is None and Z_padding_mask is None
+            ):
+                x_table = self.pos_emb[:, :T_x]
+                z_table = self.cond_pos_emb[:, : T_z + 1]
+            else:
+                # Tables on top of relative positions: rows by time since the first real token.
+                x_rows, z_rows = anchored_table_indices(
+                    X_padding_mask,
+                    Z_padding_mask,
+                    (X.shape[0], T_x, T_z),
+                    (self.pos_emb.shape[1], self.cond_pos_emb.shape[1] - 1),
+                    X.device,
+                )
+                x_table, z_table = self.pos_emb[0][x_rows], self.cond_pos_emb[0][z_rows]
+
+        memory = self._expand_invariant(self.step_emb(step)).unsqueeze(1)  # (B, 1, E)
+        if Z is not None and self.cond_emb is not None:
             cond_tokens = self.cond_emb(Z)  # (B, T_z, E)
-            memory = torch.cat((step_token.to(cond_tokens.dtype), cond_tokens), dim=1)
-        memory = self.drop(memory + self._expand_invariant(self.cond_pos_emb[:, : T_z + 1]))
+            memory = torch.cat((memory.to(cond_tokens.dtype), cond_tokens), dim=1)
+        if z_table is not None:
+            memory = memory + self._expand_invariant(z_table)
+        memory = self.drop(memory)
         if isinstance(self.cond_encoder, eTransformerEncoder):
-            memory = self.cond_encoder(memory, is_causal=self.causal_attn)
+            memory = self.cond_encoder(
+                memory, src_key_padding_mask=mem_pad, is_causal=self.causal_attn, src_pos=mem_pos
+            )
         else:
             memory = self.cond_encoder(memory)
 
-        x = self.drop(self.input_emb(X) + self._expand_invariant(self.pos_emb[:, :T_x]))
+        x = self.input_emb(X)
+        if x_table is not None:
+            x = x + self._expand_invariant(x_table)
+        x = self.drop(x)
         memory_mask = causal_memory_mask(T_x, T_z, device=X.device) if self.causal_attn else None
-        x = self.decoder(x, memory, memory_mask=memory_mask, tgt_is_causal=self.causal_attn)
+        x = self.decoder(
+            x,
+            memory,
+            memory_mask=memory_mask,
+            tgt_key_padding_mask=X_padding_mask,
+            memory_key_padding_mask=mem_pad,
+            tgt_is_causal=self.causal_attn,
+            tgt_pos=x_pos,
+            memory_pos=mem_pos,
+        )
         out: Tensor = self.head(self.ln_f(x))
+        if X_padding_mask is not None:
+            out = out.masked_fill(X_padding_mask.unsqueeze(-1), 0.0)
         return out
 
     def export(self) -> PlainCondTransformer:
@@ -436,27 +576,39 @@ class eCondTransformerRegressor(GenCondRegressor):
                 in_horizon=self.in_horizon,
                 cond_horizon=self.cond_horizon,
                 input_emb=self.input_emb.export(),
-                pos_emb=self._expand_invariant(self.pos_emb),
+                pos_emb=None if self.pos_emb is None else self._expand_invariant(self.pos_emb),
                 step_emb=PlainStepEmbedding(
-                    plain_sinusoid(sinusoid, self.pos_emb),
+                    plain_sinusoid(sinusoid, last.weight),
                     copy.deepcopy(first),
                     copy.deepcopy(act),
                     expanded.train(last.training),
                 ),
                 cond_emb=None if self.cond_emb is None else self.cond_emb.export(),
-                cond_pos_emb=self._expand_invariant(self.cond_pos_emb),
+                cond_pos_emb=(
+                    None if self.cond_pos_emb is None else self._expand_invariant(self.cond_pos_emb)
+                ),
                 p_drop_emb=self.drop.p,
                 cond_encoder=self.cond_encoder.export(),
                 decoder=self.decoder.export(),
                 ln_f=self.ln_f.export(),
                 head=self.head.export(),
                 causal_attn=self.causal_attn,
+                pos_encoding=self.pos_encoding,
+                cond_attention=isinstance(self.cond_encoder, eTransformerEncoder),
             )
         return plain.train(self.training)
 
     if TYPE_CHECKING:
 
-        def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor | None = None) -> Tensor: ...
+        def __call__(
+            self,
+            X: Tensor,
+            opt_step: OptStep,
+            Z: Tensor | None = None,
+            *,
+            X_padding_mask: Tensor | None = None,
+            Z_padding_mask: Tensor | None = None,
+        ) -> Tensor: ...
 
     def get_optim_groups(self, weight_decay: float = 0.001) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.
@@ -503,8 +655,9 @@ class eCondTransformerRegressor(GenCondRegressor):
             if isinstance(layer, torch.nn.Linear):
                 _init_linear(layer, scheme)
         with torch.no_grad():
-            torch.nn.init.normal_(self.pos_emb, mean=0.0, std=_POS_STD)
-            torch.nn.init.normal_(self.cond_pos_emb, mean=0.0, std=_POS_STD)
+            for table in (self.pos_emb, self.cond_pos_emb):
+                if table is not None:
+                    torch.nn.init.normal_(table, mean=0.0, std=_POS_STD)
 
     def check_equivariance(
         self,
@@ -516,6 +669,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         elements: Sequence[GroupElement] | None = None,
         tol: float | None = None,
         generator: torch.Generator | None = None,
+        X_padding_mask: Tensor | None = None,
+        Z_padding_mask: Tensor | None = None,
     ) -> float:
         r"""Measure the model's equivariance error with :func:`ereps.check_equivariance`.
 
@@ -535,6 +690,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             elements: Group elements to test; all of them if ``None``.
             tol: If given, raise :class:`ereps.EquivarianceError` when the error exceeds it.
             generator: Random generator for the random inputs.
+            X_padding_mask: Padding mask of ``X`` passed to :meth:`forward` (masks are invariant).
+            Z_padding_mask: Padding mask of ``Z`` passed to :meth:`forward`.
 
         Returns:
             The largest relative error over the tested elements.
@@ -580,7 +737,9 @@ class eCondTransformerRegressor(GenCondRegressor):
                         tol=tol,
                     )
                 return check_equivariance(
-                    lambda x, z: self(x, step, z),
+                    lambda x, z: self(
+                        x, step, z, X_padding_mask=X_padding_mask, Z_padding_mask=Z_padding_mask
+                    ),
                     [self.in_rep, self.cond_rep],
                     self.out_rep,
                     inputs=[X, Z],
@@ -598,5 +757,5 @@ class eCondTransformerRegressor(GenCondRegressor):
             f"out_rep={self.out_rep.name}, group={self.in_rep.group.name}, "
             f"copies={self.num_copies}, in_horizon={self.in_horizon}, "
             f"cond_horizon={self.cond_horizon}, causal_attn={self.causal_attn}, "
-            f"norm_module={self.norm_module!r}"
+            f"norm_module={self.norm_module!r}, pos_encoding={self.pos_encoding!r}"
         )

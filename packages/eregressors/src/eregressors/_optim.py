@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from elayers import PositionalMultiheadAttention
+
 __all__ = ["OptimGroup", "default_optim_groups", "is_decayed_default", "split_optim_groups"]
 
 #: One parameter group of a ``torch.optim`` optimiser: ``{"params": list[Parameter], "weight_decay":
@@ -34,7 +36,7 @@ def is_decayed_default(module: torch.nn.Module, param_name: str) -> bool:
     """
     if isinstance(module, torch.nn.Linear):
         return param_name == "weight"
-    if isinstance(module, torch.nn.MultiheadAttention):
+    if isinstance(module, torch.nn.MultiheadAttention | PositionalMultiheadAttention):
         return param_name in _ATTENTION_PROJECTIONS
     return False
 
