@@ -346,14 +346,18 @@ class eMultiheadAttention(eModule):
                     rope_block=1 if self.rotary is None else self.rotary.block,
                 ).to(device=w_in.device, dtype=w_in.dtype)
                 if self.relative_bias is not None:
-                    assert mha.relative_bias is not None  # built for "relative" above
+                    if mha.relative_bias is None:  # an internal invariant (python -O keeps it)
+                        raise RuntimeError("internal error: built for 'relative' above")
                     mha.relative_bias.weight.copy_(self.relative_bias.weight)
-            assert mha.in_proj_weight is not None  # _qkv_same_embed_dim
+            if mha.in_proj_weight is None:  # an internal invariant (python -O keeps it)
+                raise RuntimeError("internal error: _qkv_same_embed_dim")
             mha.in_proj_weight.copy_(w_in)
             mha.out_proj.weight.copy_(w_out)
             if b_in is not None and b_out is not None:
-                assert mha.in_proj_bias is not None
-                assert mha.out_proj.bias is not None
+                if mha.in_proj_bias is None:  # an internal invariant (python -O keeps it)
+                    raise RuntimeError("internal error: expected mha.in_proj_bias is not None")
+                if mha.out_proj.bias is None:  # an internal invariant (python -O keeps it)
+                    raise RuntimeError("internal error: expected mha.out_proj.bias is not None")
                 mha.in_proj_bias.copy_(b_in)
                 mha.out_proj.bias.copy_(b_out)
             return mha.train(self.training)

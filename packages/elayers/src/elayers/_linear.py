@@ -51,7 +51,8 @@ def plain_linear(weight: Tensor, bias: Tensor | None, training: bool) -> nn.Line
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None:
-            assert layer.bias is not None  # built with bias=True just above
+            if layer.bias is None:  # an internal invariant (python -O keeps it)
+                raise RuntimeError("internal error: built with bias=True just above")
             layer.bias.copy_(bias)
     return layer.train(training)
 

@@ -154,11 +154,13 @@ class eMLP(eModule):
         *hidden, last = self.layers
         parts: list[nn.Module] = []
         for layer in hidden:
-            assert isinstance(layer, eLinear)
+            if not isinstance(layer, eLinear):  # an internal invariant (python -O keeps it)
+                raise RuntimeError("internal error: expected isinstance(layer, eLinear)")
             parts.append(layer.export())
             parts.append(plain_activation(self.activation, self.activation_name))
             parts.append(nn.Dropout(self.dropout.p))
-        assert isinstance(last, eLinear)
+        if not isinstance(last, eLinear):  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: expected isinstance(last, eLinear)")
         parts.append(last.export())
         return nn.Sequential(*parts).train(self.training)
 

@@ -392,6 +392,7 @@ def _plain_rms(n: int, eps: float, weight: Tensor | None, bias: Tensor | None) -
         dtype=None if weight is None else weight.dtype,
     )
     if weight is not None:
-        assert norm.weight is not None  # elementwise_affine=True
+        if norm.weight is None:  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: elementwise_affine=True")
         norm.weight.copy_(weight)
     return norm if bias is None else nn.Sequential(norm, Bias(bias))

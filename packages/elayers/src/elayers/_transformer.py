@@ -807,7 +807,8 @@ def _export_child(
 
 
 def _export_child(layer: nn.Module, kind: type[eModule]) -> nn.Module:
-    assert isinstance(layer, kind)  # the stacks hold the layers they were built with
+    if not isinstance(layer, kind):  # an internal invariant (python -O keeps it)
+        raise RuntimeError("internal error: the stacks hold the layers they were built with")
     return layer.export()
 
 

@@ -398,10 +398,13 @@ class CondTransformerRegressor(GenCondRegressor):
             A new module (this one is left unchanged) in this model's training mode.
         """
         sinusoid, *mlp = self.step_emb
-        assert isinstance(sinusoid, SinusoidalPosEmb)  # built so in __init__
+        if not isinstance(sinusoid, SinusoidalPosEmb):  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: built so in __init__")
         # Both horizons are set for the transformer regressors (None only for other models).
-        assert self.in_horizon is not None
-        assert self.cond_horizon is not None
+        if self.in_horizon is None:  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: expected self.in_horizon is not None")
+        if self.cond_horizon is None:  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: expected self.cond_horizon is not None")
         with torch.no_grad():
             plain = PlainCondTransformer(
                 in_dim=self.in_dim,

@@ -557,8 +557,10 @@ class eCondTransformerRegressor(GenCondRegressor):
             A new module (this one is left unchanged) in this model's training mode.
         """
         sinusoid, first, act, last = self.step_emb
-        assert isinstance(sinusoid, SinusoidalPosEmb)  # built so in __init__
-        assert isinstance(last, torch.nn.Linear)
+        if not isinstance(sinusoid, SinusoidalPosEmb):  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: built so in __init__")
+        if not isinstance(last, torch.nn.Linear):  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: expected isinstance(last, torch.nn.Linear)")
         n = self.group_order
         with torch.no_grad():
             expanded = torch.nn.Linear(

@@ -106,7 +106,8 @@ class _eConditionalResidualBlock1D(eModule):
     ) -> None:
         super().__init__(in_rep, out_rep)
         copies = regular_multiplicity(out_rep)
-        assert copies is not None  # built by eConditionalUnet1D from regular copies
+        if copies is None:  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: built by eConditionalUnet1D from regular copies")
         self.order = out_rep.size // copies
         self.out_channels = out_rep.size
         self.cond_predict_scale = cond_predict_scale
@@ -364,7 +365,8 @@ class eConditionalUnet1D(GenCondRegressor):
         up: list[nn.ModuleList] = []
         for a, b in reversed(levels[1:]):
             c_b = regular_multiplicity(b)
-            assert c_b is not None
+            if c_b is None:  # an internal invariant (python -O keeps it)
+                raise RuntimeError("internal error: expected c_b is not None")
             up.append(
                 nn.ModuleList(
                     [

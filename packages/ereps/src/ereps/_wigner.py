@@ -158,5 +158,6 @@ def install_lie_learn_shim() -> None:
         if parent is not None:
             setattr(parent, name.rsplit(".", 1)[1], module)
         parent = module
-    assert parent is not None
+    if parent is None:  # an internal invariant (python -O keeps it)
+        raise RuntimeError("internal error: expected parent is not None")
     parent.wigner_D_matrix = wigner_D_matrix  # type: ignore[attr-defined]
