@@ -5,6 +5,12 @@ every contender runs in the same process, warm-up calls come first, and then the
 alternate call by call (the order of each round is reversed on the next one, so that a slow drift of
 the machine hits all of them alike); the reported time is the median over the rounds, and a ratio
 of two contenders the median over the rounds of their ratio within the round.
+
+Contenders that hold their own weights leave the caches to whoever runs next: with one call each
+per round, a contender's time depends on which one ran before it (the baseline, first and last of
+consecutive rounds, follows itself half the time, the middle ones never). ``warm_calls`` runs
+untimed calls of the same contender right before each timed one, as a denoising loop does
+(10-100 calls of one model back to back), so that every contender is timed after itself.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ def interleaved_timings(
     device: torch.device,
     warmup: int,
     repeats: int,
+    warm_calls: int = 0,
 ) -> dict[str, Timing]:
     """Time each contender ``repeats`` times, alternating, after ``warmup`` calls of each.
 
@@ -90,12 +97,16 @@ def interleaved_timings(
             autotuning).
         repeats: Timed rounds; in each round every contender runs once, in an order reversed every
             other round.
+        warm_calls: Untimed calls of a contender right before each of its timed calls (its
+            steady state when it runs back to back, independent of which contender ran before).
 
     Returns:
         Name -> median and quartiles of the per-call wall time in milliseconds.
     """
     if repeats < 1:
         raise ValueError(f"interleaved_timings needs repeats >= 1; got {repeats}.")
+    if warm_calls < 0:
+        raise ValueError(f"interleaved_timings needs warm_calls >= 0; got {warm_calls}.")
     names = list(contenders)
     for _ in range(warmup):
         for name in names:
@@ -105,6 +116,8 @@ def interleaved_timings(
     for round_index in range(repeats):
         order = names if round_index % 2 == 0 else names[::-1]
         for name in order:
+            for _ in range(warm_calls):
+                contenders[name]()
             synchronize(device)
             start = time.perf_counter()
             contenders[name]()

@@ -199,6 +199,9 @@ def bench_inference(
                 device=device,
                 warmup=args.warmup,
                 repeats=args.repeats,
+                # Inference runs one model back to back (the denoising loop): time each contender
+                # after a call of its own, not after whichever ran before it.
+                warm_calls=1,
             )
             rows.append(EvalRow(b, t["eager"], t["frozen"], t["exported"], t["base"]))
     return rows

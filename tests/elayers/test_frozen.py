@@ -153,3 +153,46 @@ def test_other_threads_see_the_scope_and_errors_name_the_argument() -> None:
     assert seen == [True]
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"), elayers.frozen("model"):  # type: ignore[type-var]
         pass
+
+
+def test_each_kind_of_edit_alone_is_seen_and_named() -> None:
+    """Version, address and identity are each checked: one edit of one kind is enough."""
+    x = C.seeded_randn(2, 5, 16, dtype=torch.float32)
+    for edit in ("in_place", "replaced", "data_assigned"):
+        model = _model()
+        layer = model[1]
+        assert isinstance(layer, eMLP)
+        owner = layer.layers[0]
+        with torch.no_grad(), elayers.frozen(model):
+            model(x)
+            name, param = next(iter(owner.named_parameters(recurse=False)))
+            if edit == "in_place":
+                param.mul_(1.5)
+            elif edit == "replaced":
+                # Same values, another Parameter object: neither version nor address of the old
+                # one changes.
+                setattr(owner, name, nn.Parameter(param.detach().clone()))
+            else:
+                version = param._version
+                param.data = param.detach().clone()
+                assert param._version == version  # invisible to the version counter
+            with pytest.raises(
+                RuntimeError, match=rf"parameter '{name}' of eLinear changed inside"
+            ):
+                model(x)
+
+
+def test_a_pre_hook_registered_inside_the_scope_runs() -> None:
+    model = _model()
+    x = C.seeded_randn(2, 5, 16, dtype=torch.float32)
+    seen: list[int] = []
+    with torch.no_grad(), elayers.frozen(model):
+        model(x)
+        layer = model[0]
+        assert isinstance(layer, eTransformerEncoderLayer)
+        handle = layer.ff.linear1.register_forward_pre_hook(lambda *_: seen.append(1))
+        model(x)
+        assert seen == [1]
+        handle.remove()
+        model(x)
+    assert seen == [1]

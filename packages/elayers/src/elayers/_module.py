@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -47,27 +48,42 @@ class FrozenTwin:
     parameters must not change inside the scope at all.
     """
 
-    __slots__ = ("hookables", "keys", "module", "params", "ptrs", "training", "twin", "versions")
+    __slots__ = (
+        "hook_dicts",
+        "module",
+        "names",
+        "owners",
+        "params",
+        "ptrs",
+        "training",
+        "twin",
+        "versioned",
+        "versions",
+    )
 
     def __init__(self, module: nn.Module, twin: nn.Module) -> None:
         self.module = module
         self.twin = twin
         self.training = module.training
-        # Submodules whose hooks the twin would skip (the module's own run around the twin).
-        self.hookables = list(module.modules())[1:]
-        self.keys: list[tuple[nn.Module, str]] = []
+        # The hook dicts of the submodules whose hooks the twin would skip (the module's own run
+        # around the twin). The dict objects themselves are kept: registering a hook adds to
+        # them, so a call reads their lengths instead of walking every submodule again.
+        self.hook_dicts: list[Mapping[int, Any]] = []
+        for m in list(module.modules())[1:]:
+            self.hook_dicts += [m._forward_hooks, m._forward_pre_hooks]
+        self.owners: list[dict[str, nn.Parameter | None]] = []
+        self.names: list[str] = []
         self.params: list[Tensor] = []
         for owner in module.modules():
             for name, p in owner._parameters.items():
                 if p is not None:
-                    self.keys.append((owner, name))
+                    self.owners.append(owner._parameters)
+                    self.names.append(name)
                     self.params.append(p)
-        self.versions = self._versions()
-        self.ptrs = [p.data_ptr() for p in self.params]
-
-    def _versions(self) -> list[int]:
-        # Inference tensors have no version counter (then only identity and address are checked).
-        return [-1 if p.is_inference() else p._version for p in self.params]
+        # Inference tensors have no version counter (only identity and address are checked).
+        self.versioned = [p for p in self.params if not p.is_inference()]
+        self.versions = list(map(_VERSION, self.versioned))
+        self.ptrs = list(map(Tensor.data_ptr, self.params))
 
     def usable(self) -> bool:
         """Whether the twin computes this call.
@@ -83,36 +99,42 @@ class FrozenTwin:
 
         if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
             return False
-        return not any([m._forward_hooks or m._forward_pre_hooks for m in self.hookables])
+        return not any(self.hook_dicts)
 
     def check(self) -> None:
         """Raise ``RuntimeError`` if a parameter was replaced or edited since entry."""
-        # List comprehensions compared at once: a few microseconds for a whole model.
+        # One C-level pass per property (map, not a Python loop): every call runs this right
+        # after a forward has evicted the tree's objects from the caches, so the fewer objects
+        # and bytecodes it touches, the less it costs (a few microseconds for a whole model).
         if (
-            self._versions() == self.versions
-            and [p.data_ptr() for p in self.params] == self.ptrs
-            and all(
-                [
-                    o._parameters.get(n) is p
-                    for (o, n), p in zip(self.keys, self.params, strict=True)
-                ]
-            )
+            list(map(_VERSION, self.versioned)) == self.versions
+            and list(map(Tensor.data_ptr, self.params)) == self.ptrs
+            and all(map(operator.is_, map(dict.get, self.owners, self.names), self.params))
         ):
             return
-        for (owner, name), p, version, ptr in zip(
-            self.keys, self.params, self.versions, self.ptrs, strict=True
+        entry_version = {id(p): v for p, v in zip(self.versioned, self.versions, strict=True)}
+        for owner, name, p, ptr in zip(
+            self.owners, self.names, self.params, self.ptrs, strict=True
         ):
-            if (
-                owner._parameters.get(name) is not p
-                or (not p.is_inference() and p._version != version)
-                or p.data_ptr() != ptr
-            ):
+            edited = id(p) in entry_version and p._version != entry_version[id(p)]
+            if owner.get(name) is not p or edited or p.data_ptr() != ptr:
                 raise RuntimeError(
                     f"{type(self.module).__name__}: parameter {name!r} of "
-                    f"{type(owner).__name__} changed inside elayers.frozen(); the weights were "
-                    "built on entry and would be stale. Edit parameters outside the scope (or "
-                    "re-enter it after the edit)."
+                    f"{_owner_name(self.module, owner)} changed inside elayers.frozen(); the "
+                    "weights were built on entry and would be stale. Edit parameters outside the "
+                    "scope (or re-enter it after the edit)."
                 )
+
+
+_VERSION = operator.attrgetter("_version")
+
+
+def _owner_name(root: nn.Module, params: Mapping[str, Any]) -> str:
+    """The class name of the submodule of ``root`` whose ``_parameters`` dict is ``params``."""
+    for m in root.modules():
+        if m._parameters is params:
+            return type(m).__name__
+    return type(root).__name__
 
 
 # Modules inside an active frozen() scope, by id: a forward looks itself up here. Kept outside

@@ -62,12 +62,16 @@ class PlainStepEmbedding(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         """Embed steps of shape ``(B,)``; returns ``(B, e)``."""
-        layers = iter(self._modules.values())
-        out: Tensor = next(layers)(x)
-        for p in self.parameters():
-            out = out.to(p.dtype)
-            break
-        for layer in layers:
+        layers = [m for m in self._modules.values() if m is not None]
+        out: Tensor = layers[0](x)
+        # The first parameter's dtype, read from the layers' own dicts (``self.parameters()``
+        # builds nested generators, a measurable part of a batch-1 forward).
+        for layer in layers[1:]:
+            weights = [p for p in layer._parameters.values() if p is not None]
+            if weights:
+                out = out.to(weights[0].dtype)
+                break
+        for layer in layers[1:]:
             out = layer(out)
         return out
 
