@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import escnn.group as eg
 import numpy as np
 import pytest
 import torch
 
-from eregressors import EquivariantNormalizer
+import elayers
+from eregressors import EquivariantNormalizer, PlainNormalizer, eCondTransformerRegressor
 from ereps import Representation, act, direct_sum, group_elements
+from tests import _exported as X
 from tests.ereps import _cases as C
 
 CASES = [
@@ -172,3 +175,86 @@ def test_errors() -> None:
         normalizer.unnormalize(torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"got \(\)"):
         normalizer.normalize(torch.tensor(1.0))
+
+
+class _Policy(torch.nn.Module):
+    """What a user deploys: normalizers around the denoiser, in one module."""
+
+    def __init__(self, rep: Representation, cond: Representation) -> None:
+        super().__init__()
+        self.x_norm = EquivariantNormalizer(rep).fit(skewed((40, 3), rep.size, 5))
+        self.z_norm = EquivariantNormalizer(cond, diagonal=True).fit(skewed((40, 2), cond.size, 6))
+        self.model = eCondTransformerRegressor(
+            rep, cond, rep, 4, 2, num_layers=1, num_attention_heads=1, embedding_dim=12
+        )
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        out = self.model(self.x_norm(x), k, self.z_norm(z))
+        result: torch.Tensor = self.x_norm.unnormalize(out)
+        return result
+
+
+@pytest.mark.parametrize("diagonal", [False, True], ids=["full", "diagonal"])
+def test_export_is_plain_and_computes_the_same(diagonal: bool) -> None:
+    rep = C.rep("D3", "Q:reg+triv")
+    normalizer = EquivariantNormalizer(rep, diagonal=diagonal).fit(skewed((50, 4), rep.size, 1))
+    plain = normalizer.export()
+    assert isinstance(plain, PlainNormalizer)
+    X.assert_plain(plain)
+    for dtype in (torch.float64, torch.float32):
+        x = skewed((3, 5), rep.size, 2).to(dtype)
+        # The same operations on copies of the same statistics: bit-equal.
+        assert torch.equal(plain(x), normalizer.normalize(x))
+        assert torch.equal(plain.normalize(x), normalizer.normalize(x))
+        assert torch.equal(plain.unnormalize(x), normalizer.unnormalize(x))
+    # Copies: refitting the source leaves the export as it was.
+    before = plain.normalize(skewed((2,), rep.size, 3))
+    normalizer.fit(skewed((50, 4), rep.size, 4))
+    assert torch.equal(plain.normalize(skewed((2,), rep.size, 3)), before)
+    with pytest.raises(ValueError, match=r"PlainNormalizer\.unnormalize expects y of shape"):
+        plain.unnormalize(torch.zeros(3, rep.size + 1))
+    with pytest.raises(TypeError, match=r"PlainNormalizer\.normalize expects x"):
+        plain.normalize(torch.zeros(3, rep.size, dtype=torch.int64))
+
+
+def test_unfitted_normalizer_refuses_export() -> None:
+    normalizer = EquivariantNormalizer(C.rep("D3", "Q:reg+triv"))
+    with pytest.raises(RuntimeError, match=r"EquivariantNormalizer\.export needs statistics"):
+        normalizer.export()
+
+
+def test_a_policy_tree_exports_whole_and_runs_without_the_project(tmp_path: Path) -> None:
+    rep = C.rep("D3", "Q:reg+triv")
+    cond = direct_sum([rep, rep])
+    policy = _Policy(rep, cond).eval()
+    plain = elayers.export(policy).eval()
+    for child in plain.children():  # the root is the user's own class
+        X.assert_plain(child)
+    assert isinstance(plain.x_norm, PlainNormalizer)
+    assert isinstance(plain.z_norm, PlainNormalizer)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, rep.size, generator=g)
+    z = torch.randn(3, 2, cond.size, generator=g)
+    k = torch.tensor([1.0, 10.0, 100.0])
+    with torch.no_grad():
+        expected = policy(x, k, z)
+        assert X.relative_error(plain(x, k, z), expected) <= 1e-5
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(
+        plain, (x, k, z), dynamic_shapes=({0: batch}, {0: batch}, {0: batch})
+    )
+    path = tmp_path / "policy.pt2"
+    torch.export.save(program, path)
+    torch.save((x[:2], k[:2], z[:2]), tmp_path / "inputs.pt")
+    X.run_blocked(
+        f"""
+        import torch
+        program = torch.export.load({str(path)!r})
+        x, k, z = torch.load({str(tmp_path / "inputs.pt")!r})
+        with torch.no_grad():
+            torch.save(program.module()(x, k, z), {str(tmp_path / "out.pt")!r})
+        """
+    )
+    with torch.no_grad():
+        expected = policy(x[:2], k[:2], z[:2])
+    assert X.relative_error(torch.load(tmp_path / "out.pt"), expected) <= 1e-5

@@ -11,7 +11,7 @@ from eregressors._eunet import eConditionalUnet1D
 from eregressors._normalizer import EquivariantNormalizer
 from eregressors._optim import OptimGroup
 from eregressors._padding import POS_ENCODINGS, PosEncoding
-from eregressors._plain import PlainCondTransformer
+from eregressors._plain import PlainCondTransformer, PlainNormalizer
 from eregressors._plain_unet import PlainConditionalUnet1D
 from eregressors._sampling import (
     DiffusionScheduler,
@@ -40,6 +40,7 @@ __all__ = [
     "OptimGroup",
     "PlainCondTransformer",
     "PlainConditionalUnet1D",
+    "PlainNormalizer",
     "PosEncoding",
     "SinusoidalPosEmb",
     "StepEmbedding",

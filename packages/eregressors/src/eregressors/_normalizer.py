@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from elayers import Exportable
+from eregressors._plain import PlainNormalizer
 from ereps import (
     Representation,
     symmetric_covariance,
@@ -17,7 +19,7 @@ from ereps import (
 __all__ = ["EquivariantNormalizer"]
 
 
-class EquivariantNormalizer(torch.nn.Module):
+class EquivariantNormalizer(Exportable, torch.nn.Module):
     r"""Standardize samples of a representation with a map that commutes with the group.
 
     Diffusion Policy's per-coordinate normalizers (min/max to ``[-1, 1]``, or mean/std per
@@ -189,6 +191,25 @@ class EquivariantNormalizer(torch.nn.Module):
         dtype = torch.promote_types(y.dtype, self.inverse_scale.dtype)
         out = y.to(dtype) @ self.inverse_scale.to(dtype) + self.mean.to(dtype)
         return out.to(y.dtype)
+
+    def export(self) -> PlainNormalizer:
+        """The fitted statistics as a :class:`eregressors._plain.PlainNormalizer` (torch only).
+
+        ``elayers.export`` calls it for a normalizer anywhere in a module tree (a policy module
+        holding normalizers and a model), so the exported tree holds no representation. The
+        plain module computes :meth:`normalize` (its ``forward``) and :meth:`unnormalize`
+        exactly as this one does, with copies of the current statistics.
+
+        Returns:
+            A new module in this one's training mode.
+
+        Raises:
+            RuntimeError: If the normalizer was not fitted (an exported identity would be a
+                silent error on the robot).
+        """
+        self._check_fitted("export")
+        plain = PlainNormalizer(self.mean, self.scale, self.inverse_scale)
+        return plain.train(self.training)
 
     def forward(self, x: Tensor) -> Tensor:
         """Same as :meth:`normalize`.

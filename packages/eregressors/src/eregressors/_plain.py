@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "PlainCondTransformer",
+    "PlainNormalizer",
     "PlainSinusoidalPosEmb",
     "anchored_table_indices",
     "memory_padding",
@@ -469,3 +470,57 @@ class PlainCondTransformer(nn.Module):
             f"in_horizon={self.in_horizon}, cond_horizon={self.cond_horizon}, "
             f"causal_attn={self.causal_attn}, pos_encoding={self.pos_encoding!r}"
         )
+
+
+class PlainNormalizer(nn.Module):
+    r"""A fitted normalizer as plain tensors: ``x ↦ S (x - μ)`` and ``y ↦ S⁻¹ y + μ``.
+
+    What :meth:`EquivariantNormalizer.export` returns: the statistics without the representation,
+    for deployment next to an exported model. ``forward`` is :meth:`normalize`; ``S`` and ``S⁻¹``
+    are symmetric, so both maps are a matrix product on the last axis, computed in the
+    statistics' precision (float64) and returned in the input's dtype, as the source does.
+
+    Args:
+        mean: ``μ``, shape ``(n,)``.
+        scale: ``S``, shape ``(n, n)``.
+        inverse_scale: ``S⁻¹``, shape ``(n, n)``.
+    """
+
+    def __init__(self, mean: Tensor, scale: Tensor, inverse_scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("inverse_scale", inverse_scale.detach().clone())
+        self.mean: Tensor
+        self.scale: Tensor
+        self.inverse_scale: Tensor
+
+    def _check(self, method: str, arg: str, x: Tensor) -> None:
+        n = self.mean.shape[0]
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim == 0:
+            raise TypeError(
+                f"{type(self).__name__}.{method} expects {arg} to be a floating-point tensor of "
+                f"shape (..., {n}); got {type(x).__name__}."
+            )
+        if x.shape[-1] != n:
+            raise ValueError(
+                f"{type(self).__name__}.{method} expects {arg} of shape (..., {n}); got "
+                f"{tuple(x.shape)}."
+            )
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``S (x - μ)`` on the last axis of ``x: (..., n)``; same shape and dtype."""
+        self._check("normalize", "x", x)
+        dtype = torch.promote_types(x.dtype, self.scale.dtype)
+        return ((x.to(dtype) - self.mean.to(dtype)) @ self.scale.to(dtype)).to(x.dtype)
+
+    def unnormalize(self, y: Tensor) -> Tensor:
+        """``S⁻¹ y + μ`` on the last axis of ``y: (..., n)``; same shape and dtype."""
+        self._check("unnormalize", "y", y)
+        dtype = torch.promote_types(y.dtype, self.inverse_scale.dtype)
+        out = y.to(dtype) @ self.inverse_scale.to(dtype) + self.mean.to(dtype)
+        return out.to(y.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Same as :meth:`normalize`."""
+        return self.normalize(x)
