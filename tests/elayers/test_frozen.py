@@ -158,7 +158,7 @@ def test_other_threads_see_the_scope_and_errors_name_the_argument() -> None:
 def test_each_kind_of_edit_alone_is_seen_and_named() -> None:
     """Version, address and identity are each checked: one edit of one kind is enough."""
     x = C.seeded_randn(2, 5, 16, dtype=torch.float32)
-    for edit in ("in_place", "replaced", "data_assigned"):
+    for edit in ("in_place", "replaced", "removed", "data_assigned"):
         model = _model()
         layer = model[1]
         assert isinstance(layer, eMLP)
@@ -172,6 +172,8 @@ def test_each_kind_of_edit_alone_is_seen_and_named() -> None:
                 # Same values, another Parameter object: neither version nor address of the old
                 # one changes.
                 setattr(owner, name, nn.Parameter(param.detach().clone()))
+            elif edit == "removed":
+                setattr(owner, name, None)
             else:
                 version = param._version
                 param.data = param.detach().clone()

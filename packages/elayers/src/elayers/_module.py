@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import operator
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -49,10 +50,11 @@ class FrozenTwin:
     """
 
     __slots__ = (
+        "count",
+        "entries",
         "hook_dicts",
         "module",
-        "names",
-        "owners",
+        "param_dicts",
         "params",
         "ptrs",
         "training",
@@ -71,15 +73,13 @@ class FrozenTwin:
         self.hook_dicts: list[Mapping[int, Any]] = []
         for m in list(module.modules())[1:]:
             self.hook_dicts += [m._forward_hooks, m._forward_pre_hooks]
-        self.owners: list[dict[str, nn.Parameter | None]] = []
-        self.names: list[str] = []
-        self.params: list[Tensor] = []
-        for owner in module.modules():
-            for name, p in owner._parameters.items():
-                if p is not None:
-                    self.owners.append(owner._parameters)
-                    self.names.append(name)
-                    self.params.append(p)
+        # Every submodule's parameter dict and, in its order, what it held on entry (``None``
+        # entries included): one identity pass over the dicts' values sees a parameter replaced,
+        # removed or added, without a lookup by name.
+        self.param_dicts = [m._parameters for m in module.modules() if m._parameters]
+        self.entries = [v for d in self.param_dicts for v in d.values()]
+        self.count = len(self.entries)
+        self.params: list[Tensor] = [p for p in self.entries if p is not None]
         # Inference tensors have no version counter (only identity and address are checked).
         self.versioned = [p for p in self.params if not p.is_inference()]
         self.versions = list(map(_VERSION, self.versioned))
@@ -109,32 +109,45 @@ class FrozenTwin:
         if (
             list(map(_VERSION, self.versioned)) == self.versions
             and list(map(Tensor.data_ptr, self.params)) == self.ptrs
-            and all(map(operator.is_, map(dict.get, self.owners, self.names), self.params))
+            and sum(map(len, self.param_dicts)) == self.count
+            and all(map(operator.is_, _values(self.param_dicts), self.entries))
         ):
             return
         entry_version = {id(p): v for p, v in zip(self.versioned, self.versions, strict=True)}
-        for owner, name, p, ptr in zip(
-            self.owners, self.names, self.params, self.ptrs, strict=True
-        ):
-            edited = id(p) in entry_version and p._version != entry_version[id(p)]
-            if owner.get(name) is not p or edited or p.data_ptr() != ptr:
-                raise RuntimeError(
-                    f"{type(self.module).__name__}: parameter {name!r} of "
-                    f"{_owner_name(self.module, owner)} changed inside elayers.frozen(); the "
-                    "weights were built on entry and would be stale. Edit parameters outside the "
-                    "scope (or re-enter it after the edit)."
+        entry_ptr = {id(p): ptr for p, ptr in zip(self.params, self.ptrs, strict=True)}
+        held = iter(self.entries)
+        for owner in self.module.modules():
+            if not owner._parameters:
+                continue
+            for name, p in owner._parameters.items():
+                old = next(held, None)
+                edited = p is not old or (
+                    p is not None
+                    and (
+                        (id(p) in entry_version and p._version != entry_version[id(p)])
+                        or p.data_ptr() != entry_ptr[id(p)]
+                    )
                 )
+                if edited:
+                    raise RuntimeError(
+                        f"{type(self.module).__name__}: parameter {name!r} of "
+                        f"{type(owner).__name__} changed inside elayers.frozen(); the weights "
+                        "were built on entry and would be stale. Edit parameters outside the "
+                        "scope (or re-enter it after the edit)."
+                    )
+        raise RuntimeError(
+            f"{type(self.module).__name__}: its parameters changed inside elayers.frozen() (one "
+            "was removed or added); the weights were built on entry and would be stale. Edit "
+            "parameters outside the scope (or re-enter it after the edit)."
+        )
+
+
+def _values(dicts: list[dict[str, nn.Parameter | None]]) -> Iterator[nn.Parameter | None]:
+    """The values of ``dicts``, one after the other."""
+    return itertools.chain.from_iterable(map(dict.values, dicts))
 
 
 _VERSION = operator.attrgetter("_version")
-
-
-def _owner_name(root: nn.Module, params: Mapping[str, Any]) -> str:
-    """The class name of the submodule of ``root`` whose ``_parameters`` dict is ``params``."""
-    for m in root.modules():
-        if m._parameters is params:
-            return type(m).__name__
-    return type(root).__name__
 
 
 # Modules inside an active frozen() scope, by id: a forward looks itself up here. Kept outside
