@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers import eConv1d, eConvTranspose1d, eGroupNorm, eLinear, eModule, frozen_twin
-from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._base import GenCondRegressor, OptStep
+from eregressors._config import check_positive_int, eConditionalUnet1DConfig
 from eregressors._econd_transformer import _init_linear
 from eregressors._optim import OptimGroup, split_optim_groups
 from eregressors._plain_unet import (
@@ -24,7 +25,7 @@ from eregressors._plain_unet import (
     unet_forward,
 )
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
-from eregressors._unet import check_unet_sizes, check_z_horizon, is_decayed_conv
+from eregressors._unet import check_z_horizon, is_decayed_conv
 from ereps import (
     INIT_SCHEMES,
     GroupElement,
@@ -228,6 +229,7 @@ class eConditionalUnet1D(GenCondRegressor):
         torch.Size([5, 13, 2])
     """
 
+    config: eConditionalUnet1DConfig
     in_rep: Representation
     cond_rep: Representation
     out_rep: Representation
@@ -249,60 +251,26 @@ class eConditionalUnet1D(GenCondRegressor):
         in_horizon: int | None = None,
         init_scheme: InitScheme = "xavier_normal",
     ) -> None:
-        name = type(self).__name__
-        out_rep = in_rep if out_rep is None else out_rep
-        reps = {"in_rep": in_rep, "cond_rep": cond_rep, "out_rep": out_rep}
-        for arg, rep in reps.items():
-            if not isinstance(rep, Representation):
-                raise TypeError(
-                    f"{name} expects {arg} to be an escnn.group.Representation; got "
-                    f"{type(rep).__name__}."
-                )
-        group = in_rep.group
-        if group.continuous:
-            raise ValueError(
-                f"{name} expects representations of a finite group; got the continuous group "
-                f"{group.name!r}."
-            )
-        if any(rep.group != group for rep in reps.values()):
-            listing = ", ".join(f"{arg}: {rep.group.name!r}" for arg, rep in reps.items())
-            raise ValueError(
-                f"{name} expects in_rep, cond_rep and out_rep of the same group; got {listing}."
-            )
-        dims = check_unet_sizes(
-            name,
-            cond_horizon,
-            diffusion_step_embed_dim,
-            down_dims,
-            kernel_size,
-            n_groups,
-            cond_predict_scale,
+        config = eConditionalUnet1DConfig(
+            in_rep=in_rep,
+            cond_rep=cond_rep,
+            out_rep=out_rep,
+            cond_horizon=cond_horizon,
+            diffusion_step_embed_dim=diffusion_step_embed_dim,
+            down_dims=down_dims,  # type: ignore[arg-type]  # any sequence, stored as a tuple
+            kernel_size=kernel_size,
+            n_groups=n_groups,
+            cond_predict_scale=cond_predict_scale,
+            in_horizon=in_horizon,
+            init_scheme=init_scheme,
         )
-        if init_scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"{name} expects init_scheme to be one of {list(INIT_SCHEMES)}; "
-                f"got {init_scheme!r}."
-            )
+        # Checked once, by the configuration.
+        out_rep = config.resolved_out_rep
+        dims = config.down_dims
+        group = in_rep.group
         # Read once: escnn's order() of direct-product groups rebuilds every element.
         order = group_order(group)
-        for i, width in enumerate(dims):
-            if width % order != 0:
-                lower = max(order, width - width % order)
-                raise ValueError(
-                    f"{name} expects every width of down_dims to be a multiple of the group order "
-                    f"|G| = {order} ({group.name}) so that channels are whole copies of the "
-                    f"regular representation; got down_dims[{i}] = {width}. Try {lower} or "
-                    f"{lower + order}."
-                )
         copies = [w // order for w in dims]
-        bad = [c for c in copies if c % n_groups != 0]
-        if bad:
-            valid = [g for g in range(1, min(copies) + 1) if all(c % g == 0 for c in copies)]
-            raise ValueError(
-                f"{name} expects n_groups to divide the number of regular copies of every width "
-                f"(down_dims / |G| = {copies}) so that every group norm group holds whole copies; "
-                f"got n_groups={n_groups}. Valid values: {valid}."
-            )
         super().__init__(
             in_rep.size,
             out_rep.size,
@@ -310,6 +278,7 @@ class eConditionalUnet1D(GenCondRegressor):
             in_horizon=in_horizon,
             cond_horizon=cond_horizon,
         )
+        self.config = config
         self.in_rep, self.cond_rep, self.out_rep = in_rep, cond_rep, out_rep
         self.group_order = order
         self.cond_horizon = cond_horizon
@@ -383,6 +352,20 @@ class eConditionalUnet1D(GenCondRegressor):
             eConv1d(start, out_rep, 1, init_scheme=init_scheme),
         )
         self.reset_parameters(init_scheme)
+
+    @classmethod
+    def from_config(cls, config: eConditionalUnet1DConfig) -> eConditionalUnet1D:
+        """A new model (freshly initialized) of ``config``, e.g. ``model.config`` of another one.
+
+        Raises:
+            TypeError: If ``config`` is not an :class:`eConditionalUnet1DConfig`.
+        """
+        if not isinstance(config, eConditionalUnet1DConfig):
+            raise TypeError(
+                f"{cls.__name__}.from_config expects an eConditionalUnet1DConfig; got "
+                f"{type(config).__name__}."
+            )
+        return cls(**config.kwargs())
 
     def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.
@@ -517,7 +500,7 @@ class eConditionalUnet1D(GenCondRegressor):
         dtype, device = param.dtype, param.device
         if X is None:
             T = horizon if horizon is not None else (self.in_horizon or 16)
-            _check_positive_int(type(self).__name__, "horizon", T)
+            check_positive_int(type(self).__name__, "horizon", T)
             X = torch.randn(
                 batch_size, T, self.in_dim, dtype=dtype, device=device, generator=generator
             )
