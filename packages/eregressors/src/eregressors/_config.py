@@ -161,7 +161,7 @@ def check_sizes(
     return unconditional
 
 
-def _check_reps(owner: str, reps: dict[str, object], orthogonal: bool) -> Group:
+def _check_reps(owner: str, reps: Mapping[str, object], orthogonal: bool) -> Group:
     """Escnn representations of one finite group (optionally orthogonal); return the group."""
     for arg, rep in reps.items():
         if not isinstance(rep, Representation):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def group_to_dict(group: Group) -> dict[str, Any]:
             f"group_to_dict expects a cyclic, dihedral, octahedral or icosahedral group or a "
             f"direct product of them; got {group.name!r} ({class_name})."
         )
-    keys = {str(k): _plain(v) for k, v in dict(group._keys).items()}
+    keys = {str(k): _plain(v) for k, v in dict(cast(Any, group)._keys).items()}  # its arguments
     return {"group": class_name, "keys": keys}
 
 
