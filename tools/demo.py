@@ -37,17 +37,16 @@ from tqdm import tqdm
 from _flow import (
     ARCHS,
     FloatArray,
-    ModelConfig,
     PlanarGroup,
     TaskConfig,
     TrajectoryData,
-    build_model,
     cosine_lr,
     count_parameters,
     default_unet_dims,
     default_width,
     flow_matching_loss,
     generate_data,
+    model_config,
     model_equivariance_error,
     parse_planar_group,
     sampler_equivariance_error,
@@ -441,9 +440,9 @@ def main(argv: list[str] | None = None) -> Path:
     references: dict[str, list[FloatArray]] = {}
     for kind in ("equivariant", "baseline"):
         torch.manual_seed(args.seed)
-        config = ModelConfig(
-            kind=kind,
-            group=group.name,
+        config = model_config(
+            kind,
+            group,
             in_horizon=task.in_horizon,
             cond_horizon=task.cond_horizon,
             embedding_dim=args.embedding_dim,
@@ -456,7 +455,7 @@ def main(argv: list[str] | None = None) -> Path:
             pos_encoding=args.pos_encoding,
             absolute_table=not args.no_absolute_table,
         )
-        model = build_model(config, group).to(device)
+        model = config.build().to(device)
         result = train(model, kind, (x_train, z_train), held_out, args)
         result.model_name = type(model).__name__
         model.eval()
