@@ -111,10 +111,8 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             Tensor of shape ``(B, T_x, out_dim)``.
         """
 
-    if TYPE_CHECKING:
-
-        def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor: ...
-
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
     else:
         # Dynamo skips this frame (as torch.compiler.disable(recursive=False) does) but still
         # compiles forward; unlike that decorator, torch.export may call through it.

@@ -418,17 +418,8 @@ class CondTransformerRegressor(GenCondRegressor):
             )
         return plain.train(self.training)
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            X: Tensor,
-            opt_step: OptStep,
-            Z: Tensor | None = None,
-            *,
-            X_padding_mask: Tensor | None = None,
-            Z_padding_mask: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

@@ -532,17 +532,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             )
         return plain.train(self.training)
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            X: Tensor,
-            opt_step: OptStep,
-            Z: Tensor | None = None,
-            *,
-            X_padding_mask: Tensor | None = None,
-            Z_padding_mask: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
     def get_optim_groups(self, weight_decay: float = 0.001) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.

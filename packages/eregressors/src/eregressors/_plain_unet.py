@@ -135,9 +135,8 @@ class Conv1dBlock(nn.Module):
         y = masked_group_norm(y, n.num_groups, n.weight, n.bias, n.eps, mask)
         return F.mish(y)
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor, mask: Tensor | None = None) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class ConditionalResidualBlock1D(nn.Module):
@@ -187,9 +186,8 @@ class ConditionalResidualBlock1D(nn.Module):
         total: Tensor = out + res
         return total
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 def level_masks(length: int, padded: int, levels: int, like: Tensor) -> list[Tensor | None]:
@@ -400,6 +398,5 @@ class PlainConditionalUnet1D(nn.Module):
             Z,
         )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, X: Tensor, opt_step: Any, Z: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
