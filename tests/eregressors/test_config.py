@@ -238,10 +238,10 @@ def test_from_dict_refuses_another_model_unknown_fields_and_non_dictionaries() -
 
 
 def test_from_config_refuses_another_models_configuration() -> None:
-    with pytest.raises(TypeError, match="expects a ConditionalUnet1DConfig; got Cond"):
-        ConditionalUnet1D.from_config(
-            CondTransformerRegressorConfig(**VALID["baseline"])  # type: ignore[arg-type]
-        )
+    with pytest.raises(
+        TypeError, match="expects a configuration of type ConditionalUnet1DConfig; got Cond"
+    ):
+        ConditionalUnet1D.from_config(CondTransformerRegressorConfig(**VALID["baseline"]))
 
 
 def test_configurations_are_frozen() -> None:

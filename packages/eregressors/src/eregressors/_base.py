@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import abc
 import numbers
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, ClassVar, overload
 
 import torch
 import torch._dynamo.decorators
 from torch import Tensor
 
 from elayers import Exportable
-from eregressors._config import check_sizes, describe, is_real_number
+from eregressors._config import RegressorConfig, check_sizes, describe, is_real_number
 from eregressors._optim import OptimGroup, default_optim_groups
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["GenCondRegressor", "OptStep"]
 
@@ -65,6 +68,9 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             positive ``cond_horizon``.
     """
 
+    #: The configuration dataclass of the model (``model.config``); ``None`` for a subclass
+    #: without one (then :meth:`from_config` is not available).
+    config_type: ClassVar[type[RegressorConfig] | None] = None
     in_dim: int
     out_dim: int
     cond_dim: int
@@ -89,6 +95,25 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
         self.cond_dim = 0 if unconditional else int(cond_dim)  # type: ignore[arg-type]
         self.in_horizon = None if in_horizon is None else int(in_horizon)
         self.cond_horizon = 0 if unconditional else cond_horizon
+
+    @classmethod
+    def from_config(cls, config: RegressorConfig) -> Self:
+        """A new model (freshly initialized) of ``config``, e.g. ``model.config`` of another one.
+
+        The constructor is called with the configuration's fields (its arguments), so the model
+        is exactly the one the seed's signature builds from them.
+
+        Raises:
+            TypeError: If ``config`` is not of this model's :attr:`config_type`.
+        """
+        expected = cls.config_type
+        if expected is None or not isinstance(config, expected):
+            wanted = "a configuration class" if expected is None else expected.__name__
+            raise TypeError(
+                f"{cls.__name__}.from_config expects a configuration of type {wanted}; got "
+                f"{type(config).__name__}."
+            )
+        return cls(**config.kwargs())
 
     @property
     def is_conditional(self) -> bool:

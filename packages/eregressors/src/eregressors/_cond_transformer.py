@@ -152,6 +152,7 @@ class CondTransformerRegressor(GenCondRegressor):
         torch.Size([4, 8, 3])
     """
 
+    config_type = CondTransformerRegressorConfig
     config: CondTransformerRegressorConfig
     num_layers: int
     num_attention_heads: int
@@ -283,20 +284,6 @@ class CondTransformerRegressor(GenCondRegressor):
         self.ln_f = torch.nn.LayerNorm(E)
         self.head = torch.nn.Linear(E, out_dim)
         self.reset_parameters()
-
-    @classmethod
-    def from_config(cls, config: CondTransformerRegressorConfig) -> CondTransformerRegressor:
-        """A new model (freshly initialized) of ``config``, e.g. ``model.config`` of another one.
-
-        Raises:
-            TypeError: If ``config`` is not a :class:`CondTransformerRegressorConfig`.
-        """
-        if not isinstance(config, CondTransformerRegressorConfig):
-            raise TypeError(
-                f"{cls.__name__}.from_config expects a CondTransformerRegressorConfig; got "
-                f"{type(config).__name__}."
-            )
-        return cls(**config.kwargs())
 
     def reset_parameters(self) -> None:
         """Re-draw every parameter.

@@ -48,6 +48,8 @@ from ereps import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from eregressors._cond_transformer import CondTransformerRegressor
     from eregressors._econd_transformer import eCondTransformerRegressor
     from eregressors._eunet import eConditionalUnet1D
@@ -281,6 +283,16 @@ class _Serializable:
         return data
 
     @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The configuration of :meth:`to_dict`'s dictionary (or of its JSON form).
+
+        Raises:
+            TypeError: If ``data`` is not a dictionary, or a field has the wrong kind of value.
+            ValueError: If it describes another model, has unknown fields or invalid values.
+        """
+        return cls(**cls._fields_from_dict(data))
+
+    @classmethod
     def _fields_from_dict(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         owner = f"{cls.__name__}.from_dict"
         if not isinstance(data, Mapping):
@@ -462,16 +474,6 @@ class eCondTransformerRegressorConfig(_Serializable):
             return max(self.in_horizon, self.cond_horizon + 1)
         return self.max_relative_distance
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> eCondTransformerRegressorConfig:
-        """The configuration of :meth:`to_dict`'s dictionary (or of its JSON form).
-
-        Raises:
-            TypeError: If ``data`` is not a dictionary, or a field has the wrong kind of value.
-            ValueError: If it describes another model, has unknown fields or invalid values.
-        """
-        return cls(**cls._fields_from_dict(data))
-
     def build(self) -> eCondTransformerRegressor:
         """A new model of this configuration (freshly initialized)."""
         from eregressors._econd_transformer import eCondTransformerRegressor
@@ -573,16 +575,6 @@ class CondTransformerRegressorConfig(_Serializable):
             return max(self.in_horizon, (self.cond_horizon or 0) + 1)
         return self.max_relative_distance
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CondTransformerRegressorConfig:
-        """The configuration of :meth:`to_dict`'s dictionary (or of its JSON form).
-
-        Raises:
-            TypeError: If ``data`` is not a dictionary, or a field has the wrong kind of value.
-            ValueError: If it describes another model, has unknown fields or invalid values.
-        """
-        return cls(**cls._fields_from_dict(data))
-
     def build(self) -> CondTransformerRegressor:
         """A new model of this configuration (freshly initialized)."""
         from eregressors._cond_transformer import CondTransformerRegressor
@@ -676,16 +668,6 @@ class eConditionalUnet1DConfig(_Serializable):
         """``out_rep``, or ``in_rep`` when it is ``None``."""
         return self.in_rep if self.out_rep is None else self.out_rep
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> eConditionalUnet1DConfig:
-        """The configuration of :meth:`to_dict`'s dictionary (or of its JSON form).
-
-        Raises:
-            TypeError: If ``data`` is not a dictionary, or a field has the wrong kind of value.
-            ValueError: If it describes another model, has unknown fields or invalid values.
-        """
-        return cls(**cls._fields_from_dict(data))
-
     def build(self) -> eConditionalUnet1D:
         """A new model of this configuration (freshly initialized)."""
         from eregressors._eunet import eConditionalUnet1D
@@ -754,16 +736,6 @@ class ConditionalUnet1DConfig(_Serializable):
     def resolved_out_dim(self) -> int:
         """``out_dim``, or ``in_dim`` when it is ``None``."""
         return self.in_dim if self.out_dim is None else self.out_dim
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ConditionalUnet1DConfig:
-        """The configuration of :meth:`to_dict`'s dictionary (or of its JSON form).
-
-        Raises:
-            TypeError: If ``data`` is not a dictionary, or a field has the wrong kind of value.
-            ValueError: If it describes another model, has unknown fields or invalid values.
-        """
-        return cls(**cls._fields_from_dict(data))
 
     def build(self) -> ConditionalUnet1D:
         """A new model of this configuration (freshly initialized)."""

@@ -204,6 +204,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         torch.Size([5, 8, 3])
     """
 
+    config_type = eCondTransformerRegressorConfig
     config: eCondTransformerRegressorConfig
     in_rep: Representation
     cond_rep: Representation | None
@@ -354,20 +355,6 @@ class eCondTransformerRegressor(GenCondRegressor):
         self.ln_f = make_norm(norm_module, emb_rep, 1e-5)
         self.head = eLinear(emb_rep, out_rep, init_scheme=init_scheme)
         self.reset_parameters(init_scheme)
-
-    @classmethod
-    def from_config(cls, config: eCondTransformerRegressorConfig) -> eCondTransformerRegressor:
-        """A new model (freshly initialized) of ``config``, e.g. ``model.config`` of another one.
-
-        Raises:
-            TypeError: If ``config`` is not an :class:`eCondTransformerRegressorConfig`.
-        """
-        if not isinstance(config, eCondTransformerRegressorConfig):
-            raise TypeError(
-                f"{cls.__name__}.from_config expects an eCondTransformerRegressorConfig; got "
-                f"{type(config).__name__}."
-            )
-        return cls(**config.kwargs())
 
     def _expand_invariant(self, coeffs: Tensor) -> Tensor:
         """Map invariant coefficients ``(..., c)`` to ``(..., c·|G|)``, constant on each copy."""

@@ -227,6 +227,7 @@ class eConditionalUnet1D(GenCondRegressor):
         torch.Size([5, 13, 2])
     """
 
+    config_type = eConditionalUnet1DConfig
     config: eConditionalUnet1DConfig
     in_rep: Representation
     cond_rep: Representation
@@ -350,20 +351,6 @@ class eConditionalUnet1D(GenCondRegressor):
             eConv1d(start, out_rep, 1, init_scheme=init_scheme),
         )
         self.reset_parameters(init_scheme)
-
-    @classmethod
-    def from_config(cls, config: eConditionalUnet1DConfig) -> eConditionalUnet1D:
-        """A new model (freshly initialized) of ``config``, e.g. ``model.config`` of another one.
-
-        Raises:
-            TypeError: If ``config`` is not an :class:`eConditionalUnet1DConfig`.
-        """
-        if not isinstance(config, eConditionalUnet1DConfig):
-            raise TypeError(
-                f"{cls.__name__}.from_config expects an eConditionalUnet1DConfig; got "
-                f"{type(config).__name__}."
-            )
-        return cls(**config.kwargs())
 
     def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.

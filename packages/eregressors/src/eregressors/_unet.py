@@ -105,6 +105,7 @@ class ConditionalUnet1D(GenCondRegressor):
         torch.Size([5, 13, 2])
     """
 
+    config_type = ConditionalUnet1DConfig
     config: ConditionalUnet1DConfig
     cond_horizon: int
     down_dims: tuple[int, ...]
@@ -182,20 +183,6 @@ class ConditionalUnet1D(GenCondRegressor):
             ),
             nn.Conv1d(start, out_dim, 1),
         )
-
-    @classmethod
-    def from_config(cls, config: ConditionalUnet1DConfig) -> ConditionalUnet1D:
-        """A new model (freshly initialized) of ``config``, e.g. ``model.config`` of another one.
-
-        Raises:
-            TypeError: If ``config`` is not a :class:`ConditionalUnet1DConfig`.
-        """
-        if not isinstance(config, ConditionalUnet1DConfig):
-            raise TypeError(
-                f"{cls.__name__}.from_config expects a ConditionalUnet1DConfig; got "
-                f"{type(config).__name__}."
-            )
-        return cls(**config.kwargs())
 
     def forward(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor:
         """Regress ``V_k = f(X_k, Z, k)``.
