@@ -45,7 +45,6 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +55,18 @@ import torch
 import elayers
 import ereps
 from _bench_unet import add_unet_arguments, bench_unets, unet_table
-from _timing import Timing, interleaved_timings, paired_ratio, peak_step_memory, resident_bytes
+from _timing import (
+    Timing,
+    cpu_name,
+    interleaved_timings,
+    paired_ratio,
+    peak_step_memory,
+    ratio_text,
+    regressor_eval,
+    regressor_step,
+    resident_bytes,
+    trainable_count,
+)
 from elayers import eTransformerEncoderLayer
 from eregressors import CondTransformerRegressor, GenCondRegressor, eCondTransformerRegressor
 from ereps import Group, Representation, cyclic_group, dihedral_group, ico_group
@@ -125,44 +135,6 @@ class LayerRow:
     train_base: Timing
     eval_e: Timing
     eval_base: Timing
-
-
-def count(module: torch.nn.Module) -> int:
-    """Trainable scalars."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def regressor_step(
-    model: GenCondRegressor,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    k: torch.Tensor,
-    z: torch.Tensor,
-    target: torch.Tensor,
-) -> Callable[[], None]:
-    """One training step as a closure."""
-
-    def step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(x, k, z), target)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-
-    return step
-
-
-def regressor_eval(
-    model: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
-) -> Callable[[], None]:
-    """One eval forward as a closure."""
-
-    def forward() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(x, k, z)
-
-    return forward
 
 
 def bench_inference(
@@ -285,8 +257,8 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
             RegressorRow(
                 group=name,
                 order=group.order(),
-                params_e=count(model_e),
-                params_base=count(model_b),
+                params_e=trainable_count(model_e),
+                params_base=trainable_count(model_b),
                 train_e=train["e"],
                 train_base=train["base"],
                 eval_e=evals["e"],
@@ -483,8 +455,8 @@ def bench_layers(args: argparse.Namespace, device: torch.device) -> list[LayerRo
                     order=group.order(),
                     width=width,
                     norm_first=norm_first,
-                    params_e=count(layer_e),
-                    params_base=count(layer_b),
+                    params_e=trainable_count(layer_e),
+                    params_base=trainable_count(layer_b),
                     train_e=train["e"],
                     train_base=train["base"],
                     eval_e=evals["e"],
@@ -493,10 +465,6 @@ def bench_layers(args: argparse.Namespace, device: torch.device) -> list[LayerRo
             )
         print(f"  layers {name}: done", flush=True)
     return rows
-
-
-def _ratio(a: Timing, b: Timing) -> str:
-    return f"{paired_ratio(a, b):.2f}×"
 
 
 def regressor_table(rows: list[RegressorRow]) -> str:
@@ -510,9 +478,9 @@ def regressor_table(rows: list[RegressorRow]) -> str:
         lines.append(
             f"| {r.group} | {r.order} | {r.params_e:,} / {r.params_base:,} | "
             f"{r.train_e.median_ms:.1f} / {r.train_base.median_ms:.1f} | "
-            f"{_ratio(r.train_e, r.train_base)} | "
+            f"{ratio_text(r.train_e, r.train_base)} | "
             f"{r.eval_e.median_ms:.1f} / {r.eval_base.median_ms:.1f} | "
-            f"{_ratio(r.eval_e, r.eval_base)} | "
+            f"{ratio_text(r.eval_e, r.eval_base)} | "
             f"{r.peak_mb_e:.1f} / {r.peak_mb_base:.1f} |"
         )
     return "\n".join(lines)
@@ -530,8 +498,8 @@ def inference_table(rows: list[RegressorRow]) -> str:
             lines.append(
                 f"| {r.group} | {e.batch} | {e.eager.median_ms:.2f} | {e.frozen.median_ms:.2f} | "
                 f"{e.exported.median_ms:.2f} | {e.base.median_ms:.2f} | "
-                f"{_ratio(e.eager, e.base)} | {_ratio(e.frozen, e.base)} | "
-                f"{_ratio(e.exported, e.base)} |"
+                f"{ratio_text(e.eager, e.base)} | {ratio_text(e.frozen, e.base)} | "
+                f"{ratio_text(e.exported, e.base)} |"
             )
     return "\n".join(lines)
 
@@ -548,22 +516,11 @@ def layer_table(rows: list[LayerRow]) -> str:
             f"| {r.group} | {r.order} | {r.width} | {r.norm_first} | "
             f"{r.params_e:,} / {r.params_base:,} | "
             f"{r.train_e.median_ms:.2f} / {r.train_base.median_ms:.2f} | "
-            f"{_ratio(r.train_e, r.train_base)} | "
+            f"{ratio_text(r.train_e, r.train_base)} | "
             f"{r.eval_e.median_ms:.2f} / {r.eval_base.median_ms:.2f} | "
-            f"{_ratio(r.eval_e, r.eval_base)} |"
+            f"{ratio_text(r.eval_e, r.eval_base)} |"
         )
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

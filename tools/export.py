@@ -29,7 +29,6 @@ import contextlib
 import copy
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 
 import elayers
 from _flow import baseline_config, default_width, describe_config, model_config, parse_planar_group
-from _timing import Timing, interleaved_timings, paired_ratio
+from _timing import Timing, cpu_name, interleaved_timings, paired_ratio
 from eregressors import GenCondRegressor, RegressorConfig, config_from_dict
 
 
@@ -152,16 +151,6 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
         ]
         lines.append(f"| {row['batch']} | " + " | ".join(cells) + f" | {base.median_ms:.2f} |")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
