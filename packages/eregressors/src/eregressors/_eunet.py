@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers import eConv1d, eConvTranspose1d, eGroupNorm, eLinear, eModule, frozen_twin
@@ -20,8 +19,8 @@ from eregressors._plain_unet import (
     ConditionalResidualBlock1D,
     Conv1dBlock,
     PlainConditionalUnet1D,
-    apply_film,
-    masked_group_norm,
+    conv_block,
+    residual_block,
     unet_forward,
 )
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
@@ -66,12 +65,9 @@ class _eConv1dBlock(eModule):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, in_rep.size, T) -> (B, out_rep.size, T)``; ``mask``: see ``_plain_unet``."""
-        if mask is not None:
-            x = x * mask.to(x.dtype)
-        y = self.conv(x)
         n = self.norm
         weight, bias = n.dense_affine()
-        return F.mish(masked_group_norm(y, n.num_groups, weight, bias, n.eps, mask))
+        return conv_block(self.conv, n.num_groups, weight, bias, n.eps, x, mask)
 
     def export(self) -> Conv1dBlock:
         """The plain block with exported convolution and norm."""
@@ -134,12 +130,15 @@ class _eConditionalResidualBlock1D(eModule):
 
     def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, in_rep.size, T) -> (B, out_rep.size, T)``."""
-        out = self.blocks[0](x, mask)
-        out = apply_film(out, self.film_embedding(cond), self.out_channels, self.cond_predict_scale)
-        out = self.blocks[1](out, mask)
-        res: Tensor = self.residual_conv(x)
-        total: Tensor = out + res
-        return total
+        return residual_block(
+            self.blocks,
+            self.film_embedding(cond),
+            self.residual_conv,
+            self.out_channels,
+            self.cond_predict_scale,
+            x,
+            mask,
+        )
 
     def export(self) -> ConditionalResidualBlock1D:
         """The plain block: one ``nn.Linear`` holds both parts of the FiLM map."""
