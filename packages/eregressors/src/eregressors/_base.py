@@ -49,9 +49,11 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
       without conditioning (``cond_dim`` ``None`` or ``0``);
     - output ``V``: ``(B, T_x, out_dim)``, one regressed vector per input token.
 
-    Subclasses implement :meth:`forward` and call :meth:`_validate_inputs` first, so that every
-    model rejects bad input with a ``ValueError`` naming the expected and the received shapes before
-    doing any work. The class is abstract: ``GenCondRegressor(...)`` raises ``TypeError``.
+    A subclass with a configuration dataclass (``model.config``) names it in :attr:`config_type`,
+    which gives it :meth:`from_config`. Subclasses implement :meth:`forward` and call
+    :meth:`_validate_inputs` first, so that every model rejects bad input with a ``ValueError``
+    naming the expected and the received shapes before doing any work. The class is abstract:
+    ``GenCondRegressor(...)`` raises ``TypeError``.
 
     Args:
         in_dim: Feature size ``d_x`` of the input tokens ``X``.

@@ -110,6 +110,10 @@ class CondTransformerRegressor(GenCondRegressor):
     or ``Z``. With them a common shift of both sequences inside the horizon (left padding of
     both, masked) leaves the outputs unchanged.
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`CondTransformerRegressorConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_dim: Feature size ``d_x`` of the input tokens.
         cond_dim: Feature size ``d_z`` of the conditioning tokens; ``None`` (or ``0``, Diffusion

@@ -153,6 +153,10 @@ class eCondTransformerRegressor(GenCondRegressor):
 
     Equivariance holds exactly in eval mode (dropout masks are not equivariant sample by sample).
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`eCondTransformerRegressorConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_rep: Representation :math:`\rho_{\text{in}}` of the input tokens.
         cond_rep: Representation :math:`\rho_{\text{cond}}` of the conditioning tokens; ``None``

@@ -198,6 +198,10 @@ class eConditionalUnet1D(GenCondRegressor):
     :class:`PlainConditionalUnet1D` with the dense weights (the same module class the baseline
     exports to, so it runs exactly as fast).
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`eConditionalUnet1DConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_rep: Representation of the input tokens ``X``.
         cond_rep: Representation of the conditioning tokens ``Z``, of the same group.

@@ -81,6 +81,10 @@ class ConditionalUnet1D(GenCondRegressor):
     and the output is cropped, so outputs at the real positions do not depend on the padding.
     Parameters start with torch's default initialization (as in Diffusion Policy).
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`ConditionalUnet1DConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_dim: Feature size ``d_x`` of the input tokens.
         cond_dim: Feature size ``d_z`` of the conditioning tokens.
