@@ -249,3 +249,11 @@ def test_configurations_are_frozen() -> None:
     assert config.down_dims == (8, 16)  # any sequence, stored as a tuple
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.n_groups = 4  # type: ignore[misc]
+
+
+def test_a_non_orthogonal_representation_of_a_unet_is_named() -> None:
+    for field in ("cond_rep", "out_rep"):
+        with pytest.raises(ValueError, match=rf"^{field} \('test-config-skewed'\) must have an"):
+            eConditionalUnet1DConfig(**{**VALID["eunet"], field: SKEWED})
+        with pytest.raises(ValueError, match=rf"^{field} \('test-config-skewed'\)"):
+            eConditionalUnet1D(**{**VALID["eunet"], field: SKEWED})

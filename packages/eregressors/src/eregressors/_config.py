@@ -163,8 +163,8 @@ def check_sizes(
     return unconditional
 
 
-def _check_reps(owner: str, reps: Mapping[str, object], orthogonal: bool) -> Group:
-    """Escnn representations of one finite group (optionally orthogonal); return the group."""
+def _check_reps(owner: str, reps: Mapping[str, object]) -> Group:
+    """Escnn representations of one finite group; return the group."""
     for arg, rep in reps.items():
         if not isinstance(rep, Representation):
             raise TypeError(
@@ -183,10 +183,6 @@ def _check_reps(owner: str, reps: Mapping[str, object], orthogonal: bool) -> Gro
         raise ValueError(
             f"{owner} expects in_rep, cond_rep and out_rep of the same group; got {listing}."
         )
-    if orthogonal:
-        # Each representation by its own name: the layers would report cond_rep as in_rep.
-        for arg, rep in checked.items():
-            check_orthogonal(rep, arg)
     return group
 
 
@@ -401,7 +397,7 @@ class eCondTransformerRegressorConfig(_Serializable):
         if self.cond_rep is not None:
             reps["cond_rep"] = self.cond_rep
         reps["out_rep"] = self.resolved_out_rep
-        group = _check_reps(name, reps, orthogonal=False)
+        group = _check_reps(name, reps)
         for arg in ("in_horizon", "num_layers", "num_attention_heads", "embedding_dim"):
             check_positive_int(name, arg, getattr(self, arg))
         cond_horizon = self.cond_horizon
@@ -439,6 +435,7 @@ class eCondTransformerRegressorConfig(_Serializable):
         for arg in ("p_drop_emb", "p_drop_attn"):
             check_probability(name, arg, getattr(self, arg))
         check_bool(name, "causal_attn", self.causal_attn)
+        # Each representation by its own name: the layers would report cond_rep as in_rep.
         for arg, rep in reps.items():
             check_orthogonal(rep, arg)  # type: ignore[arg-type]
         check_pos_encoding(name, self.pos_encoding)
@@ -623,7 +620,7 @@ class eConditionalUnet1DConfig(_Serializable):
         """Check every field; store ``down_dims`` as a tuple."""
         name = self.model_name
         reps = {"in_rep": self.in_rep, "cond_rep": self.cond_rep, "out_rep": self.resolved_out_rep}
-        group = _check_reps(name, reps, orthogonal=False)
+        group = _check_reps(name, reps)
         dims = _check_unet_sizes(
             name,
             self.cond_horizon,
@@ -662,6 +659,9 @@ class eConditionalUnet1DConfig(_Serializable):
                 f"(down_dims / |G| = {copies}) so that every group norm group holds whole copies; "
                 f"got n_groups={self.n_groups}. Valid values: {valid}."
             )
+        # Each representation by its own name: the layers would report cond_rep as in_rep.
+        for arg, rep in reps.items():
+            check_orthogonal(rep, arg)
 
     @property
     def resolved_out_rep(self) -> Representation:
