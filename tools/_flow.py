@@ -26,6 +26,7 @@ so ``t`` in ``[0, 1]`` is stretched to that range.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import re
@@ -54,6 +55,7 @@ __all__ = [
     "PlanarGroup",
     "TaskConfig",
     "TrajectoryData",
+    "add_arch_arguments",
     "baseline_config",
     "cosine_lr",
     "count_parameters",
@@ -374,6 +376,25 @@ Arch = Literal["transformer", "unet"]
 ARCHS: tuple[str, ...] = ("transformer", "unet")
 
 
+def add_arch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of the architecture shared by the demo and the training script."""
+    parser.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="transformer",
+        help="transformer regressors or temporal U-Nets (default: transformer)",
+    )
+    parser.add_argument(
+        "--down-dims",
+        type=int,
+        nargs="+",
+        default=None,
+        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
+    )
+    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
+    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
+
+
 def model_config(
     kind: ModelKind,
     group: PlanarGroup,
@@ -472,31 +493,20 @@ def baseline_config(config: RegressorConfig) -> RegressorConfig:
     A baseline configuration is returned as it is; the equivariant ones lose only what the
     baselines do not have (``norm_module``, ``init_scheme``, ``step_emb_dim``).
     """
+    twin: type[CondTransformerRegressorConfig | ConditionalUnet1DConfig]
     if isinstance(config, eCondTransformerRegressorConfig):
-        kept = {
-            f.name: getattr(config, f.name)
-            for f in dataclasses.fields(CondTransformerRegressorConfig)
-            if f.name not in ("in_dim", "cond_dim", "out_dim")
-        }
-        return CondTransformerRegressorConfig(
-            in_dim=config.in_rep.size,
-            cond_dim=None if config.cond_rep is None else config.cond_rep.size,
-            out_dim=config.resolved_out_rep.size,
-            **kept,
-        )
-    if isinstance(config, eConditionalUnet1DConfig):
-        kept = {
-            f.name: getattr(config, f.name)
-            for f in dataclasses.fields(ConditionalUnet1DConfig)
-            if f.name not in ("in_dim", "cond_dim", "out_dim")
-        }
-        return ConditionalUnet1DConfig(
-            in_dim=config.in_rep.size,
-            cond_dim=config.cond_rep.size,
-            out_dim=config.resolved_out_rep.size,
-            **kept,
-        )
-    return config
+        twin = CondTransformerRegressorConfig
+    elif isinstance(config, eConditionalUnet1DConfig):
+        twin = ConditionalUnet1DConfig
+    else:
+        return config
+    sizes = {"in_dim": config.in_rep, "cond_dim": config.cond_rep, "out_dim": config.out_rep}
+    kept = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(twin) if f.name not in sizes
+    }
+    # out_rep None (in_rep's) gives out_dim None (in_dim's).
+    dims: dict[str, Any] = {k: None if rep is None else rep.size for k, rep in sizes.items()}
+    return twin(**dims, **kept)
 
 
 def describe_config(config: RegressorConfig) -> str:

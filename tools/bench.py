@@ -137,6 +137,24 @@ class LayerRow:
     eval_base: Timing
 
 
+def regressor_setup(
+    args: argparse.Namespace, name: str
+) -> tuple[Group, Representation, Representation, dict[str, Any]]:
+    """The group, the token representations and the shared transformer options of a suite.
+
+    ``X`` and the output are two copies of the group's standard representation, each token of
+    ``Z`` four; both models get the same depth, heads, width and conditioning layers.
+    """
+    group, standard = make_group(name)
+    shared: dict[str, Any] = dict(
+        num_layers=args.layers,
+        num_attention_heads=args.heads,
+        embedding_dim=args.embedding_dim,
+        num_cond_layers=args.cond_layers,
+    )
+    return group, ereps.direct_sum([standard] * 2), ereps.direct_sum([standard] * 4), shared
+
+
 def bench_inference(
     args: argparse.Namespace,
     device: torch.device,
@@ -203,15 +221,7 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
     """The regressor benchmark, one row per group."""
     rows: list[RegressorRow] = []
     for name in args.groups:
-        group, standard = make_group(name)
-        in_rep = ereps.direct_sum([standard] * 2)
-        cond_rep = ereps.direct_sum([standard] * 4)
-        shared: dict[str, Any] = dict(
-            num_layers=args.layers,
-            num_attention_heads=args.heads,
-            embedding_dim=args.embedding_dim,
-            num_cond_layers=args.cond_layers,
-        )
+        group, in_rep, cond_rep, shared = regressor_setup(args, name)
         torch.manual_seed(0)
         start = time.perf_counter()
         model_e = eCondTransformerRegressor(
@@ -297,15 +307,7 @@ def bench_positions(args: argparse.Namespace, device: torch.device) -> list[Posi
     rows: list[PositionRow] = []
     encodings = ("absolute", "relative", "rope")
     for name in args.groups:
-        _, standard = make_group(name)
-        in_rep = ereps.direct_sum([standard] * 2)
-        cond_rep = ereps.direct_sum([standard] * 4)
-        shared: dict[str, Any] = dict(
-            num_layers=args.layers,
-            num_attention_heads=args.heads,
-            embedding_dim=args.embedding_dim,
-            num_cond_layers=args.cond_layers,
-        )
+        _, in_rep, cond_rep, shared = regressor_setup(args, name)
         generator = torch.Generator().manual_seed(1)
         b = args.batch_size
         x = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)

@@ -35,11 +35,11 @@ import torch
 from tqdm import tqdm
 
 from _flow import (
-    ARCHS,
     FloatArray,
     PlanarGroup,
     TaskConfig,
     TrajectoryData,
+    add_arch_arguments,
     cosine_lr,
     count_parameters,
     default_unet_dims,
@@ -145,21 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "attentions)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument(
-        "--arch",
-        choices=ARCHS,
-        default="transformer",
-        help="transformer regressors or temporal U-Nets (default: transformer)",
-    )
-    parser.add_argument(
-        "--down-dims",
-        type=int,
-        nargs="+",
-        default=None,
-        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
-    )
-    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
-    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
+    add_arch_arguments(parser)
     args = parser.parse_args(argv)
     for name in (
         "steps",

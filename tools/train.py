@@ -51,9 +51,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from _flow import (
-    ARCHS,
     PlanarGroup,
     TaskConfig,
+    add_arch_arguments,
     cosine_lr,
     count_parameters,
     default_width,
@@ -99,21 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="equivariant",
         help="which regressor",
     )
-    parser.add_argument(
-        "--arch",
-        choices=ARCHS,
-        default="transformer",
-        help="transformer regressors or temporal U-Nets (default: transformer)",
-    )
-    parser.add_argument(
-        "--down-dims",
-        type=int,
-        nargs="+",
-        default=None,
-        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
-    )
-    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
-    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
+    add_arch_arguments(parser)
     parser.add_argument(
         "--steps", type=int, default=2000, help="total optimizer steps (default: 2000)"
     )
