@@ -207,46 +207,6 @@ def _check_positional(
     check_positive_int(owner, "max_relative_distance", max_relative_distance)
 
 
-def _check_unet_sizes(
-    owner: str,
-    cond_horizon: object,
-    diffusion_step_embed_dim: object,
-    down_dims: object,
-    kernel_size: object,
-    n_groups: object,
-    cond_predict_scale: object,
-) -> tuple[int, ...]:
-    """Validate the sizes both U-Nets share; return ``down_dims`` as a tuple of ints."""
-    check_positive_int(owner, "cond_horizon", cond_horizon)
-    check_positive_int(owner, "diffusion_step_embed_dim", diffusion_step_embed_dim)
-    if diffusion_step_embed_dim % 2 != 0:  # type: ignore[operator]
-        raise ValueError(
-            f"{owner} expects an even diffusion_step_embed_dim (sines and cosines); got "
-            f"{diffusion_step_embed_dim}."
-        )
-    if isinstance(down_dims, (str, bytes)) or not isinstance(down_dims, Sequence):
-        raise TypeError(
-            f"{owner} expects down_dims to be a non-empty sequence of positive ints (the width "
-            f"of each level); got {down_dims!r}."
-        )
-    if len(down_dims) == 0:
-        raise ValueError(f"{owner} expects at least one level in down_dims; got {down_dims!r}.")
-    for i, width in enumerate(down_dims):
-        check_positive_int(owner, f"down_dims[{i}]", width)
-    check_positive_int(owner, "kernel_size", kernel_size)
-    if kernel_size % 2 == 0:  # type: ignore[operator]
-        raise ValueError(
-            f"{owner} expects an odd kernel_size (padding kernel_size // 2 keeps the length); "
-            f"got {kernel_size}. Try {kernel_size - 1} or {kernel_size + 1}."  # type: ignore[operator]
-        )
-    check_positive_int(owner, "n_groups", n_groups)
-    if not isinstance(cond_predict_scale, bool):
-        raise TypeError(
-            f"{owner} expects cond_predict_scale to be a bool; got {cond_predict_scale!r}."
-        )
-    return tuple(int(w) for w in down_dims)
-
-
 # --------------------------------------------------------------------------------------------------
 # Serialization shared by the four configurations.
 # --------------------------------------------------------------------------------------------------
@@ -580,7 +540,57 @@ class CondTransformerRegressorConfig(_Serializable):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class eConditionalUnet1DConfig(_Serializable):
+class _UnetFields(_Serializable):
+    """The fields both U-Net configurations share (documented by each) and their checks."""
+
+    cond_horizon: int = 1
+    diffusion_step_embed_dim: int = 256
+    down_dims: tuple[int, ...] = (256, 512, 1024)
+    kernel_size: int = 3
+    n_groups: int = 8
+    cond_predict_scale: bool = False
+    in_horizon: int | None = None
+
+    def _check_unet_fields(self) -> tuple[int, ...]:
+        """Check the shared fields; store ``down_dims`` as a tuple of ints and return it."""
+        owner = self.model_name
+        check_positive_int(owner, "cond_horizon", self.cond_horizon)
+        step_dim = self.diffusion_step_embed_dim
+        check_positive_int(owner, "diffusion_step_embed_dim", step_dim)
+        if step_dim % 2 != 0:
+            raise ValueError(
+                f"{owner} expects an even diffusion_step_embed_dim (sines and cosines); got "
+                f"{step_dim}."
+            )
+        down_dims: object = self.down_dims
+        if isinstance(down_dims, (str, bytes)) or not isinstance(down_dims, Sequence):
+            raise TypeError(
+                f"{owner} expects down_dims to be a non-empty sequence of positive ints (the "
+                f"width of each level); got {down_dims!r}."
+            )
+        if len(down_dims) == 0:
+            raise ValueError(f"{owner} expects at least one level in down_dims; got {down_dims!r}.")
+        for i, width in enumerate(down_dims):
+            check_positive_int(owner, f"down_dims[{i}]", width)
+        kernel_size = self.kernel_size
+        check_positive_int(owner, "kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(
+                f"{owner} expects an odd kernel_size (padding kernel_size // 2 keeps the length); "
+                f"got {kernel_size}. Try {kernel_size - 1} or {kernel_size + 1}."
+            )
+        check_positive_int(owner, "n_groups", self.n_groups)
+        if not isinstance(self.cond_predict_scale, bool):
+            raise TypeError(
+                f"{owner} expects cond_predict_scale to be a bool; got {self.cond_predict_scale!r}."
+            )
+        dims = tuple(int(w) for w in down_dims)
+        object.__setattr__(self, "down_dims", dims)  # frozen: the one normalization
+        return dims
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class eConditionalUnet1DConfig(_UnetFields):
     """Configuration of :class:`eConditionalUnet1D` (fields: its constructor's arguments).
 
     Attributes:
@@ -607,13 +617,6 @@ class eConditionalUnet1DConfig(_Serializable):
     in_rep: Representation
     cond_rep: Representation
     out_rep: Representation | None = None
-    cond_horizon: int = 1
-    diffusion_step_embed_dim: int = 256
-    down_dims: tuple[int, ...] = (256, 512, 1024)
-    kernel_size: int = 3
-    n_groups: int = 8
-    cond_predict_scale: bool = False
-    in_horizon: int | None = None
     init_scheme: InitScheme = "xavier_normal"
 
     def __post_init__(self) -> None:
@@ -621,16 +624,7 @@ class eConditionalUnet1DConfig(_Serializable):
         name = self.model_name
         reps = {"in_rep": self.in_rep, "cond_rep": self.cond_rep, "out_rep": self.resolved_out_rep}
         group = _check_reps(name, reps)
-        dims = _check_unet_sizes(
-            name,
-            self.cond_horizon,
-            self.diffusion_step_embed_dim,
-            self.down_dims,
-            self.kernel_size,
-            self.n_groups,
-            self.cond_predict_scale,
-        )
-        object.__setattr__(self, "down_dims", dims)  # frozen: the one normalization
+        dims = self._check_unet_fields()
         _check_init_scheme(name, self.init_scheme)
         check_sizes(
             name,
@@ -676,7 +670,7 @@ class eConditionalUnet1DConfig(_Serializable):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ConditionalUnet1DConfig(_Serializable):
+class ConditionalUnet1DConfig(_UnetFields):
     """Configuration of :class:`ConditionalUnet1D` (fields: its constructor's arguments).
 
     Attributes:
@@ -701,27 +695,11 @@ class ConditionalUnet1DConfig(_Serializable):
     in_dim: int
     cond_dim: int
     out_dim: int | None = None
-    cond_horizon: int = 1
-    diffusion_step_embed_dim: int = 256
-    down_dims: tuple[int, ...] = (256, 512, 1024)
-    kernel_size: int = 3
-    n_groups: int = 8
-    cond_predict_scale: bool = False
-    in_horizon: int | None = None
 
     def __post_init__(self) -> None:
         """Check every field; store ``down_dims`` as a tuple."""
         name = self.model_name
-        dims = _check_unet_sizes(
-            name,
-            self.cond_horizon,
-            self.diffusion_step_embed_dim,
-            self.down_dims,
-            self.kernel_size,
-            self.n_groups,
-            self.cond_predict_scale,
-        )
-        object.__setattr__(self, "down_dims", dims)  # frozen: the one normalization
+        dims = self._check_unet_fields()
         bad = [w for w in dims if w % self.n_groups != 0]
         if bad:
             valid = [g for g in range(1, min(dims) + 1) if all(w % g == 0 for w in dims)]
