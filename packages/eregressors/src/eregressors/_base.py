@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import numbers
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, overload
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor
 from elayers import Exportable
 from eregressors._config import RegressorConfig, check_sizes, describe, is_real_number
 from eregressors._optim import OptimGroup, default_optim_groups
+from ereps import GroupElement, Representation, check_equivariance
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -221,6 +223,59 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
                 f"{owner} expects betas to be a pair of floats in [0, 1); got {betas!r}."
             )
         return torch.optim.AdamW(self.get_optim_groups(weight_decay), lr=learning_rate, betas=betas)
+
+    def _equivariance_inputs(
+        self,
+        X: Tensor | None,
+        opt_step: OptStep | None,
+        Z: Tensor | None,
+        *,
+        batch_size: int,
+        horizon: int,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The inputs of an equivariance check, validated: the given ones, else random ones.
+
+        Random: normal ``X`` of ``horizon`` tokens, normal ``Z`` of ``cond_horizon`` tokens (for
+        a model with conditioning), in the parameters' dtype and device, and integer steps in
+        ``[0, 1000)``, drawn in that order from ``generator``.
+        """
+        param = next(self.parameters())
+        dtype, device = param.dtype, param.device
+        if X is None:
+            X = torch.randn(
+                batch_size, horizon, self.in_dim, dtype=dtype, device=device, generator=generator
+            )
+        if Z is None and self.cond_dim > 0:
+            shape = (X.shape[0], self.cond_horizon or 1, self.cond_dim)
+            Z = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+        X, step, Z = self._validate_inputs(X, opt_step if opt_step is not None else 0, Z)
+        if opt_step is None:
+            step = torch.randint(0, 1000, step.shape, generator=generator).to(step)
+        return X, step, Z
+
+    def _equivariance_error(
+        self,
+        fn: Callable[..., Tensor],
+        in_reps: Sequence[Representation],
+        out_rep: Representation,
+        inputs: Sequence[Tensor],
+        elements: Sequence[GroupElement] | None,
+        tol: float | None,
+    ) -> float:
+        """:func:`ereps.check_equivariance` of ``fn`` in eval mode without gradients.
+
+        The model's training flag is restored afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return check_equivariance(
+                    fn, in_reps, out_rep, inputs=inputs, elements=elements, tol=tol
+                )
+        finally:
+            self.train(was_training)
 
     @overload
     def _validate_inputs(

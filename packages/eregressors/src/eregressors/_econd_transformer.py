@@ -40,7 +40,6 @@ from ereps import (
     GroupElement,
     InitScheme,
     Representation,
-    check_equivariance,
     direct_sum,
     group_order,
 )
@@ -616,54 +615,23 @@ class eCondTransformerRegressor(GenCondRegressor):
             ereps.EquivarianceError: If ``tol`` is given and exceeded.
             ValueError: If the inputs have wrong shapes.
         """
-        param = next(self.parameters())
-        dtype, device = param.dtype, param.device
-        if X is None:
-            X = torch.randn(
-                batch_size,
-                self.in_horizon,
-                self.in_dim,
-                dtype=dtype,
-                device=device,
-                generator=generator,
+        X, step, Z = self._equivariance_inputs(
+            X, opt_step, Z, batch_size=batch_size, horizon=self.in_horizon, generator=generator
+        )
+        if Z is None or self.cond_rep is None:
+            return self._equivariance_error(
+                lambda x: self(x, step), [self.in_rep], self.out_rep, [X], elements, tol
             )
-        if Z is None and self.cond_rep is not None:
-            Z = torch.randn(
-                X.shape[0],
-                self.cond_horizon,
-                self.cond_dim,
-                dtype=dtype,
-                device=device,
-                generator=generator,
-            )
-        X, step, Z = self._validate_inputs(X, opt_step if opt_step is not None else 0, Z)
-        if opt_step is None:
-            step = torch.randint(0, 1000, step.shape, generator=generator).to(step)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                if Z is None or self.cond_rep is None:
-                    return check_equivariance(
-                        lambda x: self(x, step),
-                        [self.in_rep],
-                        self.out_rep,
-                        inputs=[X],
-                        elements=elements,
-                        tol=tol,
-                    )
-                return check_equivariance(
-                    lambda x, z: self(
-                        x, step, z, X_padding_mask=X_padding_mask, Z_padding_mask=Z_padding_mask
-                    ),
-                    [self.in_rep, self.cond_rep],
-                    self.out_rep,
-                    inputs=[X, Z],
-                    elements=elements,
-                    tol=tol,
-                )
-        finally:
-            self.train(was_training)
+        return self._equivariance_error(
+            lambda x, z: self(
+                x, step, z, X_padding_mask=X_padding_mask, Z_padding_mask=Z_padding_mask
+            ),
+            [self.in_rep, self.cond_rep],
+            self.out_rep,
+            [X, Z],
+            elements,
+            tol,
+        )
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

@@ -30,7 +30,6 @@ from ereps import (
     GroupElement,
     InitScheme,
     Representation,
-    check_equivariance,
     direct_sum,
     group_order,
     regular_multiplicity,
@@ -484,41 +483,23 @@ class eConditionalUnet1D(GenCondRegressor):
             ereps.EquivarianceError: If ``tol`` is given and exceeded.
             ValueError: If the inputs have wrong shapes.
         """
-        param = next(self.parameters())
-        dtype, device = param.dtype, param.device
+        T = horizon if horizon is not None else (self.in_horizon or 16)
         if X is None:
-            T = horizon if horizon is not None else (self.in_horizon or 16)
             check_positive_int(type(self).__name__, "horizon", T)
-            X = torch.randn(
-                batch_size, T, self.in_dim, dtype=dtype, device=device, generator=generator
-            )
-        if Z is None:
-            Z = torch.randn(
-                X.shape[0],
-                self.cond_horizon,
-                self.cond_dim,
-                dtype=dtype,
-                device=device,
-                generator=generator,
-            )
-        X, step, Z = self._validate_inputs(X, opt_step if opt_step is not None else 0, Z)
+        X, step, Z = self._equivariance_inputs(
+            X, opt_step, Z, batch_size=batch_size, horizon=T, generator=generator
+        )
+        if Z is None:  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: a U-Net always has conditioning")
         check_z_horizon(type(self).__name__, Z, self.cond_horizon)
-        if opt_step is None:
-            step = torch.randint(0, 1000, step.shape, generator=generator).to(step)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return check_equivariance(
-                    lambda x, z: self(x, step, z),
-                    [self.in_rep, self.cond_rep],
-                    self.out_rep,
-                    inputs=[X, Z],
-                    elements=elements,
-                    tol=tol,
-                )
-        finally:
-            self.train(was_training)
+        return self._equivariance_error(
+            lambda x, z: self(x, step, z),
+            [self.in_rep, self.cond_rep],
+            self.out_rep,
+            [X, Z],
+            elements,
+            tol,
+        )
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""
