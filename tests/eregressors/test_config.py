@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -257,3 +258,12 @@ def test_a_non_orthogonal_representation_of_a_unet_is_named() -> None:
             eConditionalUnet1DConfig(**{**VALID["eunet"], field: SKEWED})
         with pytest.raises(ValueError, match=rf"^{field} \('test-config-skewed'\)"):
             eConditionalUnet1D(**{**VALID["eunet"], field: SKEWED})
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_the_configuration_has_exactly_the_constructors_arguments(kind: str) -> None:
+    # A constructor argument that is not a field would be lost by from_config and checkpoints.
+    model_type = type(BUILDERS[kind]())
+    arguments = list(inspect.signature(model_type.__init__).parameters)[1:]
+    assert sorted(arguments) == sorted(f.name for f in dataclasses.fields(CONFIG_TYPES[kind]))
+    assert model_type.config_type is CONFIG_TYPES[kind]
