@@ -30,7 +30,7 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, cast
 
 from torch import Tensor
 
@@ -62,6 +62,7 @@ __all__ = [
     "check_bool",
     "check_positive_int",
     "check_probability",
+    "check_scheme",
     "check_sizes",
     "config_from_dict",
     "describe",
@@ -186,11 +187,13 @@ def _check_reps(owner: str, reps: Mapping[str, object]) -> Group:
     return group
 
 
-def _check_init_scheme(owner: str, init_scheme: object) -> None:
-    if not isinstance(init_scheme, str) or init_scheme not in INIT_SCHEMES:
+def check_scheme(owner: str, name: str, scheme: object) -> InitScheme:
+    """Return ``scheme`` if it is one of ``INIT_SCHEMES``, else raise ``ValueError``."""
+    if not isinstance(scheme, str) or scheme not in INIT_SCHEMES:
         raise ValueError(
-            f"{owner} expects init_scheme to be one of {list(INIT_SCHEMES)}; got {init_scheme!r}."
+            f"{owner} expects {name} to be one of {list(INIT_SCHEMES)}; got {scheme!r}."
         )
+    return cast("InitScheme", scheme)  # one of the literals, checked above
 
 
 def _check_positional(
@@ -391,7 +394,7 @@ class eCondTransformerRegressorConfig(_Serializable):
                 f"{name} expects norm_module to be one of {list(NORM_MODULES)}; "
                 f"got {self.norm_module!r}."
             )
-        _check_init_scheme(name, self.init_scheme)
+        check_scheme(name, "init_scheme", self.init_scheme)
         for arg in ("p_drop_emb", "p_drop_attn"):
             check_probability(name, arg, getattr(self, arg))
         check_bool(name, "causal_attn", self.causal_attn)
@@ -625,7 +628,7 @@ class eConditionalUnet1DConfig(_UnetFields):
         reps = {"in_rep": self.in_rep, "cond_rep": self.cond_rep, "out_rep": self.resolved_out_rep}
         group = _check_reps(name, reps)
         dims = self._check_unet_fields()
-        _check_init_scheme(name, self.init_scheme)
+        check_scheme(name, "init_scheme", self.init_scheme)
         check_sizes(
             name,
             self.in_rep.size,

@@ -23,7 +23,7 @@ from elayers import (
 )
 from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import plain_sinusoid
-from eregressors._config import eCondTransformerRegressorConfig
+from eregressors._config import check_scheme, eCondTransformerRegressorConfig
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
 from eregressors._padding import (
@@ -36,7 +36,6 @@ from eregressors._padding import (
 from eregressors._plain import PlainCondTransformer, PlainStepEmbedding
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from ereps import (
-    INIT_SCHEMES,
     GroupElement,
     InitScheme,
     Representation,
@@ -556,13 +555,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         Raises:
             ValueError: If ``scheme`` is unknown.
         """
-        if scheme is None:
-            scheme = self.init_scheme
-        if not isinstance(scheme, str) or scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"{type(self).__name__}.reset_parameters expects scheme to be one of "
-                f"{list(INIT_SCHEMES)}; got {scheme!r}."
-            )
+        owner = f"{type(self).__name__}.reset_parameters"
+        scheme = check_scheme(owner, "scheme", self.init_scheme if scheme is None else scheme)
         for module in self.children():
             if isinstance(module, eModule):
                 module.reset_parameters(scheme)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from elayers import eConv1d, eConvTranspose1d, eGroupNorm, eLinear, eModule, frozen_twin
 from eregressors._base import GenCondRegressor, OptStep
-from eregressors._config import check_positive_int, eConditionalUnet1DConfig
+from eregressors._config import check_positive_int, check_scheme, eConditionalUnet1DConfig
 from eregressors._econd_transformer import _init_linear
 from eregressors._optim import OptimGroup, split_optim_groups
 from eregressors._plain_unet import (
@@ -26,7 +26,6 @@ from eregressors._plain_unet import (
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from eregressors._unet import check_z_horizon, is_decayed_conv
 from ereps import (
-    INIT_SCHEMES,
     GroupElement,
     InitScheme,
     Representation,
@@ -412,12 +411,8 @@ class eConditionalUnet1D(GenCondRegressor):
         Raises:
             ValueError: If ``scheme`` is unknown.
         """
-        scheme = self.init_scheme if scheme is None else scheme
-        if scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"{type(self).__name__}.reset_parameters expects scheme to be one of "
-                f"{list(INIT_SCHEMES)}; got {scheme!r}."
-            )
+        owner = f"{type(self).__name__}.reset_parameters"
+        scheme = check_scheme(owner, "scheme", self.init_scheme if scheme is None else scheme)
         for module in self.modules():
             if isinstance(module, (eConv1d, eConvTranspose1d, eLinear, eGroupNorm)):
                 module.reset_parameters(scheme)
