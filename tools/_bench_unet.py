@@ -27,7 +27,14 @@ from typing import Any
 import torch
 
 import ereps
-from _timing import Timing, interleaved_timings, paired_ratio
+from _timing import (
+    Timing,
+    interleaved_timings,
+    ratio_text,
+    regressor_eval,
+    regressor_step,
+    trainable_count,
+)
 from eregressors import ConditionalUnet1D, GenCondRegressor, eConditionalUnet1D
 from ereps import Group, Representation
 
@@ -82,10 +89,6 @@ def _n_groups(dims: Sequence[int], order: int, bound: int) -> int:
     return max(g for g in range(1, bound + 1) if common % g == 0)
 
 
-def _count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 def _conv_macs(model: GenCondRegressor, length: int, cond_horizon: int) -> int:
     """Multiply-adds of the convolutions of one forward of one sample (the dense network)."""
     counts: list[int] = []
@@ -104,35 +107,6 @@ def _conv_macs(model: GenCondRegressor, length: int, cond_horizon: int) -> int:
         for h in handles:
             h.remove()
     return sum(counts)
-
-
-def _step(
-    model: GenCondRegressor,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    k: torch.Tensor,
-    z: torch.Tensor,
-    target: torch.Tensor,
-) -> Callable[[], None]:
-    def step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(x, k, z), target)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-
-    return step
-
-
-def _eval(
-    model: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
-) -> Callable[[], None]:
-    def forward() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(x, k, z)
-
-    return forward
 
 
 def bench_unets(
@@ -177,8 +151,8 @@ def bench_unets(
             opt_b = model_b.configure_optimizers(learning_rate=1e-4)
             train = interleaved_timings(
                 {
-                    "e": _step(model_e, opt_e, x, k, z, target),
-                    "base": _step(model_b, opt_b, x, k, z, target),
+                    "e": regressor_step(model_e, opt_e, x, k, z, target),
+                    "base": regressor_step(model_b, opt_b, x, k, z, target),
                 },
                 device=device,
                 warmup=args.warmup,
@@ -187,10 +161,10 @@ def bench_unets(
             plain_e, plain_b = model_e.export().eval(), model_b.export().eval()
             evals = interleaved_timings(
                 {
-                    "e": _eval(model_e, x, k, z),
-                    "base": _eval(model_b, x, k, z),
-                    "export_e": _eval(plain_e, x, k, z),
-                    "export_base": _eval(plain_b, x, k, z),
+                    "e": regressor_eval(model_e, x, k, z),
+                    "base": regressor_eval(model_b, x, k, z),
+                    "export_e": regressor_eval(plain_e, x, k, z),
+                    "export_base": regressor_eval(plain_b, x, k, z),
                 },
                 device=device,
                 warmup=args.warmup,
@@ -202,8 +176,8 @@ def bench_unets(
                     order=order,
                     dims=dims,
                     n_groups=n_groups,
-                    params_e=_count(model_e),
-                    params_base=_count(model_b),
+                    params_e=trainable_count(model_e),
+                    params_base=trainable_count(model_b),
                     train_e=train["e"],
                     train_base=train["base"],
                     eval_e=evals["e"],
@@ -216,10 +190,6 @@ def bench_unets(
             print(f"  unet {name} batch {batch}: done", flush=True)
         del model_e, model_b
     return rows
-
-
-def _ratio(a: Timing, b: Timing) -> str:
-    return f"{paired_ratio(a, b):.2f}×"
 
 
 def unet_table(rows: list[UnetRow]) -> str:
@@ -239,9 +209,9 @@ def unet_table(rows: list[UnetRow]) -> str:
             f"| {r.group} | {r.order} | {r.n_groups} | {r.params_e:,} / {r.params_base:,} | "
             f"{r.macs / 1e6:.1f} | "
             f"{r.train_e.median_ms:.1f} / {r.train_base.median_ms:.1f} | "
-            f"{_ratio(r.train_e, r.train_base)} | "
+            f"{ratio_text(r.train_e, r.train_base)} | "
             f"{r.eval_e.median_ms:.2f} / {r.eval_base.median_ms:.2f} | "
-            f"{_ratio(r.eval_e, r.eval_base)} | "
-            f"{r.export_e.median_ms:.2f} | {_ratio(r.export_e, r.eval_base)} |"
+            f"{ratio_text(r.eval_e, r.eval_base)} | "
+            f"{r.export_e.median_ms:.2f} | {ratio_text(r.export_e, r.eval_base)} |"
         )
     return "\n".join(lines)

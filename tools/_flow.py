@@ -26,6 +26,7 @@ so ``t`` in ``[0, 1]`` is stretched to that range.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import re
@@ -35,7 +36,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from eregressors import GenCondRegressor, PosEncoding
+from eregressors import (
+    ConditionalUnet1DConfig,
+    CondTransformerRegressorConfig,
+    PosEncoding,
+    RegressorConfig,
+    eConditionalUnet1DConfig,
+    eCondTransformerRegressorConfig,
+)
 from ereps import Group, Representation, cyclic_group, dihedral_group
 
 __all__ = [
@@ -43,19 +51,22 @@ __all__ = [
     "TIME_SCALE",
     "Arch",
     "FloatArray",
-    "ModelConfig",
+    "ModelKind",
     "PlanarGroup",
     "TaskConfig",
     "TrajectoryData",
-    "build_model",
+    "add_arch_arguments",
+    "baseline_config",
     "cosine_lr",
     "count_parameters",
     "default_unet_dims",
     "default_width",
+    "describe_config",
     "flow_matching_loss",
     "generate_data",
     "goal_orbit",
     "goal_probabilities",
+    "model_config",
     "model_equivariance_error",
     "observed_history",
     "parse_planar_group",
@@ -365,136 +376,147 @@ Arch = Literal["transformer", "unet"]
 ARCHS: tuple[str, ...] = ("transformer", "unet")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Architecture shared by the equivariant model and its baseline (same width, depth, heads...).
+def add_arch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of the architecture shared by the demo and the training script."""
+    parser.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="transformer",
+        help="transformer regressors or temporal U-Nets (default: transformer)",
+    )
+    parser.add_argument(
+        "--down-dims",
+        type=int,
+        nargs="+",
+        default=None,
+        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
+    )
+    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
+    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
 
-    Attributes:
-        kind: ``"equivariant"`` builds ``eCondTransformerRegressor``, ``"baseline"``
-            ``CondTransformerRegressor``.
-        group: Short name of the planar group (see ``parse_planar_group``).
+
+def model_config(
+    kind: ModelKind,
+    group: PlanarGroup,
+    *,
+    in_horizon: int,
+    cond_horizon: int,
+    embedding_dim: int,
+    num_layers: int,
+    num_attention_heads: int,
+    num_cond_layers: int = 0,
+    p_drop_emb: float = 0.0,
+    p_drop_attn: float = 0.0,
+    arch: Arch = "transformer",
+    down_dims: tuple[int, ...] = (),
+    kernel_size: int = 5,
+    n_groups: int = 2,
+    diffusion_step_embed_dim: int = 64,
+    cond_predict_scale: bool = True,
+    pos_encoding: PosEncoding = "absolute",
+    absolute_table: bool = True,
+) -> RegressorConfig:
+    """The library configuration of the planar task's velocity network ``v(X, k, Z)``.
+
+    The tools' options in one place, so that the equivariant model and its baseline get the same
+    width, depth and heads; the result is the model's own configuration (``model.config``), the
+    one checkpoints store (``config.to_dict()``) and rebuild from
+    (``eregressors.config_from_dict(d).build()``).
+
+    Args:
+        kind: ``"equivariant"`` (the planar ρ on input, conditioning and output tokens) or
+            ``"baseline"`` (2-D tokens).
+        group: The planar group.
         in_horizon: T_x.
         cond_horizon: T_z.
-        embedding_dim: Width of both models (a multiple of |G| for the equivariant one).
+        embedding_dim: Width of the transformers (a multiple of |G| for the equivariant one).
         num_layers: Decoder layers.
         num_attention_heads: Attention heads.
         num_cond_layers: Encoder layers over the conditioning tokens (0: an MLP).
         p_drop_emb: Dropout on embeddings.
         p_drop_attn: Dropout in attention blocks.
-        arch: ``"transformer"`` (the fields above) or ``"unet"``: ``eConditionalUnet1D`` /
-            ``ConditionalUnet1D`` with the fields below (``embedding_dim`` and the attention
-            fields are then unused).
-        down_dims: U-Net channel widths (multiples of |G| x n_groups; see ``default_unet_dims``).
+        arch: ``"transformer"`` (the fields above) or ``"unet"`` (the fields below;
+            ``embedding_dim`` and the attention fields are then unused).
+        down_dims: U-Net channel widths; ``()`` for :func:`default_unet_dims`.
         kernel_size: U-Net kernel size (odd).
         n_groups: U-Net group norm groups (they must split whole regular copies).
         diffusion_step_embed_dim: U-Net step embedding width (even).
         cond_predict_scale: Whether the U-Net's FiLM predicts a scale as well as a bias.
         pos_encoding: ``"absolute"`` (learned tables), ``"relative"`` or ``"rope"``.
         absolute_table: Whether ``"relative"``/``"rope"`` keep the learned tables too.
-    """
-
-    kind: ModelKind
-    group: str
-    in_horizon: int
-    cond_horizon: int
-    embedding_dim: int
-    num_layers: int
-    num_attention_heads: int
-    num_cond_layers: int = 0
-    p_drop_emb: float = 0.0
-    p_drop_attn: float = 0.0
-    arch: Arch = "transformer"
-    down_dims: tuple[int, ...] = ()
-    kernel_size: int = 5
-    n_groups: int = 2
-    diffusion_step_embed_dim: int = 64
-    cond_predict_scale: bool = True
-    pos_encoding: PosEncoding = "absolute"
-    absolute_table: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-typed dictionary (storable in a ``weights_only`` checkpoint)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of ``to_dict`` (also of its JSON form, where tuples became lists)."""
-        data = dict(data)
-        if "down_dims" in data:
-            data["down_dims"] = tuple(int(d) for d in data["down_dims"])
-        return cls(**data)
-
-
-def build_model(config: ModelConfig, group: PlanarGroup | None = None) -> GenCondRegressor:
-    """Build the velocity network ``v(X, opt_step, Z) -> (B, T_x, 2)`` described by ``config``.
-
-    Args:
-        config: Architecture.
-        group: The parsed planar group (parsed from ``config.group`` when omitted).
 
     Returns:
-        ``arch="transformer"``: an ``eCondTransformerRegressor`` (planar ρ on input, conditioning
-        and output tokens) or a ``CondTransformerRegressor`` with 2-D tokens; ``arch="unet"``: an
-        ``eConditionalUnet1D`` or a ``ConditionalUnet1D`` (same widths).
-    """
-    from eregressors import (
-        ConditionalUnet1D,
-        CondTransformerRegressor,
-        eConditionalUnet1D,
-        eCondTransformerRegressor,
-    )
+        An ``eCondTransformerRegressorConfig``, ``CondTransformerRegressorConfig``,
+        ``eConditionalUnet1DConfig`` or ``ConditionalUnet1DConfig``.
 
-    if config.kind not in ("equivariant", "baseline"):
-        raise ValueError(
-            f"ModelConfig.kind must be 'equivariant' or 'baseline'; got {config.kind!r}."
-        )
-    if config.arch not in ARCHS:
-        raise ValueError(f"ModelConfig.arch must be one of {list(ARCHS)}; got {config.arch!r}.")
-    if config.arch == "unet":
-        planar = group if group is not None else parse_planar_group(config.group)
-        dims = config.down_dims or default_unet_dims(planar.order, config.n_groups)
+    Raises:
+        ValueError: If ``kind`` or ``arch`` is unknown (and the configurations' own errors).
+    """
+    if kind not in ("equivariant", "baseline"):
+        raise ValueError(f"kind must be 'equivariant' or 'baseline'; got {kind!r}.")
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {list(ARCHS)}; got {arch!r}.")
+    rep = group.rep
+    if arch == "unet":
+        dims = down_dims or default_unet_dims(group.order, n_groups)
         unet: dict[str, Any] = dict(
-            cond_horizon=config.cond_horizon,
-            diffusion_step_embed_dim=config.diffusion_step_embed_dim,
-            down_dims=dims,
-            kernel_size=config.kernel_size,
-            n_groups=config.n_groups,
-            cond_predict_scale=config.cond_predict_scale,
+            cond_horizon=cond_horizon,
+            diffusion_step_embed_dim=diffusion_step_embed_dim,
+            down_dims=tuple(dims),
+            kernel_size=kernel_size,
+            n_groups=n_groups,
+            cond_predict_scale=cond_predict_scale,
         )
-        if config.kind == "equivariant":
-            return eConditionalUnet1D(planar.rep, planar.rep, planar.rep, **unet)
-        return ConditionalUnet1D(2, 2, 2, **unet)
-    if config.kind == "equivariant":
-        planar = group if group is not None else parse_planar_group(config.group)
-        return eCondTransformerRegressor(
-            planar.rep,
-            planar.rep,
-            planar.rep,
-            config.in_horizon,
-            config.cond_horizon,
-            config.num_layers,
-            config.num_attention_heads,
-            config.embedding_dim,
-            p_drop_emb=config.p_drop_emb,
-            p_drop_attn=config.p_drop_attn,
-            num_cond_layers=config.num_cond_layers,
-            pos_encoding=config.pos_encoding,
-            absolute_table=config.absolute_table,
-        )
-    return CondTransformerRegressor(
-        2,  # in_dim
-        2,  # cond_dim
-        2,  # out_dim
-        config.in_horizon,
-        config.cond_horizon,
-        num_layers=config.num_layers,
-        num_attention_heads=config.num_attention_heads,
-        embedding_dim=config.embedding_dim,
-        p_drop_emb=config.p_drop_emb,
-        p_drop_attn=config.p_drop_attn,
-        num_cond_layers=config.num_cond_layers,
-        pos_encoding=config.pos_encoding,
-        absolute_table=config.absolute_table,
+        if kind == "equivariant":
+            return eConditionalUnet1DConfig(in_rep=rep, cond_rep=rep, out_rep=rep, **unet)
+        return ConditionalUnet1DConfig(in_dim=2, cond_dim=2, out_dim=2, **unet)
+    shared: dict[str, Any] = dict(
+        in_horizon=in_horizon,
+        cond_horizon=cond_horizon,
+        num_layers=num_layers,
+        num_attention_heads=num_attention_heads,
+        embedding_dim=embedding_dim,
+        p_drop_emb=p_drop_emb,
+        p_drop_attn=p_drop_attn,
+        num_cond_layers=num_cond_layers,
+        pos_encoding=pos_encoding,
+        absolute_table=absolute_table,
+    )
+    if kind == "equivariant":
+        return eCondTransformerRegressorConfig(in_rep=rep, cond_rep=rep, out_rep=rep, **shared)
+    return CondTransformerRegressorConfig(in_dim=2, cond_dim=2, out_dim=2, **shared)
+
+
+def baseline_config(config: RegressorConfig) -> RegressorConfig:
+    """The unconstrained twin of ``config``: the same architecture on the representations' sizes.
+
+    A baseline configuration is returned as it is; the equivariant ones lose only what the
+    baselines do not have (``norm_module``, ``init_scheme``, ``step_emb_dim``).
+    """
+    twin: type[CondTransformerRegressorConfig | ConditionalUnet1DConfig]
+    if isinstance(config, eCondTransformerRegressorConfig):
+        twin = CondTransformerRegressorConfig
+    elif isinstance(config, eConditionalUnet1DConfig):
+        twin = ConditionalUnet1DConfig
+    else:
+        return config
+    sizes = {"in_dim": config.in_rep, "cond_dim": config.cond_rep, "out_dim": config.out_rep}
+    kept = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(twin) if f.name not in sizes
+    }
+    # out_rep None (in_rep's) gives out_dim None (in_dim's).
+    dims: dict[str, Any] = {k: None if rep is None else rep.size for k, rep in sizes.items()}
+    return twin(**dims, **kept)
+
+
+def describe_config(config: RegressorConfig) -> str:
+    """One line for logs: the model, and its width, depth and heads (or the U-Net's widths)."""
+    name = config.model_name
+    if isinstance(config, (eConditionalUnet1DConfig, ConditionalUnet1DConfig)):
+        return f"{name}, down_dims {list(config.down_dims)}"
+    return (
+        f"{name}, width {config.embedding_dim}, {config.num_layers} layers, "
+        f"{config.num_attention_heads} heads"
     )
 
 

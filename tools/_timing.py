@@ -18,19 +18,28 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import torch
 
+from eregressors import GenCondRegressor
+
 __all__ = [
     "Timing",
+    "cpu_name",
     "interleaved_timings",
     "paired_ratio",
     "peak_step_memory",
+    "ratio_text",
+    "regressor_eval",
+    "regressor_step",
     "resident_bytes",
     "synchronize",
+    "trainable_count",
 ]
 
 
@@ -189,3 +198,57 @@ def peak_step_memory(call: Callable[[], object], resident: int, device: torch.de
         synchronize(device)
         return resident + max(0, torch.cuda.max_memory_allocated(device) - before)
     return resident + max(0, _cpu_peak_delta(call))
+
+
+def ratio_text(a: Timing, b: Timing) -> str:
+    """:func:`paired_ratio` of ``a`` to ``b`` for a table cell, e.g. ``"1.85×"``."""
+    return f"{paired_ratio(a, b):.2f}×"
+
+
+def trainable_count(module: torch.nn.Module) -> int:
+    """Trainable scalars."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def regressor_step(
+    model: GenCondRegressor,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    k: torch.Tensor,
+    z: torch.Tensor,
+    target: torch.Tensor,
+) -> Callable[[], None]:
+    """One training step (``zero_grad`` + forward + MSE + backward + step) as a closure."""
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(x, k, z), target)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+
+    return step
+
+
+def regressor_eval(
+    model: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
+) -> Callable[[], None]:
+    """One eval forward (``model.eval()``, no gradients) as a closure."""
+
+    def forward() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(x, k, z)
+
+    return forward
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -45,7 +45,6 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +55,18 @@ import torch
 import elayers
 import ereps
 from _bench_unet import add_unet_arguments, bench_unets, unet_table
-from _timing import Timing, interleaved_timings, paired_ratio, peak_step_memory, resident_bytes
+from _timing import (
+    Timing,
+    cpu_name,
+    interleaved_timings,
+    paired_ratio,
+    peak_step_memory,
+    ratio_text,
+    regressor_eval,
+    regressor_step,
+    resident_bytes,
+    trainable_count,
+)
 from elayers import eTransformerEncoderLayer
 from eregressors import CondTransformerRegressor, GenCondRegressor, eCondTransformerRegressor
 from ereps import Group, Representation, cyclic_group, dihedral_group, ico_group
@@ -127,42 +137,22 @@ class LayerRow:
     eval_base: Timing
 
 
-def count(module: torch.nn.Module) -> int:
-    """Trainable scalars."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+def regressor_setup(
+    args: argparse.Namespace, name: str
+) -> tuple[Group, Representation, Representation, dict[str, Any]]:
+    """The group, the token representations and the shared transformer options of a suite.
 
-
-def regressor_step(
-    model: GenCondRegressor,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    k: torch.Tensor,
-    z: torch.Tensor,
-    target: torch.Tensor,
-) -> Callable[[], None]:
-    """One training step as a closure."""
-
-    def step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(x, k, z), target)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-
-    return step
-
-
-def regressor_eval(
-    model: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor
-) -> Callable[[], None]:
-    """One eval forward as a closure."""
-
-    def forward() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(x, k, z)
-
-    return forward
+    ``X`` and the output are two copies of the group's standard representation, each token of
+    ``Z`` four; both models get the same depth, heads, width and conditioning layers.
+    """
+    group, standard = make_group(name)
+    shared: dict[str, Any] = dict(
+        num_layers=args.layers,
+        num_attention_heads=args.heads,
+        embedding_dim=args.embedding_dim,
+        num_cond_layers=args.cond_layers,
+    )
+    return group, ereps.direct_sum([standard] * 2), ereps.direct_sum([standard] * 4), shared
 
 
 def bench_inference(
@@ -234,15 +224,7 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
     """The regressor benchmark, one row per group."""
     rows: list[RegressorRow] = []
     for name in args.groups:
-        group, standard = make_group(name)
-        in_rep = ereps.direct_sum([standard] * 2)
-        cond_rep = ereps.direct_sum([standard] * 4)
-        shared: dict[str, Any] = dict(
-            num_layers=args.layers,
-            num_attention_heads=args.heads,
-            embedding_dim=args.embedding_dim,
-            num_cond_layers=args.cond_layers,
-        )
+        group, in_rep, cond_rep, shared = regressor_setup(args, name)
         torch.manual_seed(0)
         start = time.perf_counter()
         model_e = eCondTransformerRegressor(
@@ -288,8 +270,8 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
             RegressorRow(
                 group=name,
                 order=group.order(),
-                params_e=count(model_e),
-                params_base=count(model_b),
+                params_e=trainable_count(model_e),
+                params_base=trainable_count(model_b),
                 train_e=train["e"],
                 train_base=train["base"],
                 eval_e=evals["e"],
@@ -328,15 +310,7 @@ def bench_positions(args: argparse.Namespace, device: torch.device) -> list[Posi
     rows: list[PositionRow] = []
     encodings = ("absolute", "relative", "rope")
     for name in args.groups:
-        _, standard = make_group(name)
-        in_rep = ereps.direct_sum([standard] * 2)
-        cond_rep = ereps.direct_sum([standard] * 4)
-        shared: dict[str, Any] = dict(
-            num_layers=args.layers,
-            num_attention_heads=args.heads,
-            embedding_dim=args.embedding_dim,
-            num_cond_layers=args.cond_layers,
-        )
+        _, in_rep, cond_rep, shared = regressor_setup(args, name)
         generator = torch.Generator().manual_seed(1)
         b = args.batch_size
         x = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)
@@ -486,8 +460,8 @@ def bench_layers(args: argparse.Namespace, device: torch.device) -> list[LayerRo
                     order=group.order(),
                     width=width,
                     norm_first=norm_first,
-                    params_e=count(layer_e),
-                    params_base=count(layer_b),
+                    params_e=trainable_count(layer_e),
+                    params_base=trainable_count(layer_b),
                     train_e=train["e"],
                     train_base=train["base"],
                     eval_e=evals["e"],
@@ -496,10 +470,6 @@ def bench_layers(args: argparse.Namespace, device: torch.device) -> list[LayerRo
             )
         print(f"  layers {name}: done", flush=True)
     return rows
-
-
-def _ratio(a: Timing, b: Timing) -> str:
-    return f"{paired_ratio(a, b):.2f}×"
 
 
 def regressor_table(rows: list[RegressorRow]) -> str:
@@ -513,9 +483,9 @@ def regressor_table(rows: list[RegressorRow]) -> str:
         lines.append(
             f"| {r.group} | {r.order} | {r.params_e:,} / {r.params_base:,} | "
             f"{r.train_e.median_ms:.1f} / {r.train_base.median_ms:.1f} | "
-            f"{_ratio(r.train_e, r.train_base)} | "
+            f"{ratio_text(r.train_e, r.train_base)} | "
             f"{r.eval_e.median_ms:.1f} / {r.eval_base.median_ms:.1f} | "
-            f"{_ratio(r.eval_e, r.eval_base)} | "
+            f"{ratio_text(r.eval_e, r.eval_base)} | "
             f"{r.peak_mb_e:.1f} / {r.peak_mb_base:.1f} |"
         )
     return "\n".join(lines)
@@ -533,8 +503,8 @@ def inference_table(rows: list[RegressorRow]) -> str:
             lines.append(
                 f"| {r.group} | {e.batch} | {e.eager.median_ms:.2f} | {e.frozen.median_ms:.2f} | "
                 f"{e.exported.median_ms:.2f} | {e.base.median_ms:.2f} | "
-                f"{_ratio(e.eager, e.base)} | {_ratio(e.frozen, e.base)} | "
-                f"{_ratio(e.exported, e.base)} |"
+                f"{ratio_text(e.eager, e.base)} | {ratio_text(e.frozen, e.base)} | "
+                f"{ratio_text(e.exported, e.base)} |"
             )
     return "\n".join(lines)
 
@@ -551,22 +521,11 @@ def layer_table(rows: list[LayerRow]) -> str:
             f"| {r.group} | {r.order} | {r.width} | {r.norm_first} | "
             f"{r.params_e:,} / {r.params_base:,} | "
             f"{r.train_e.median_ms:.2f} / {r.train_base.median_ms:.2f} | "
-            f"{_ratio(r.train_e, r.train_base)} | "
+            f"{ratio_text(r.train_e, r.train_base)} | "
             f"{r.eval_e.median_ms:.2f} / {r.eval_base.median_ms:.2f} | "
-            f"{_ratio(r.eval_e, r.eval_base)} |"
+            f"{ratio_text(r.eval_e, r.eval_base)} |"
         )
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -35,19 +35,18 @@ import torch
 from tqdm import tqdm
 
 from _flow import (
-    ARCHS,
     FloatArray,
-    ModelConfig,
     PlanarGroup,
     TaskConfig,
     TrajectoryData,
-    build_model,
+    add_arch_arguments,
     cosine_lr,
     count_parameters,
     default_unet_dims,
     default_width,
     flow_matching_loss,
     generate_data,
+    model_config,
     model_equivariance_error,
     parse_planar_group,
     sampler_equivariance_error,
@@ -146,21 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "attentions)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument(
-        "--arch",
-        choices=ARCHS,
-        default="transformer",
-        help="transformer regressors or temporal U-Nets (default: transformer)",
-    )
-    parser.add_argument(
-        "--down-dims",
-        type=int,
-        nargs="+",
-        default=None,
-        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
-    )
-    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
-    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
+    add_arch_arguments(parser)
     args = parser.parse_args(argv)
     for name in (
         "steps",
@@ -441,9 +426,9 @@ def main(argv: list[str] | None = None) -> Path:
     references: dict[str, list[FloatArray]] = {}
     for kind in ("equivariant", "baseline"):
         torch.manual_seed(args.seed)
-        config = ModelConfig(
-            kind=kind,
-            group=group.name,
+        config = model_config(
+            kind,
+            group,
             in_horizon=task.in_horizon,
             cond_horizon=task.cond_horizon,
             embedding_dim=args.embedding_dim,
@@ -456,7 +441,7 @@ def main(argv: list[str] | None = None) -> Path:
             pos_encoding=args.pos_encoding,
             absolute_table=not args.no_absolute_table,
         )
-        model = build_model(config, group).to(device)
+        model = config.build().to(device)
         result = train(model, kind, (x_train, z_train), held_out, args)
         result.model_name = type(model).__name__
         model.eval()

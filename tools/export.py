@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +37,9 @@ from typing import Any
 import torch
 
 import elayers
-from _flow import ModelConfig, build_model, default_width, parse_planar_group
-from _timing import Timing, interleaved_timings, paired_ratio
+from _flow import baseline_config, default_width, describe_config, model_config, parse_planar_group
+from _timing import Timing, cpu_name, interleaved_timings, paired_ratio
+from eregressors import GenCondRegressor, RegressorConfig, config_from_dict
 
 
 def log(message: str) -> None:
@@ -54,19 +53,19 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm((a - b).double())) / den
 
 
-def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, ModelConfig, str]:
+def load_model(args: argparse.Namespace) -> tuple[GenCondRegressor, RegressorConfig, str]:
     """The policy to deploy, its configuration and where it came from."""
     if args.checkpoint is not None:
         ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        config = ModelConfig.from_dict(ckpt["model_config"])
-        model = build_model(config)
+        config = config_from_dict(ckpt["model_config"])
+        model = config.build()
         model.load_state_dict(ckpt[args.weights])
         return model, config, f"{args.checkpoint} ({args.weights} weights)"
     group = parse_planar_group(args.group)
     width = args.embedding_dim or default_width(group.order, args.heads)
-    config = ModelConfig(
-        kind="equivariant",
-        group=args.group,
+    config = model_config(
+        "equivariant",
+        group,
         in_horizon=args.in_horizon,
         cond_horizon=args.cond_horizon,
         embedding_dim=width,
@@ -75,15 +74,15 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, ModelConfig, 
         num_cond_layers=args.cond_layers,
     )
     torch.manual_seed(args.seed)
-    return build_model(config, group), config, "the demo's model with random weights"
+    return config.build(), config, "the demo's model with random weights"
 
 
-def inputs(config: ModelConfig, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """``(X, opt_step, Z)`` of the demo's shapes (planar tokens) at ``batch``."""
+def inputs(model: GenCondRegressor, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """``(X, opt_step, Z)`` of the model's shapes at ``batch`` (full horizons)."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, config.in_horizon, 2, generator=gen)
+    x = torch.randn(batch, model.in_horizon or 16, model.in_dim, generator=gen)
     k = torch.rand(batch, generator=gen) * 1000.0
-    z = torch.randn(batch, config.cond_horizon, 2, generator=gen)
+    z = torch.randn(batch, model.cond_horizon or 1, model.cond_dim, generator=gen)
     return x, k, z
 
 
@@ -154,16 +153,6 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Export a policy to .pt2 and .onnx and time it.")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a tools/train.py checkpoint")
@@ -200,13 +189,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     model, config, source = load_model(args)
     model.eval()
-    out: Path = args.out or Path("outputs") / f"export-{config.group}"
+    rep = getattr(config, "in_rep", None)  # the equivariant models' group names the folder
+    out: Path = args.out or Path("outputs") / f"export-{'plain' if rep is None else rep.group.name}"
     out.mkdir(parents=True, exist_ok=True)
     log(f"[1/5] model: {type(model).__name__} from {source}")
 
     plain = elayers.export(model).eval()
-    example = inputs(config, 2, seed=1)
-    check = inputs(config, 5, seed=2)
+    example = inputs(model, 2, seed=1)
+    check = inputs(model, 5, seed=2)
     with torch.no_grad():
         reference = model(*check)
         errors: dict[str, float] = {"exported eager": relative_error(plain(*check), reference)}
@@ -229,13 +219,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log("[4/5] ONNX skipped (--no-onnx)")
 
     torch.manual_seed(args.seed)
-    baseline = build_model(dataclasses.replace(config, kind="baseline")).eval()
+    baseline = baseline_config(config).build().eval()
     frozen_model = copy.deepcopy(model).eval()
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(elayers.frozen(frozen_model))
         for batch in args.batches:
-            data = inputs(config, batch, seed=3)
+            data = inputs(model, batch, seed=3)
             contenders: dict[str, Callable[[], object]] = {
                 "equivariant": no_grad_call(model, data),
                 "frozen()": no_grad_call(frozen_model, data),
@@ -256,9 +246,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"[5/5] timed batch {batch}")
     machine = f"{cpu_name()} ({os.cpu_count()} cores), {args.threads} thread(s)"
     log(
-        f"\nLatency of one forward, T_x = {config.in_horizon}, T_z = {config.cond_horizon}, "
-        f"{config.kind} {config.group}, width {config.embedding_dim}, {config.num_layers} layers, "
-        f"{config.num_attention_heads} heads; torch {torch.__version__} on {machine} "
+        f"\nLatency of one forward, T_x = {model.in_horizon}, T_z = {model.cond_horizon}, "
+        f"{describe_config(config)}; torch {torch.__version__} on {machine} "
         f"(medians of {args.repeats} interleaved rounds; × base: median per-round ratio to the "
         "baseline CondTransformerRegressor of the same size)\n"
     )

@@ -14,10 +14,11 @@ each process keeps an identical exponential moving average (EMA) of the weights
 (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``). Rank 0 writes
 ``<out>/checkpoint.pt`` every ``--save-every`` steps and at the end: plain ``state_dict``s of the
 model, the EMA and the optimizer, the step and the model's configuration, loadable with
-``torch.load(path, weights_only=True)``::
+``torch.load(path, weights_only=True)``; the configuration is the model's own
+(``model.config.to_dict()``, representations included), so rebuilding needs nothing else::
 
     ckpt = torch.load("outputs/train-D4-equivariant/checkpoint.pt", weights_only=True)
-    model = _flow.build_model(_flow.ModelConfig.from_dict(ckpt["model_config"]))
+    model = eregressors.config_from_dict(ckpt["model_config"]).build()
     model.load_state_dict(ckpt["ema"])  # or ckpt["model"] for the raw weights
 
 ``--resume`` continues from that checkpoint with the step count, data order, noise and
@@ -50,19 +51,20 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from _flow import (
-    ARCHS,
-    ModelConfig,
     PlanarGroup,
     TaskConfig,
-    build_model,
+    add_arch_arguments,
     cosine_lr,
     count_parameters,
     default_width,
+    describe_config,
     flow_matching_loss,
     generate_data,
+    model_config,
     model_equivariance_error,
     parse_planar_group,
 )
+from eregressors import config_from_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EVAL_SIZE = 512
@@ -97,21 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="equivariant",
         help="which regressor",
     )
-    parser.add_argument(
-        "--arch",
-        choices=ARCHS,
-        default="transformer",
-        help="transformer regressors or temporal U-Nets (default: transformer)",
-    )
-    parser.add_argument(
-        "--down-dims",
-        type=int,
-        nargs="+",
-        default=None,
-        help="U-Net widths (default: w, 2w, 4w with w the least multiple of |G| x n_groups >= 16)",
-    )
-    parser.add_argument("--kernel-size", type=int, default=5, help="U-Net kernel (default: 5)")
-    parser.add_argument("--n-groups", type=int, default=2, help="U-Net norm groups (default: 2)")
+    add_arch_arguments(parser)
     parser.add_argument(
         "--steps", type=int, default=2000, help="total optimizer steps (default: 2000)"
     )
@@ -314,9 +302,9 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
     default_out = Path("outputs") / f"train-{group.name}-{args.model}{suffix}"
     out = args.out if args.out is not None else default_out
     task = TaskConfig()
-    config = ModelConfig(
-        kind=args.model,
-        group=group.name,
+    config = model_config(
+        args.model,
+        group,
         in_horizon=task.in_horizon,
         cond_horizon=task.cond_horizon,
         embedding_dim=default_width(group.order, args.heads)
@@ -351,10 +339,26 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
             f"--batch-size {args.batch_size}: each process needs at least one full batch per epoch."
         )
 
+    start_step = 0
+    checkpoint_path = out / CHECKPOINT_NAME
+    checkpoint: dict[str, Any] | None = None
+    if args.resume is not None:
+        resume_path = checkpoint_path if args.resume == "auto" else Path(args.resume)
+        checkpoint = torch.load(resume_path, map_location=device, weights_only=True)
+        check_same_run(checkpoint, args, info.world_size, resume_path)
+        saved = config_from_dict(checkpoint["model_config"])
+        if saved != config:
+            raise ValueError(
+                f"Checkpoint {resume_path} was written for model {describe_config(saved)} "
+                f"({saved}); the command line asks for {describe_config(config)} ({config}). "
+                "Resume with the same model options."
+            )
+        config = saved  # the model is rebuilt from the checkpoint's configuration
+
     torch.manual_seed(
         args.seed
     )  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    raw_model = build_model(config, group).to(device)
+    raw_model = config.build().to(device)
     optimizer = raw_model.configure_optimizers(
         learning_rate=args.lr, weight_decay=args.weight_decay
     )
@@ -363,17 +367,7 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
     # indices, float64 bases) are not buffers, so they are copied, never averaged.
     ema = AveragedModel(raw_model, multi_avg_fn=ema_fn, use_buffers=True)
 
-    start_step = 0
-    checkpoint_path = out / CHECKPOINT_NAME
-    if args.resume is not None:
-        resume_path = checkpoint_path if args.resume == "auto" else Path(args.resume)
-        checkpoint = torch.load(resume_path, map_location=device, weights_only=True)
-        check_same_run(checkpoint, args, info.world_size, resume_path)
-        if checkpoint["model_config"] != config.to_dict():
-            raise ValueError(
-                f"Checkpoint {resume_path} was written for model {checkpoint['model_config']}; "
-                f"the command line asks for {config.to_dict()}. Resume with the same model options."
-            )
+    if checkpoint is not None:
         raw_model.load_state_dict(checkpoint["model"])
         ema.module.load_state_dict(checkpoint["ema"])
         ema.n_averaged.fill_(int(checkpoint["ema_updates"]))
@@ -402,7 +396,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
             "ema": ema.module.state_dict(),
             "ema_updates": int(ema.n_averaged),
             "optimizer": optimizer.state_dict(),
-            "model_config": config.to_dict(),
+            "model_config": raw_model.config.to_dict(),
+            "group": group.name,
             "world_size": info.world_size,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }

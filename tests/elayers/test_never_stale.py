@@ -29,7 +29,7 @@ def _linear_group_conv() -> eLinear:
 
 
 def _linear_large() -> eLinear:
-    # 30·20·8 = 4800 coefficients: past the size where the value check compares bit patterns.
+    # 30·20·8 = 4800 coefficients, a weight far larger than the other cases'.
     return eLinear(C.rep("C8", "20reg"), C.rep("C8", "30reg"))
 
 

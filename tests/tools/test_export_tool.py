@@ -12,22 +12,23 @@ pytest.importorskip("onnxruntime", reason="tools/export.py needs the 'deploy' de
 pytest.importorskip("onnxscript", reason="tools/export.py needs the 'deploy' dependency group")
 
 import export
-from _flow import ModelConfig, build_model
+from _flow import model_config, parse_planar_group
+from eregressors import config_from_dict
 
 TINY = ["--repeats", "1", "--warmup", "0", "--batches", "1", "3"]
 
 
 def test_export_tool_from_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = ModelConfig(
-        kind="equivariant",
-        group="C4",
+    config = model_config(
+        "equivariant",
+        parse_planar_group("C4"),
         in_horizon=6,
         cond_horizon=2,
         embedding_dim=8,
         num_layers=1,
         num_attention_heads=1,
     )
-    model = build_model(config)
+    model = config.build()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -40,7 +41,7 @@ def test_export_tool_from_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFix
     assert (out / "policy.onnx").stat().st_size > 0
     saved = json.loads((out / "export.json").read_text())
     # JSON turns the tuple fields (down_dims) into lists: compare through from_dict.
-    assert ModelConfig.from_dict(saved["model_config"]) == config
+    assert config_from_dict(saved["model_config"]) == config
     for name in ("exported eager", "pt2", "onnx"):
         assert document["errors"][name] < 1e-5, name
     assert [row["batch"] for row in saved["latency"]] == [1, 3]

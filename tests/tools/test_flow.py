@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
+import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,9 +13,8 @@ import torch
 
 import ereps
 from _flow import (
-    ModelConfig,
     TaskConfig,
-    build_model,
+    baseline_config,
     cosine_lr,
     default_unet_dims,
     default_width,
@@ -22,6 +22,7 @@ from _flow import (
     generate_data,
     goal_orbit,
     goal_probabilities,
+    model_config,
     model_equivariance_error,
     observed_history,
     parse_planar_group,
@@ -30,6 +31,7 @@ from _flow import (
     sampler_equivariance_error,
     transform,
 )
+from eregressors import RegressorConfig, config_from_dict
 
 
 class ConstantField(torch.nn.Module):
@@ -203,23 +205,23 @@ def test_default_width(order: int, heads: int, width: int) -> None:
     assert (default_width(order, heads) // order) % heads == 0
 
 
+def _config(kind: str, group: str, *args: int, **kwargs: Any) -> RegressorConfig:
+    """``model_config`` with the positional order of the tools' former ``ModelConfig``."""
+    names = ("in_horizon", "cond_horizon", "embedding_dim", "num_layers", "num_attention_heads")
+    sizes: dict[str, Any] = dict(zip(names, args, strict=True))
+    return model_config(kind, parse_planar_group(group), **sizes, **kwargs)  # type: ignore[arg-type]
+
+
 def test_model_config_round_trip() -> None:
-    config = ModelConfig("equivariant", "D4", 16, 4, 16, 1, 1)
-    assert ModelConfig.from_dict(config.to_dict()) == config
+    config = _config("equivariant", "D4", 16, 4, 16, 1, 1)
+    assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 def test_built_models_equivariance() -> None:
     group = parse_planar_group("C4")
-    common = dict(
-        group="C4",
-        in_horizon=6,
-        cond_horizon=2,
-        embedding_dim=8,
-        num_layers=1,
-        num_attention_heads=1,
-    )
-    equivariant = build_model(ModelConfig(kind="equivariant", **common), group).double().eval()  # type: ignore[arg-type]
-    baseline = build_model(ModelConfig(kind="baseline", **common)).double().eval()  # type: ignore[arg-type]
+    common = (6, 2, 8, 1, 1)
+    equivariant = _config("equivariant", "C4", *common).build().double().eval()
+    baseline = _config("baseline", "C4", *common).build().double().eval()
     k = torch.full((3,), 250.0, dtype=torch.float64)
     x = torch.randn(3, 6, 2, dtype=torch.float64)
     z = torch.randn(3, 2, 2, dtype=torch.float64)
@@ -231,23 +233,22 @@ def test_built_models_equivariance() -> None:
     assert model_equivariance_error(equivariant, matrices, x, k / 1000.0, z) < 1e-10
     assert model_equivariance_error(baseline, matrices, x, k / 1000.0, z) > 1e-3
     with pytest.raises(ValueError, match="'equivariant' or 'baseline'"):
-        build_model(ModelConfig(kind="other", **common))  # type: ignore[arg-type]
+        _config("other", "C4", *common)
     loss = flow_matching_loss(equivariant, x, z, torch.randn_like(x), k / 1000.0)
     assert math.isfinite(loss.detach().item())
 
 
 def test_unet_config_round_trip_and_models() -> None:
     group = parse_planar_group("D4")
-    config = ModelConfig(
+    config = _config(
         "equivariant", "D4", 16, 2, 16, 1, 1, arch="unet", down_dims=(16, 32), n_groups=2
     )
-    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert config_from_dict(config.to_dict()) == config
     as_json = {**config.to_dict(), "down_dims": [16, 32]}  # JSON turns tuples into lists
-    assert ModelConfig.from_dict(as_json) == config
-    equivariant = build_model(config, group).double().eval()
+    assert config_from_dict(as_json) == config
+    equivariant = config.build().double().eval()
     assert type(equivariant).__name__ == "eConditionalUnet1D"
-    baseline_config = dataclasses.replace(config, kind="baseline")
-    baseline = build_model(baseline_config, group).double().eval()
+    baseline = baseline_config(config).build().double().eval()
     assert type(baseline).__name__ == "ConditionalUnet1D"
     k = torch.full((3,), 250.0, dtype=torch.float64)
     x = torch.randn(3, 13, 2, dtype=torch.float64)  # not a multiple of 2^levels
@@ -255,21 +256,20 @@ def test_unet_config_round_trip_and_models() -> None:
     matrices = group.matrices_tensor(dtype=torch.float64)
     assert model_equivariance_error(equivariant, matrices, x, k / 1000.0, z) < 1e-10
     assert model_equivariance_error(baseline, matrices, x, k / 1000.0, z) > 1e-3
-    default = build_model(dataclasses.replace(config, down_dims=()), group)
+    default = _config("equivariant", "D4", 16, 2, 16, 1, 1, arch="unet", n_groups=2).build()
     assert default.down_dims == default_unet_dims(8, 2) == (16, 32, 64)
     with pytest.raises(ValueError, match="arch must be one of"):
-        build_model(dataclasses.replace(config, arch="mlp"))  # type: ignore[arg-type]
+        _config("equivariant", "D4", 16, 2, 16, 1, 1, arch="mlp")
 
 
 @pytest.mark.parametrize("pos", ["relative", "rope"])
 def test_model_config_pos_encoding(pos: str) -> None:
-    old = ModelConfig("equivariant", "D4", 16, 4, 16, 1, 1).to_dict()
+    old = _config("equivariant", "D4", 16, 4, 16, 1, 1).to_dict()
     del old["pos_encoding"], old["absolute_table"]
-    assert ModelConfig.from_dict(old).pos_encoding == "absolute", "older configs still load"
-    group = parse_planar_group("D4")
+    assert config_from_dict(old).pos_encoding == "absolute", "older configs still load"  # type: ignore[union-attr]
     for kind in ("equivariant", "baseline"):
         for table in (False, True):
-            config = ModelConfig(kind, "D4", 6, 2, 16, 1, 1, pos_encoding=pos, absolute_table=table)  # type: ignore[arg-type]
-            model = build_model(config, group)
+            config = _config(kind, "D4", 6, 2, 16, 1, 1, pos_encoding=pos, absolute_table=table)
+            model = config.build()
             assert getattr(model, "pos_encoding") == pos  # noqa: B009
             assert (getattr(model, "pos_emb") is not None) == bool(table)  # noqa: B009

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import ereps
-from _flow import ModelConfig, build_model, parse_planar_group
+from _flow import parse_planar_group
+from eregressors import config_from_dict, eCondTransformerRegressorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "tools" / "train.py"
@@ -62,11 +63,12 @@ def test_two_process_training_checkpoint_and_resume(tmp_path: Path) -> None:
     # 2. The checkpoint loads with weights_only=True and holds an equivariant model.
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 3
-    config = ModelConfig.from_dict(checkpoint["model_config"])
-    group = parse_planar_group(config.group)
+    config = config_from_dict(checkpoint["model_config"])
+    assert isinstance(config, eCondTransformerRegressorConfig)
+    group = parse_planar_group(checkpoint["group"])
     k = torch.full((5,), 321.0, dtype=torch.float64)
     for key in ("model", "ema"):
-        model = build_model(config, group)
+        model = config.build()
         model.load_state_dict(checkpoint[key])
         model = model.double().eval()
         error = ereps.check_equivariance(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import train
+from eregressors import config_from_dict, eCondTransformerRegressorConfig
 
 TINY = [
     "--group", "C4", "--model", "equivariant", "--embedding-dim", "8", "--layers", "1",
@@ -52,3 +53,25 @@ def test_resume_of_the_same_run_continues(tmp_path: Path) -> None:
     train.main([*TINY, *out, "--steps", "3", "--stop-after", "1"])
     assert train.main([*TINY, *out, "--steps", "3", "--resume"]) == 3
     assert torch.load(tmp_path / train.CHECKPOINT_NAME, weights_only=True)["step"] == 3
+
+
+def test_resume_refuses_another_model_and_the_checkpoint_rebuilds_its_model(
+    tmp_path: Path,
+) -> None:
+    out = ["--out", str(tmp_path)]
+    train.main([*TINY, *out, "--steps", "2"])
+    path = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = torch.load(path, weights_only=True)
+    # The checkpoint's configuration is the model's own: it alone rebuilds the trained model.
+    config = config_from_dict(checkpoint["model_config"])
+    assert isinstance(config, eCondTransformerRegressorConfig)
+    assert (config.num_layers, config.embedding_dim, config.num_attention_heads) == (1, 8, 1)
+    model = config.build()
+    model.load_state_dict(checkpoint["model"])
+    for name, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, checkpoint["model"][name]), name
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="Resume with the same model options"):
+        train.main([*TINY, *out, "--steps", "3", "--resume", "--layers", "2"])
+    assert path.read_bytes() == before

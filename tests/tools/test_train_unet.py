@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import ereps
-from _flow import ModelConfig, build_model, parse_planar_group
+from _flow import parse_planar_group
+from eregressors import config_from_dict, eConditionalUnet1DConfig
 from tests.tools.test_train_distributed import digests, torchrun
 
 UNET = ["--arch", "unet", "--down-dims", "8", "16", "--n-groups", "1", "--kernel-size", "3"]
@@ -23,11 +24,11 @@ def test_two_process_unet_training_and_checkpoint(tmp_path: Path) -> None:
     assert ranks[0]["model"] == ranks[1]["model"], log
     assert ranks[0]["ema"] == ranks[1]["ema"], log
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
-    config = ModelConfig.from_dict(checkpoint["model_config"])
-    assert config.arch == "unet"
+    config = config_from_dict(checkpoint["model_config"])
+    assert isinstance(config, eConditionalUnet1DConfig)  # the U-Net
     assert config.down_dims == (8, 16)
-    group = parse_planar_group(config.group)
-    model = build_model(config, group)
+    group = parse_planar_group(checkpoint["group"])
+    model = config.build()
     assert type(model).__name__ == "eConditionalUnet1D"
     model.load_state_dict(checkpoint["ema"])
     model = model.double().eval()

@@ -26,7 +26,10 @@ from eregressors import (
     CondTransformerRegressor,
     EquivariantNormalizer,
     PlainCondTransformer,
+    RegressorConfig,
+    config_from_dict,
     eCondTransformerRegressor,
+    eCondTransformerRegressorConfig,
     flow_matching_sample,
 )
 from ereps import (
@@ -73,6 +76,11 @@ def main() -> None:
     model.eval()
     assert_type(model.check_equivariance(), float)
     assert_type(model.configure_optimizers(), torch.optim.AdamW)
+    # The configuration: typed, and the model rebuilt from it is of the same class.
+    assert_type(model.config, eCondTransformerRegressorConfig)
+    assert_type(model.config.build(), eCondTransformerRegressor)
+    assert_type(eCondTransformerRegressor.from_config(model.config), eCondTransformerRegressor)
+    assert_type(config_from_dict(model.config.to_dict()), RegressorConfig)
     baseline = CondTransformerRegressor(3, 3, 3, 4, 2, num_layers=1, num_attention_heads=2)
     assert_type(baseline(torch.randn(1, 4, 3), torch.tensor(5), torch.randn(1, 2, 3)), Tensor)
     assert_type(export(model), torch.nn.Module)
@@ -135,6 +143,8 @@ def misuses(rho: Representation, linear: eLinear) -> None:
     model = eCondTransformerRegressor(rho, rho, None, 4, 2, 1, 2, 16)
     x = torch.randn(1, 4, rho.size)
     model(x, 1, x, torch.zeros(1, 4, dtype=torch.bool))  # type: ignore[call-arg]
+    model(x, 1, x, padding=None)  # type: ignore[call-arg]
+    model.config.in_horizon = 8  # type: ignore[misc]
 
 
 if __name__ == "__main__":

@@ -366,19 +366,5 @@ class eMultiheadAttention(eModule):
         pos = "" if self.pos_encoding is None else f", pos_encoding={self.pos_encoding!r}"
         return f"{self.in_rep.name}, num_heads={self.num_heads}, dropout={self.dropout}{pos}"
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            query: Tensor,
-            key: Tensor,
-            value: Tensor,
-            key_padding_mask: Tensor | None = None,
-            need_weights: bool = True,
-            attn_mask: Tensor | None = None,
-            average_attn_weights: bool = True,
-            is_causal: bool = False,
-            *,
-            query_pos: Tensor | None = None,
-            key_pos: Tensor | None = None,
-        ) -> tuple[Tensor, Tensor | None]: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward

@@ -340,9 +340,8 @@ class eConv1d(_eTemporalConv):
             f"bias={self.invariant_bias is not None}"
         )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class eConvTranspose1d(_eTemporalConv):
@@ -468,9 +467,8 @@ class eConvTranspose1d(_eTemporalConv):
             f"{self.num_weights} weights, {self._kind()}, bias={self.invariant_bias is not None}"
         )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class eGroupNorm(eModule):
@@ -624,6 +622,5 @@ class eGroupNorm(eModule):
             f"eps={self.eps}, affine={self.affine}"
         )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward

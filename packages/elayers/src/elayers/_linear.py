@@ -152,9 +152,8 @@ class InvariantBias(eModule):
     def extra_repr(self) -> str:
         return f"{self.in_rep.name} | {self.coeffs.numel()} weights"
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 def invariant_bias_or_none(rep: Representation, bias: bool) -> InvariantBias | None:
@@ -312,6 +311,5 @@ class eLinear(eModule):
             f"bias={self.invariant_bias is not None}"
         )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward

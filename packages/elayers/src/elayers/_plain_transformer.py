@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +22,8 @@ __all__ = [
     "PositionalTransformerDecoderLayer",
     "PositionalTransformerEncoder",
     "PositionalTransformerEncoderLayer",
+    "attention_sublayer",
+    "run_stack",
 ]
 
 PlainActivation = Literal["relu", "gelu"]
@@ -31,6 +33,48 @@ def _act(name: PlainActivation | Callable[[Tensor], Tensor], x: Tensor) -> Tenso
     if callable(name):  # any other pointwise map (an exported equivariant layer's activation)
         return name(x)
     return F.gelu(x) if name == "gelu" else F.relu(x)
+
+
+def attention_sublayer(
+    attn: Callable[..., tuple[Tensor, Tensor | None]],
+    dropout: nn.Module,
+    x: Tensor,
+    memory: Tensor,
+    mask: Tensor | None,
+    padding: Tensor | None,
+    is_causal: bool,
+    query_pos: Tensor | None,
+    key_pos: Tensor | None,
+) -> Tensor:
+    """``dropout(attn(x, memory, memory))``: the attention sub-layer of every transformer layer.
+
+    Self-attention passes ``memory = x`` and ``key_pos = query_pos``. ``attn`` is any attention
+    with torch's arguments plus ``query_pos``/``key_pos`` (:class:`PositionalMultiheadAttention`,
+    ``elayers.eMultiheadAttention``); attention weights are not computed.
+    """
+    out, _ = attn(
+        x,
+        memory,
+        memory,
+        attn_mask=mask,
+        key_padding_mask=padding,
+        need_weights=False,
+        is_causal=is_causal,
+        query_pos=query_pos,
+        key_pos=key_pos,
+    )
+    dropped: Tensor = dropout(out)
+    return dropped
+
+
+def run_stack(layers: nn.ModuleList, norm: nn.Module | None, x: Tensor, **kwargs: Any) -> Tensor:
+    """Every layer of a stack in turn (each called with ``kwargs``), then the final norm."""
+    for layer in layers:
+        x = layer(x, **kwargs)
+    if norm is not None:
+        normed: Tensor = norm(x)
+        return normed
+    return x
 
 
 class _Block(nn.Module):
@@ -117,28 +161,6 @@ class PositionalTransformerEncoderLayer(_Block):
             rope_block=rope_block,
         )
 
-    def _sa_block(
-        self,
-        x: Tensor,
-        mask: Tensor | None,
-        padding: Tensor | None,
-        is_causal: bool,
-        pos: Tensor | None,
-    ) -> Tensor:
-        out, _ = self.self_attn(
-            x,
-            x,
-            x,
-            attn_mask=mask,
-            key_padding_mask=padding,
-            need_weights=False,
-            is_causal=is_causal,
-            query_pos=pos,
-            key_pos=pos,
-        )
-        dropped: Tensor = self.dropout1(out)
-        return dropped
-
     def forward(
         self,
         src: Tensor,
@@ -149,27 +171,24 @@ class PositionalTransformerEncoderLayer(_Block):
         src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run the layer (arguments as torch's, plus ``src_pos``: ``(S,)`` or ``(N, S)``)."""
-        x: Tensor = src
         mask, pad = src_mask, src_key_padding_mask
+
+        def sa(x: Tensor) -> Tensor:
+            return attention_sublayer(
+                self.self_attn, self.dropout1, x, x, mask, pad, is_causal, src_pos, src_pos
+            )
+
+        x: Tensor = src
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), mask, pad, is_causal, src_pos)
+            x = x + sa(self.norm1(x))
             x = x + self.dropout2(self._ff_block(self.norm2(x)))
         else:
-            x = self.norm1(x + self._sa_block(x, mask, pad, is_causal, src_pos))
+            x = self.norm1(x + sa(x))
             x = self.norm2(x + self.dropout2(self._ff_block(x)))
         return x
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            src: Tensor,
-            src_mask: Tensor | None = None,
-            src_key_padding_mask: Tensor | None = None,
-            is_causal: bool = False,
-            *,
-            src_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class PositionalTransformerDecoderLayer(_Block):
@@ -248,34 +267,30 @@ class PositionalTransformerDecoderLayer(_Block):
         """Run the layer (arguments as torch's, plus positions ``(T,)``/``(N, T)``, ``(S,)``...)."""
 
         def sa(x: Tensor) -> Tensor:
-            out, _ = self.self_attn(
+            return attention_sublayer(
+                self.self_attn,
+                self.dropout1,
                 x,
                 x,
-                x,
-                attn_mask=tgt_mask,
-                key_padding_mask=tgt_key_padding_mask,
-                need_weights=False,
-                is_causal=tgt_is_causal,
-                query_pos=tgt_pos,
-                key_pos=tgt_pos,
+                tgt_mask,
+                tgt_key_padding_mask,
+                tgt_is_causal,
+                tgt_pos,
+                tgt_pos,
             )
-            dropped: Tensor = self.dropout1(out)
-            return dropped
 
         def mha(x: Tensor) -> Tensor:
-            out, _ = self.multihead_attn(
+            return attention_sublayer(
+                self.multihead_attn,
+                self.dropout2,
                 x,
                 memory,
-                memory,
-                attn_mask=memory_mask,
-                key_padding_mask=memory_key_padding_mask,
-                need_weights=False,
-                is_causal=memory_is_causal,
-                query_pos=tgt_pos,
-                key_pos=memory_pos,
+                memory_mask,
+                memory_key_padding_mask,
+                memory_is_causal,
+                tgt_pos,
+                memory_pos,
             )
-            dropped: Tensor = self.dropout2(out)
-            return dropped
 
         x: Tensor = tgt
         if self.norm_first:
@@ -288,25 +303,23 @@ class PositionalTransformerDecoderLayer(_Block):
             x = self.norm3(x + self.dropout3(self._ff_block(x)))
         return x
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            tgt: Tensor,
-            memory: Tensor,
-            tgt_mask: Tensor | None = None,
-            memory_mask: Tensor | None = None,
-            tgt_key_padding_mask: Tensor | None = None,
-            memory_key_padding_mask: Tensor | None = None,
-            tgt_is_causal: bool = False,
-            memory_is_causal: bool = False,
-            *,
-            tgt_pos: Tensor | None = None,
-            memory_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
-class PositionalTransformerEncoder(nn.Module):
+class _Stack(nn.Module):
+    """A stack of ``num_layers`` deep copies of one layer (like torch's) and an optional norm."""
+
+    num_layers: int
+
+    def __init__(self, layer: nn.Module, num_layers: int, norm: nn.Module | None) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.num_layers = num_layers  # as torch's stacks
+        self.norm = norm
+
+
+class PositionalTransformerEncoder(_Stack):
     """A stack of ``num_layers`` copies of a :class:`PositionalTransformerEncoderLayer`.
 
     Args:
@@ -321,9 +334,7 @@ class PositionalTransformerEncoder(nn.Module):
         num_layers: int,
         norm: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
-        self.norm = norm
+        super().__init__(encoder_layer, num_layers, norm)
 
     def forward(
         self,
@@ -335,34 +346,21 @@ class PositionalTransformerEncoder(nn.Module):
         src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm."""
-        x = src
-        for layer in self.layers:
-            x = layer(
-                x,
-                src_mask=mask,
-                src_key_padding_mask=src_key_padding_mask,
-                is_causal=is_causal,
-                src_pos=src_pos,
-            )
-        if self.norm is not None:
-            normed: Tensor = self.norm(x)
-            return normed
-        return x
+        return run_stack(
+            self.layers,
+            self.norm,
+            src,
+            src_mask=mask,
+            src_key_padding_mask=src_key_padding_mask,
+            is_causal=is_causal,
+            src_pos=src_pos,
+        )
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            src: Tensor,
-            mask: Tensor | None = None,
-            src_key_padding_mask: Tensor | None = None,
-            is_causal: bool = False,
-            *,
-            src_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
-class PositionalTransformerDecoder(nn.Module):
+class PositionalTransformerDecoder(_Stack):
     """A stack of ``num_layers`` copies of a :class:`PositionalTransformerDecoderLayer`.
 
     Args:
@@ -377,9 +375,7 @@ class PositionalTransformerDecoder(nn.Module):
         num_layers: int,
         norm: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(copy.deepcopy(decoder_layer) for _ in range(num_layers))
-        self.norm = norm
+        super().__init__(decoder_layer, num_layers, norm)
 
     def forward(
         self,
@@ -396,38 +392,20 @@ class PositionalTransformerDecoder(nn.Module):
         memory_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm."""
-        x = tgt
-        for layer in self.layers:
-            x = layer(
-                x,
-                memory,
-                tgt_mask=tgt_mask,
-                memory_mask=memory_mask,
-                tgt_key_padding_mask=tgt_key_padding_mask,
-                memory_key_padding_mask=memory_key_padding_mask,
-                tgt_is_causal=tgt_is_causal,
-                memory_is_causal=memory_is_causal,
-                tgt_pos=tgt_pos,
-                memory_pos=memory_pos,
-            )
-        if self.norm is not None:
-            normed: Tensor = self.norm(x)
-            return normed
-        return x
+        return run_stack(
+            self.layers,
+            self.norm,
+            tgt,
+            memory=memory,
+            tgt_mask=tgt_mask,
+            memory_mask=memory_mask,
+            tgt_key_padding_mask=tgt_key_padding_mask,
+            memory_key_padding_mask=memory_key_padding_mask,
+            tgt_is_causal=tgt_is_causal,
+            memory_is_causal=memory_is_causal,
+            tgt_pos=tgt_pos,
+            memory_pos=memory_pos,
+        )
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            tgt: Tensor,
-            memory: Tensor,
-            tgt_mask: Tensor | None = None,
-            memory_mask: Tensor | None = None,
-            tgt_key_padding_mask: Tensor | None = None,
-            memory_key_padding_mask: Tensor | None = None,
-            tgt_is_causal: bool = False,
-            memory_is_causal: bool = False,
-            *,
-            tgt_pos: Tensor | None = None,
-            memory_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, get_args, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,8 @@ from elayers._plain_transformer import (
     PositionalTransformerDecoderLayer,
     PositionalTransformerEncoder,
     PositionalTransformerEncoderLayer,
+    attention_sublayer,
+    run_stack,
 )
 from elayers._positional import AttentionPosEncoding
 from ereps import InitScheme, Representation, check_init_scheme
@@ -110,7 +112,7 @@ def _plain_activation(
     return act
 
 
-def _stack_pos_encoding(stack: eTransformerEncoder | eTransformerDecoder) -> str | None:
+def _stack_pos_encoding(stack: _eStack[Any, Any]) -> str | None:
     """The layers' ``pos_encoding`` (all layers of a stack are clones of one)."""
     first: Any = stack.layers[0]
     pos: str | None = first.pos_encoding
@@ -163,9 +165,8 @@ class _FeedForward(nn.Module):
         h = apply_activation(self.activation, self.activation_name, self.linear1(x))
         return self.linear2(self.dropout(h))
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class eTransformerEncoderLayer(eModule):
@@ -357,69 +358,10 @@ class eTransformerEncoderLayer(eModule):
         inference path. It is the :class:`elayers._plain.TransformerEncoderLayer` subclass, which
         accepts ``is_causal=True`` without a mask and runs RMS norms on torch's composite path.
         """
-        attn, ff = self.self_attn, self.ff
-        ref = attn.in_proj.weight_params
-        layer: _plain.TransformerEncoderLayer | PositionalTransformerEncoderLayer
-        if self.pos_encoding is not None:
-            # torch's layer has no positional step: the torch-only positional layer, whose
-            # attention is this layer's exported PositionalMultiheadAttention (set below).
-            layer = PositionalTransformerEncoderLayer(
-                attn.embed_dim,
-                attn.num_heads,
-                dim_feedforward=ff.linear1.out_rep.size,
-                dropout=self.dropout1.p,
-                activation=_plain_activation(ff.activation, ff.activation_name),
-                layer_norm_eps=self.norm1.eps,
-                batch_first=self.batch_first,
-                norm_first=self.norm_first,
-                bias=attn.in_proj.invariant_bias is not None,
-                pos_encoding=self.pos_encoding,
-            ).to(device=ref.device, dtype=ref.dtype)
-        else:
-            layer = _plain.TransformerEncoderLayer(
-                attn.embed_dim,
-                attn.num_heads,
-                dim_feedforward=ff.linear1.out_rep.size,
-                dropout=self.dropout1.p,
-                activation=_torch_activation(ff.activation, ff.activation_name),
-                layer_norm_eps=self.norm1.eps,
-                batch_first=self.batch_first,
-                norm_first=self.norm_first,
-                bias=attn.in_proj.invariant_bias is not None,
-                device=ref.device,
-                dtype=ref.dtype,
-            )
-        layer.self_attn = attn.export()
-        layer.linear1 = ff.linear1.export()
-        layer.dropout = nn.Dropout(ff.dropout.p)
-        layer.linear2 = ff.linear2.export()
-        layer.norm1 = self.norm1.export()  # type: ignore[assignment]  # any norm module
-        layer.norm2 = self.norm2.export()  # type: ignore[assignment]  # any norm module
-        layer.dropout1 = nn.Dropout(self.dropout1.p)
-        layer.dropout2 = nn.Dropout(self.dropout2.p)
-        return layer.train(self.training)
-
-    def _sa_block(
-        self,
-        x: Tensor,
-        attn_mask: Tensor | None,
-        key_padding_mask: Tensor | None,
-        is_causal: bool,
-        pos: Tensor | None = None,
-    ) -> Tensor:
-        out, _ = self.self_attn(
-            x,
-            x,
-            x,
-            attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
-            need_weights=False,
-            is_causal=is_causal,
-            query_pos=pos,
-            key_pos=pos,
+        layer = _exported_layer(
+            self, PositionalTransformerEncoderLayer, _plain.TransformerEncoderLayer
         )
-        dropped: Tensor = self.dropout1(out)
-        return dropped
+        return layer.train(self.training)
 
     def forward(
         self,
@@ -464,31 +406,24 @@ class eTransformerEncoderLayer(eModule):
         if self._fused_inference_ok(src, masked):
             # Same math as the composite path below, in torch's fused inference kernel.
             return self._fused_inference(src)
+        mask, pad = src_mask, src_key_padding_mask
+
+        def sa(x: Tensor) -> Tensor:
+            return attention_sublayer(
+                self.self_attn, self.dropout1, x, x, mask, pad, is_causal, src_pos, src_pos
+            )
+
         x: Tensor = src
         if self.norm_first:
-            x = _residual(
-                x,
-                self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal, src_pos),
-            )
+            x = _residual(x, sa(self.norm1(x)))
             x = _residual(x, self.dropout2(self.ff(self.norm2(x))))
         else:
-            x = self.norm1(
-                _residual(x, self._sa_block(x, src_mask, src_key_padding_mask, is_causal, src_pos))
-            )
+            x = self.norm1(_residual(x, sa(x)))
             x = self.norm2(_residual(x, self.dropout2(self.ff(x))))
         return x
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            src: Tensor,
-            src_mask: Tensor | None = None,
-            src_key_padding_mask: Tensor | None = None,
-            is_causal: bool = False,
-            *,
-            src_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class eTransformerDecoderLayer(eModule):
@@ -579,95 +514,14 @@ class eTransformerDecoderLayer(eModule):
         It is the :class:`elayers._plain.TransformerDecoderLayer` subclass, which accepts
         ``tgt_is_causal``/``memory_is_causal`` without masks, as this layer does.
         """
-        attn, ff = self.self_attn, self.ff
-        ref = attn.in_proj.weight_params
-        layer: _plain.TransformerDecoderLayer | PositionalTransformerDecoderLayer
-        if self.pos_encoding is not None:
-            # As the encoder layer: the torch-only positional layer carries the positions.
-            layer = PositionalTransformerDecoderLayer(
-                attn.embed_dim,
-                attn.num_heads,
-                dim_feedforward=ff.linear1.out_rep.size,
-                dropout=self.dropout1.p,
-                activation=_plain_activation(ff.activation, ff.activation_name),
-                layer_norm_eps=self.norm1.eps,
-                batch_first=self.batch_first,
-                norm_first=self.norm_first,
-                bias=attn.in_proj.invariant_bias is not None,
-                pos_encoding=self.pos_encoding,
-            ).to(device=ref.device, dtype=ref.dtype)
-        else:
-            layer = _plain.TransformerDecoderLayer(
-                attn.embed_dim,
-                attn.num_heads,
-                dim_feedforward=ff.linear1.out_rep.size,
-                dropout=self.dropout1.p,
-                activation=_torch_activation(ff.activation, ff.activation_name),
-                layer_norm_eps=self.norm1.eps,
-                batch_first=self.batch_first,
-                norm_first=self.norm_first,
-                bias=attn.in_proj.invariant_bias is not None,
-                device=ref.device,
-                dtype=ref.dtype,
-            )
-        layer.self_attn = attn.export()
+        # As the encoder layer; with a pos_encoding the torch-only positional layer.
+        layer = _exported_layer(
+            self, PositionalTransformerDecoderLayer, _plain.TransformerDecoderLayer
+        )
         layer.multihead_attn = self.multihead_attn.export()
-        layer.linear1 = ff.linear1.export()
-        layer.dropout = nn.Dropout(ff.dropout.p)
-        layer.linear2 = ff.linear2.export()
-        layer.norm1 = self.norm1.export()  # type: ignore[assignment]  # any norm module
-        layer.norm2 = self.norm2.export()  # type: ignore[assignment]  # any norm module
         layer.norm3 = self.norm3.export()  # type: ignore[assignment]  # any norm module
-        layer.dropout1 = nn.Dropout(self.dropout1.p)
-        layer.dropout2 = nn.Dropout(self.dropout2.p)
         layer.dropout3 = nn.Dropout(self.dropout3.p)
         return layer.train(self.training)
-
-    def _sa_block(
-        self,
-        x: Tensor,
-        mask: Tensor | None,
-        padding: Tensor | None,
-        is_causal: bool,
-        pos: Tensor | None = None,
-    ) -> Tensor:
-        out, _ = self.self_attn(
-            x,
-            x,
-            x,
-            attn_mask=mask,
-            key_padding_mask=padding,
-            need_weights=False,
-            is_causal=is_causal,
-            query_pos=pos,
-            key_pos=pos,
-        )
-        dropped: Tensor = self.dropout1(out)
-        return dropped
-
-    def _mha_block(
-        self,
-        x: Tensor,
-        mem: Tensor,
-        mask: Tensor | None,
-        padding: Tensor | None,
-        is_causal: bool,
-        pos: Tensor | None = None,
-        mem_pos: Tensor | None = None,
-    ) -> Tensor:
-        out, _ = self.multihead_attn(
-            x,
-            mem,
-            mem,
-            attn_mask=mask,
-            key_padding_mask=padding,
-            need_weights=False,
-            is_causal=is_causal,
-            query_pos=pos,
-            key_pos=mem_pos,
-        )
-        dropped: Tensor = self.dropout2(out)
-        return dropped
 
     def forward(
         self,
@@ -732,78 +586,87 @@ class eTransformerDecoderLayer(eModule):
                 **pos,
             )
             return out
+
+        def sa(x: Tensor) -> Tensor:
+            return attention_sublayer(
+                self.self_attn, self.dropout1, x, x,
+                tgt_mask, tgt_key_padding_mask, tgt_is_causal, tgt_pos, tgt_pos,
+            )  # fmt: skip
+
+        def mha(x: Tensor) -> Tensor:
+            return attention_sublayer(
+                self.multihead_attn, self.dropout2, x, memory,
+                memory_mask, memory_key_padding_mask, memory_is_causal, tgt_pos, memory_pos,
+            )  # fmt: skip
+
         x: Tensor = tgt
         if self.norm_first:
-            x = _residual(
-                x,
-                self._sa_block(
-                    self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal, tgt_pos
-                ),
-            )
-            x = _residual(
-                x,
-                self._mha_block(
-                    self.norm2(x),
-                    memory,
-                    memory_mask,
-                    memory_key_padding_mask,
-                    memory_is_causal,
-                    tgt_pos,
-                    memory_pos,
-                ),
-            )
+            x = _residual(x, sa(self.norm1(x)))
+            x = _residual(x, mha(self.norm2(x)))
             x = _residual(x, self.dropout3(self.ff(self.norm3(x))))
         else:
-            x = self.norm1(
-                _residual(
-                    x, self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal, tgt_pos)
-                )
-            )
-            x = self.norm2(
-                _residual(
-                    x,
-                    self._mha_block(
-                        x,
-                        memory,
-                        memory_mask,
-                        memory_key_padding_mask,
-                        memory_is_causal,
-                        tgt_pos,
-                        memory_pos,
-                    ),
-                )
-            )
+            x = self.norm1(_residual(x, sa(x)))
+            x = self.norm2(_residual(x, mha(x)))
             x = self.norm3(_residual(x, self.dropout3(self.ff(x))))
         return x
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            tgt: Tensor,
-            memory: Tensor,
-            tgt_mask: Tensor | None = None,
-            memory_mask: Tensor | None = None,
-            tgt_key_padding_mask: Tensor | None = None,
-            memory_key_padding_mask: Tensor | None = None,
-            tgt_is_causal: bool = False,
-            memory_is_causal: bool = False,
-            *,
-            tgt_pos: Tensor | None = None,
-            memory_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
-@overload
-def _export_child(
-    layer: nn.Module, kind: type[eTransformerEncoderLayer]
-) -> _plain.TransformerEncoderLayer: ...
+_PositionalLayer = TypeVar("_PositionalLayer", bound=nn.Module)
+_TorchLayer = TypeVar("_TorchLayer", bound=nn.Module)
 
 
-@overload
-def _export_child(
-    layer: nn.Module, kind: type[eTransformerDecoderLayer]
-) -> _plain.TransformerDecoderLayer: ...
+def _exported_layer(
+    source: eTransformerEncoderLayer | eTransformerDecoderLayer,
+    positional: Callable[..., _PositionalLayer],
+    plain: Callable[..., _TorchLayer],
+) -> _PositionalLayer | _TorchLayer:
+    """The plain layer of ``source`` with its self-attention, feed-forward, norms 1-2, dropouts 1-2.
+
+    ``positional`` (a torch-only positional layer: torch's layers have no positional step) when
+    ``source`` has a ``pos_encoding``, else ``plain`` (torch's layer). The decoder adds its
+    cross-attention and third norm.
+    """
+    attn, ff = source.self_attn, source.ff
+    ref = attn.in_proj.weight_params
+    common: dict[str, Any] = {
+        "dim_feedforward": ff.linear1.out_rep.size,
+        "dropout": source.dropout1.p,
+        "layer_norm_eps": source.norm1.eps,
+        "batch_first": source.batch_first,
+        "norm_first": source.norm_first,
+        "bias": attn.in_proj.invariant_bias is not None,
+    }
+    layer: _PositionalLayer | _TorchLayer
+    if source.pos_encoding is not None:
+        activation = _plain_activation(ff.activation, ff.activation_name)
+        layer = positional(
+            attn.embed_dim,
+            attn.num_heads,
+            activation=activation,
+            pos_encoding=source.pos_encoding,
+            **common,
+        ).to(device=ref.device, dtype=ref.dtype)
+    else:
+        layer = plain(
+            attn.embed_dim,
+            attn.num_heads,
+            activation=_torch_activation(ff.activation, ff.activation_name),
+            device=ref.device,
+            dtype=ref.dtype,
+            **common,
+        )
+    layer.self_attn = attn.export()
+    layer.linear1 = ff.linear1.export()
+    layer.dropout = nn.Dropout(ff.dropout.p)
+    layer.linear2 = ff.linear2.export()
+    layer.norm1 = source.norm1.export()
+    layer.norm2 = source.norm2.export()
+    layer.dropout1 = nn.Dropout(source.dropout1.p)
+    layer.dropout2 = nn.Dropout(source.dropout2.p)
+    return layer
 
 
 def _export_child(layer: nn.Module, kind: type[eModule]) -> nn.Module:
@@ -836,7 +699,73 @@ def _check_final_norm(owner: str, norm: object, layer: eModule) -> None:
         )
 
 
-class eTransformerEncoder(eModule):
+_Layer = TypeVar("_Layer", bound=eModule)
+_PlainStack = TypeVar(
+    "_PlainStack",
+    bound=nn.TransformerEncoder
+    | nn.TransformerDecoder
+    | PositionalTransformerEncoder
+    | PositionalTransformerDecoder,
+)
+
+
+class _eStack(eModule, Generic[_Layer, _PlainStack]):
+    """A stack of ``num_layers`` independently initialized copies of one layer, and a final norm.
+
+    The encoder and decoder stacks differ only in their ``forward`` signature (the layer's) and in
+    the plain stack they export to (:meth:`_plain_stack`).
+    """
+
+    _layer_type: ClassVar[type[eModule]]
+    _layer_arg: ClassVar[str]
+
+    def __init__(self, layer: _Layer, num_layers: int, norm: eModule | None) -> None:
+        owner = type(self).__name__
+        if not isinstance(layer, self._layer_type):
+            raise TypeError(
+                f"{self._layer_arg} must be an {self._layer_type.__name__}; got "
+                f"{type(layer).__name__}."
+            )
+        _check_final_norm(owner, norm, layer)
+        super().__init__(layer.in_rep, layer.out_rep)
+        self.layers = _clones(layer, num_layers, owner)
+        self.norm = norm
+
+    def _run(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """The twin inside :func:`elayers.frozen`, else every layer and the final norm."""
+        twin = frozen_twin(self)
+        if twin is not None:
+            if _stack_pos_encoding(self) is None:  # positions only reach a positional twin
+                kwargs = {k: v for k, v in kwargs.items() if not k.endswith("_pos")}
+            out: Tensor = twin(x, **self._twin_kwargs(kwargs))
+            return out
+        return run_stack(self.layers, self.norm, x, **kwargs)
+
+    def _twin_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The layers' keyword arguments as the exported stack names them."""
+        return kwargs
+
+    def _plain_stack(self, first: nn.Module, norm: nn.Module | None) -> _PlainStack:
+        raise NotImplementedError
+
+    def export(self) -> _PlainStack:
+        """The plain stack of the exported layers (see :meth:`eModule.export`).
+
+        With a ``pos_encoding`` in the layers: the torch-only positional stack (it takes the
+        positions as this stack does); else torch's stack.
+        """
+        layers = [_export_child(layer, self._layer_type) for layer in self.layers]
+        norm = None if self.norm is None else self.norm.export()
+        stack = self._plain_stack(layers[0], norm)
+        stack.layers = nn.ModuleList(layers)
+        stack.num_layers = len(layers)
+        stack.train(self.training)
+        return stack
+
+
+class eTransformerEncoder(
+    _eStack[eTransformerEncoderLayer, nn.TransformerEncoder | PositionalTransformerEncoder]
+):
     """A stack of ``num_layers`` independently initialized :class:`eTransformerEncoderLayer`.
 
     Args:
@@ -845,18 +774,13 @@ class eTransformerEncoder(eModule):
         norm: Optional final equivariant norm on the same representation.
     """
 
+    _layer_type = eTransformerEncoderLayer
+    _layer_arg = "encoder_layer"
+
     def __init__(
         self, encoder_layer: eTransformerEncoderLayer, num_layers: int, norm: eModule | None = None
     ) -> None:
-        if not isinstance(encoder_layer, eTransformerEncoderLayer):
-            raise TypeError(
-                "encoder_layer must be an eTransformerEncoderLayer; got "
-                f"{type(encoder_layer).__name__}."
-            )
-        _check_final_norm("eTransformerEncoder", norm, encoder_layer)
-        super().__init__(encoder_layer.in_rep, encoder_layer.out_rep)
-        self.layers = _clones(encoder_layer, num_layers, "eTransformerEncoder")
-        self.norm = norm
+        super().__init__(encoder_layer, num_layers, norm)
 
     def forward(
         self,
@@ -868,59 +792,32 @@ class eTransformerEncoder(eModule):
         src_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerEncoderLayer`."""
-        twin = frozen_twin(self)
-        if twin is not None:
-            pos = {} if _stack_pos_encoding(self) is None else {"src_pos": src_pos}
-            out: Tensor = twin(
-                src,
-                mask=mask,
-                src_key_padding_mask=src_key_padding_mask,
-                is_causal=is_causal,
-                **pos,
-            )
-            return out
-        x = src
-        for layer in self.layers:
-            x = layer(
-                x,
-                src_mask=mask,
-                src_key_padding_mask=src_key_padding_mask,
-                is_causal=is_causal,
-                src_pos=src_pos,
-            )
-        return x if self.norm is None else self.norm(x)
+        return self._run(
+            src,
+            src_mask=mask,
+            src_key_padding_mask=src_key_padding_mask,
+            is_causal=is_causal,
+            src_pos=src_pos,
+        )
 
-    def export(self) -> nn.TransformerEncoder | PositionalTransformerEncoder:
-        """``torch.nn.TransformerEncoder`` of the exported layers (see :meth:`eModule.export`).
+    def _twin_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # torch's TransformerEncoder calls the layer's src_mask "mask".
+        return {("mask" if k == "src_mask" else k): v for k, v in kwargs.items()}
 
-        With a ``pos_encoding`` in the layers: a :class:`PositionalTransformerEncoder` (it takes
-        ``src_pos`` as this stack does).
-        """
-        layers = [_export_child(layer, eTransformerEncoderLayer) for layer in self.layers]
-        norm = None if self.norm is None else self.norm.export()
-        stack: nn.TransformerEncoder | PositionalTransformerEncoder
-        if isinstance(layers[0], PositionalTransformerEncoderLayer):
-            stack = PositionalTransformerEncoder(layers[0], 1, norm=norm)
-        else:
-            stack = nn.TransformerEncoder(layers[0], 1, norm=norm, enable_nested_tensor=False)
-        stack.layers = nn.ModuleList(layers)
-        stack.num_layers = len(layers)
-        return stack.train(self.training)
+    def _plain_stack(
+        self, first: nn.Module, norm: nn.Module | None
+    ) -> nn.TransformerEncoder | PositionalTransformerEncoder:
+        if isinstance(first, PositionalTransformerEncoderLayer):
+            return PositionalTransformerEncoder(first, 1, norm=norm)
+        return nn.TransformerEncoder(first, 1, norm=norm, enable_nested_tensor=False)  # type: ignore[arg-type]
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            src: Tensor,
-            mask: Tensor | None = None,
-            src_key_padding_mask: Tensor | None = None,
-            is_causal: bool = False,
-            *,
-            src_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
-class eTransformerDecoder(eModule):
+class eTransformerDecoder(
+    _eStack[eTransformerDecoderLayer, nn.TransformerDecoder | PositionalTransformerDecoder]
+):
     """A stack of ``num_layers`` independently initialized :class:`eTransformerDecoderLayer`.
 
     Args:
@@ -929,18 +826,13 @@ class eTransformerDecoder(eModule):
         norm: Optional final equivariant norm on the same representation.
     """
 
+    _layer_type = eTransformerDecoderLayer
+    _layer_arg = "decoder_layer"
+
     def __init__(
         self, decoder_layer: eTransformerDecoderLayer, num_layers: int, norm: eModule | None = None
     ) -> None:
-        if not isinstance(decoder_layer, eTransformerDecoderLayer):
-            raise TypeError(
-                "decoder_layer must be an eTransformerDecoderLayer; got "
-                f"{type(decoder_layer).__name__}."
-            )
-        _check_final_norm("eTransformerDecoder", norm, decoder_layer)
-        super().__init__(decoder_layer.in_rep, decoder_layer.out_rep)
-        self.layers = _clones(decoder_layer, num_layers, "eTransformerDecoder")
-        self.norm = norm
+        super().__init__(decoder_layer, num_layers, norm)
 
     def forward(
         self,
@@ -957,71 +849,25 @@ class eTransformerDecoder(eModule):
         memory_pos: Tensor | None = None,
     ) -> Tensor:
         """Run every layer, then the final norm. Shapes as :class:`eTransformerDecoderLayer`."""
-        twin = frozen_twin(self)
-        if twin is not None:
-            pos = (
-                {}
-                if _stack_pos_encoding(self) is None
-                else {"tgt_pos": tgt_pos, "memory_pos": memory_pos}
-            )
-            out: Tensor = twin(
-                tgt,
-                memory,
-                tgt_mask=tgt_mask,
-                memory_mask=memory_mask,
-                tgt_key_padding_mask=tgt_key_padding_mask,
-                memory_key_padding_mask=memory_key_padding_mask,
-                tgt_is_causal=tgt_is_causal,
-                memory_is_causal=memory_is_causal,
-                **pos,
-            )
-            return out
-        x = tgt
-        for layer in self.layers:
-            x = layer(
-                x,
-                memory,
-                tgt_mask=tgt_mask,
-                memory_mask=memory_mask,
-                tgt_key_padding_mask=tgt_key_padding_mask,
-                memory_key_padding_mask=memory_key_padding_mask,
-                tgt_is_causal=tgt_is_causal,
-                memory_is_causal=memory_is_causal,
-                tgt_pos=tgt_pos,
-                memory_pos=memory_pos,
-            )
-        return x if self.norm is None else self.norm(x)
+        return self._run(
+            tgt,
+            memory=memory,
+            tgt_mask=tgt_mask,
+            memory_mask=memory_mask,
+            tgt_key_padding_mask=tgt_key_padding_mask,
+            memory_key_padding_mask=memory_key_padding_mask,
+            tgt_is_causal=tgt_is_causal,
+            memory_is_causal=memory_is_causal,
+            tgt_pos=tgt_pos,
+            memory_pos=memory_pos,
+        )
 
-    def export(self) -> nn.TransformerDecoder | PositionalTransformerDecoder:
-        """``torch.nn.TransformerDecoder`` of the exported layers (see :meth:`eModule.export`).
+    def _plain_stack(
+        self, first: nn.Module, norm: nn.Module | None
+    ) -> nn.TransformerDecoder | PositionalTransformerDecoder:
+        if isinstance(first, PositionalTransformerDecoderLayer):
+            return PositionalTransformerDecoder(first, 1, norm=norm)
+        return nn.TransformerDecoder(first, 1, norm=norm)  # type: ignore[arg-type]
 
-        With a ``pos_encoding`` in the layers: a :class:`PositionalTransformerDecoder` (it takes
-        ``tgt_pos``/``memory_pos`` as this stack does).
-        """
-        layers = [_export_child(layer, eTransformerDecoderLayer) for layer in self.layers]
-        norm = None if self.norm is None else self.norm.export()
-        stack: nn.TransformerDecoder | PositionalTransformerDecoder
-        if isinstance(layers[0], PositionalTransformerDecoderLayer):
-            stack = PositionalTransformerDecoder(layers[0], 1, norm=norm)
-        else:
-            stack = nn.TransformerDecoder(layers[0], 1, norm=norm)
-        stack.layers = nn.ModuleList(layers)
-        stack.num_layers = len(layers)
-        return stack.train(self.training)
-
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            tgt: Tensor,
-            memory: Tensor,
-            tgt_mask: Tensor | None = None,
-            memory_mask: Tensor | None = None,
-            tgt_key_padding_mask: Tensor | None = None,
-            memory_key_padding_mask: Tensor | None = None,
-            tgt_is_causal: bool = False,
-            memory_is_causal: bool = False,
-            *,
-            tgt_pos: Tensor | None = None,
-            memory_pos: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward

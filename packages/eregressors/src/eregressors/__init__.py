@@ -6,6 +6,14 @@ from importlib import metadata as _metadata
 
 from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
+from eregressors._config import (
+    ConditionalUnet1DConfig,
+    CondTransformerRegressorConfig,
+    RegressorConfig,
+    config_from_dict,
+    eConditionalUnet1DConfig,
+    eCondTransformerRegressorConfig,
+)
 from eregressors._econd_transformer import eCondTransformerRegressor
 from eregressors._eunet import eConditionalUnet1D
 from eregressors._normalizer import EquivariantNormalizer
@@ -32,7 +40,9 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "POS_ENCODINGS",
     "CondTransformerRegressor",
+    "CondTransformerRegressorConfig",
     "ConditionalUnet1D",
+    "ConditionalUnet1DConfig",
     "DiffusionScheduler",
     "EquivariantNormalizer",
     "GenCondRegressor",
@@ -42,12 +52,16 @@ __all__ = [
     "PlainConditionalUnet1D",
     "PlainNormalizer",
     "PosEncoding",
+    "RegressorConfig",
     "SinusoidalPosEmb",
     "StepEmbedding",
     "__version__",
+    "config_from_dict",
     "diffusion_sample",
     "eCondTransformerRegressor",
+    "eCondTransformerRegressorConfig",
     "eConditionalUnet1D",
+    "eConditionalUnet1DConfig",
     "flow_matching_sample",
     "unsafe_scheduler_options",
 ]

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import abc
 import numbers
-from typing import TYPE_CHECKING, overload
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, overload
 
 import torch
 import torch._dynamo.decorators
 from torch import Tensor
 
 from elayers import Exportable
+from eregressors._config import RegressorConfig, check_sizes, describe, is_real_number
 from eregressors._optim import OptimGroup, default_optim_groups
+from ereps import GroupElement, Representation, check_equivariance
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["GenCondRegressor", "OptStep"]
 
 #: What ``forward`` accepts as the optimisation (diffusion / flow) step ``k``: a Python number, a
 #: 0-d tensor shared by the whole batch, or one value per sample as a ``(B,)`` tensor.
 OptStep = float | int | Tensor
-
-
-def _describe(x: object) -> str:
-    """Name the received object in error messages: a shape for tensors, the type otherwise."""
-    if isinstance(x, Tensor):
-        return f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
-    return f"an object of type {type(x).__name__}"
 
 
 class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
@@ -52,9 +51,11 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
       without conditioning (``cond_dim`` ``None`` or ``0``);
     - output ``V``: ``(B, T_x, out_dim)``, one regressed vector per input token.
 
-    Subclasses implement :meth:`forward` and call :meth:`_validate_inputs` first, so that every
-    model rejects bad input with a ``ValueError`` naming the expected and the received shapes before
-    doing any work. The class is abstract: ``GenCondRegressor(...)`` raises ``TypeError``.
+    A subclass with a configuration dataclass (``model.config``) names it in :attr:`config_type`,
+    which gives it :meth:`from_config`. Subclasses implement :meth:`forward` and call
+    :meth:`_validate_inputs` first, so that every model rejects bad input with a ``ValueError``
+    naming the expected and the received shapes before doing any work. The class is abstract:
+    ``GenCondRegressor(...)`` raises ``TypeError``.
 
     Args:
         in_dim: Feature size ``d_x`` of the input tokens ``X``.
@@ -71,6 +72,9 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             positive ``cond_horizon``.
     """
 
+    #: The configuration dataclass of the model (``model.config``); ``None`` for a subclass
+    #: without one (then :meth:`from_config` is not available).
+    config_type: ClassVar[type[RegressorConfig] | None] = None
     in_dim: int
     out_dim: int
     cond_dim: int
@@ -86,32 +90,34 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
         in_horizon: int | None = None,
         cond_horizon: int | None = None,
     ) -> None:
-        owner = type(self).__name__
-        # No conditioning tokens (Diffusion Policy's cond_dim=0, its obs_as_cond=False mode).
-        unconditional = cond_dim is None or (
-            isinstance(cond_dim, int) and not isinstance(cond_dim, bool) and cond_dim == 0
+        unconditional = check_sizes(
+            type(self).__name__, in_dim, out_dim, cond_dim, in_horizon, cond_horizon
         )
-        for name, value in (("in_dim", in_dim), ("out_dim", out_dim)):
-            _check_positive_int(owner, name, value)
-        if not unconditional:
-            _check_positive_int(owner, "cond_dim", cond_dim)
-        if in_horizon is not None:
-            _check_positive_int(owner, "in_horizon", in_horizon)
-        if unconditional:
-            if cond_horizon not in (None, 0) or isinstance(cond_horizon, bool):
-                raise ValueError(
-                    f"{owner} without conditioning (cond_dim={cond_dim!r}) takes no conditioning "
-                    f"tokens: expected cond_horizon=0; got {cond_horizon!r}. Pass a positive "
-                    "cond_dim to condition on Z."
-                )
-        elif cond_horizon is not None:
-            _check_positive_int(owner, "cond_horizon", cond_horizon)
         super().__init__()
         self.in_dim = int(in_dim)
         self.out_dim = int(out_dim)
         self.cond_dim = 0 if unconditional else int(cond_dim)  # type: ignore[arg-type]
         self.in_horizon = None if in_horizon is None else int(in_horizon)
         self.cond_horizon = 0 if unconditional else cond_horizon
+
+    @classmethod
+    def from_config(cls, config: RegressorConfig) -> Self:
+        """A new model (freshly initialized) of ``config``, e.g. ``model.config`` of another one.
+
+        The constructor is called with the configuration's fields (its arguments), so the model
+        is exactly the one the seed's signature builds from them.
+
+        Raises:
+            TypeError: If ``config`` is not of this model's :attr:`config_type`.
+        """
+        expected = cls.config_type
+        if expected is None or not isinstance(config, expected):
+            wanted = "a configuration class" if expected is None else expected.__name__
+            raise TypeError(
+                f"{cls.__name__}.from_config expects a configuration of type {wanted}; got "
+                f"{type(config).__name__}."
+            )
+        return cls(**config.kwargs())
 
     @property
     def is_conditional(self) -> bool:
@@ -134,10 +140,8 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             Tensor of shape ``(B, T_x, out_dim)``.
         """
 
-    if TYPE_CHECKING:
-
-        def __call__(self, X: Tensor, opt_step: OptStep, Z: Tensor) -> Tensor: ...
-
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
     else:
         # Dynamo skips this frame (as torch.compiler.disable(recursive=False) does) but still
         # compiles forward; unlike that decorator, torch.export may call through it.
@@ -206,19 +210,72 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             The optimiser.
         """
         owner = f"{type(self).__name__}.configure_optimizers"
-        if not _is_real_number(learning_rate) or not learning_rate > 0:
-            raise (ValueError if _is_real_number(learning_rate) else TypeError)(
+        if not is_real_number(learning_rate) or not learning_rate > 0:
+            raise (ValueError if is_real_number(learning_rate) else TypeError)(
                 f"{owner} expects learning_rate to be a float > 0; got {learning_rate!r}."
             )
         if (
             not isinstance(betas, (tuple, list))
             or len(betas) != 2
-            or not all(_is_real_number(b) and 0.0 <= b < 1.0 for b in betas)
+            or not all(is_real_number(b) and 0.0 <= b < 1.0 for b in betas)
         ):
             raise (TypeError if not isinstance(betas, (tuple, list)) else ValueError)(
                 f"{owner} expects betas to be a pair of floats in [0, 1); got {betas!r}."
             )
         return torch.optim.AdamW(self.get_optim_groups(weight_decay), lr=learning_rate, betas=betas)
+
+    def _equivariance_inputs(
+        self,
+        X: Tensor | None,
+        opt_step: OptStep | None,
+        Z: Tensor | None,
+        *,
+        batch_size: int,
+        horizon: int,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The inputs of an equivariance check, validated: the given ones, else random ones.
+
+        Random: normal ``X`` of ``horizon`` tokens, normal ``Z`` of ``cond_horizon`` tokens (for
+        a model with conditioning), in the parameters' dtype and device, and integer steps in
+        ``[0, 1000)``, drawn in that order from ``generator``.
+        """
+        param = next(self.parameters())
+        dtype, device = param.dtype, param.device
+        if X is None:
+            X = torch.randn(
+                batch_size, horizon, self.in_dim, dtype=dtype, device=device, generator=generator
+            )
+        if Z is None and self.cond_dim > 0:
+            shape = (X.shape[0], self.cond_horizon or 1, self.cond_dim)
+            Z = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+        X, step, Z = self._validate_inputs(X, opt_step if opt_step is not None else 0, Z)
+        if opt_step is None:
+            step = torch.randint(0, 1000, step.shape, generator=generator).to(step)
+        return X, step, Z
+
+    def _equivariance_error(
+        self,
+        fn: Callable[..., Tensor],
+        in_reps: Sequence[Representation],
+        out_rep: Representation,
+        inputs: Sequence[Tensor],
+        elements: Sequence[GroupElement] | None,
+        tol: float | None,
+    ) -> float:
+        """:func:`ereps.check_equivariance` of ``fn`` in eval mode without gradients.
+
+        The model's training flag is restored afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return check_equivariance(
+                    fn, in_reps, out_rep, inputs=inputs, elements=elements, tol=tol
+                )
+        finally:
+            self.train(was_training)
 
     @overload
     def _validate_inputs(
@@ -264,7 +321,7 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             if Z is not None:
                 raise ValueError(
                     f"{name} was built without conditioning (cond_dim=0) and expects Z=None; got "
-                    f"{_describe(Z)}. Build it with a cond_dim (cond_rep) to condition on Z."
+                    f"{describe(Z)}. Build it with a cond_dim (cond_rep) to condition on Z."
                 )
         elif Z is None:
             raise ValueError(
@@ -279,7 +336,7 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
             if not isinstance(value, Tensor):
                 raise TypeError(
                     f"{name} expects {arg} to be a tensor of shape {expected}; "
-                    f"got {_describe(value)}."
+                    f"got {describe(value)}."
                 )
             if not value.is_floating_point():
                 raise TypeError(
@@ -316,10 +373,6 @@ class GenCondRegressor(torch.nn.Module, Exportable, metaclass=abc.ABCMeta):
         return X, step, Z
 
 
-def _is_real_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _step_dtype(X: Tensor) -> torch.dtype:
     """At least float32 for the step, whatever the model's dtype."""
     return torch.float64 if X.dtype == torch.float64 else torch.float32
@@ -344,10 +397,10 @@ def _normalize_step(name: str, opt_step: OptStep, batch: int, X: Tensor) -> Tens
             f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},) "
             f"(the batch size of X); got a tensor of shape {tuple(opt_step.shape)}."
         )
-    if not _is_real_number(opt_step):
+    if not is_real_number(opt_step):
         raise TypeError(
             f"{name} expects opt_step as a number, a 0-d tensor or a tensor of shape ({batch},); "
-            f"got {_describe(opt_step)}."
+            f"got {describe(opt_step)}."
         )
     return torch.full((batch,), float(opt_step), dtype=dtype, device=X.device)
 
@@ -401,32 +454,3 @@ def _check_dtype_and_device(model: torch.nn.Module, X: Tensor, Z: Tensor | None)
             f"{X.dtype}. Cast the inputs with X.to({param.dtype}) or the model with "
             f"model.to({X.dtype})."
         )
-
-
-def _check_bool(owner: str, name: str, value: object) -> bool:
-    """Return ``value`` if it is a ``bool``, else raise ``TypeError`` (no truthiness coercion)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner} expects {name} to be a bool (True or False); got {value!r}.")
-    return value
-
-
-def _check_probability(owner: str, name: str, value: object, *, allow_one: bool = False) -> float:
-    """Return ``value`` as a float if it is a real number in ``[0, 1)`` (``[0, 1]``), else raise."""
-    interval = "[0, 1]" if allow_one else "[0, 1)"
-    if not _is_real_number(value):
-        raise TypeError(
-            f"{owner} expects {name} to be a probability, a float in {interval}; got {value!r} "
-            f"({type(value).__name__})."
-        )
-    p = float(value)  # type: ignore[arg-type]
-    if not (0.0 <= p <= 1.0 if allow_one else 0.0 <= p < 1.0):
-        raise ValueError(f"{owner} expects {name} in {interval}; got {value!r}.")
-    return p
-
-
-def _check_positive_int(owner: str, name: str, value: object) -> None:
-    """Raise unless ``value`` is a positive ``int`` (``bool`` excluded)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner} expects {name} to be a positive int; got {_describe(value)}.")
-    if value < 1:
-        raise ValueError(f"{owner} expects {name} to be a positive int; got {value}.")

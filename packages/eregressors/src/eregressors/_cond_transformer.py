@@ -17,14 +17,9 @@ from elayers import (
     PositionalTransformerEncoderLayer,
     RelativePositionBias,
 )
-from eregressors._base import (
-    GenCondRegressor,
-    OptStep,
-    _check_bool,
-    _check_positive_int,
-    _check_probability,
-)
-from eregressors._padding import PosEncoding, check_padding_mask, check_pos_encoding
+from eregressors._base import GenCondRegressor, OptStep
+from eregressors._config import CondTransformerRegressorConfig
+from eregressors._padding import PosEncoding, check_padding_mask
 from eregressors._plain import (
     PlainCondTransformer,
     PlainSinusoidalPosEmb,
@@ -115,6 +110,10 @@ class CondTransformerRegressor(GenCondRegressor):
     or ``Z``. With them a common shift of both sequences inside the horizon (left padding of
     both, masked) leaves the outputs unchanged.
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`CondTransformerRegressorConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_dim: Feature size ``d_x`` of the input tokens.
         cond_dim: Feature size ``d_z`` of the conditioning tokens; ``None`` (or ``0``, Diffusion
@@ -157,6 +156,8 @@ class CondTransformerRegressor(GenCondRegressor):
         torch.Size([4, 8, 3])
     """
 
+    config_type = CondTransformerRegressorConfig
+    config: CondTransformerRegressorConfig
     num_layers: int
     num_attention_heads: int
     embedding_dim: int
@@ -183,48 +184,26 @@ class CondTransformerRegressor(GenCondRegressor):
         max_relative_distance: int | None = None,
         absolute_table: bool = True,
     ) -> None:
-        name = type(self).__name__
-        for arg, value in (
-            ("in_horizon", in_horizon),
-            ("num_layers", num_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("embedding_dim", embedding_dim),
-        ):
-            _check_positive_int(name, arg, value)
-        if isinstance(num_cond_layers, bool) or not isinstance(num_cond_layers, int):
-            raise TypeError(
-                f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers!r}."
-            )
-        if num_cond_layers < 0:
-            raise ValueError(
-                f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers!r}."
-            )
-        if embedding_dim % num_attention_heads != 0:
-            valid = [h for h in range(1, embedding_dim + 1) if embedding_dim % h == 0]
-            raise ValueError(
-                f"{name} expects num_attention_heads to divide embedding_dim={embedding_dim}; got "
-                f"num_attention_heads={num_attention_heads}. Valid head counts: {valid}."
-            )
-        for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
-            _check_probability(name, arg, p, allow_one=True)
-        _check_bool(name, "causal_attn", causal_attn)
-        check_pos_encoding(name, pos_encoding)
-        if pos_encoding == "rope" and embedding_dim // num_attention_heads < 2:
-            raise ValueError(
-                f"{name} with pos_encoding='rope' needs a head width of at least 2; got "
-                f"embedding_dim / num_attention_heads = {embedding_dim // num_attention_heads}."
-            )
-        if not isinstance(absolute_table, bool):
-            raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
-        if pos_encoding == "absolute" and not absolute_table:
-            raise ValueError(
-                f"{name} with pos_encoding='absolute' needs its tables; got absolute_table=False. "
-                "Use pos_encoding='relative' or 'rope' for a model without them."
-            )
-        if max_relative_distance is None:
-            max_relative_distance = max(in_horizon, cond_horizon + 1)
-        _check_positive_int(name, "max_relative_distance", max_relative_distance)
-        out_dim = in_dim if out_dim is None else out_dim
+        config = CondTransformerRegressorConfig(
+            in_dim=in_dim,
+            cond_dim=cond_dim,
+            out_dim=out_dim,
+            in_horizon=in_horizon,
+            cond_horizon=cond_horizon,
+            num_layers=num_layers,
+            num_attention_heads=num_attention_heads,
+            embedding_dim=embedding_dim,
+            p_drop_emb=p_drop_emb,
+            p_drop_attn=p_drop_attn,
+            causal_attn=causal_attn,
+            num_cond_layers=num_cond_layers,
+            pos_encoding=pos_encoding,
+            max_relative_distance=max_relative_distance,
+            absolute_table=absolute_table,
+        )
+        # Checked once, by the configuration; below only the resolved defaults.
+        out_dim = config.resolved_out_dim
+        max_relative_distance = config.resolved_max_relative_distance
         # Keywords: GenCondRegressor keeps the seed's (in_dim, out_dim, cond_dim) order.
         super().__init__(
             in_dim=in_dim,
@@ -233,8 +212,7 @@ class CondTransformerRegressor(GenCondRegressor):
             in_horizon=in_horizon,
             cond_horizon=cond_horizon,
         )
-        if self.is_conditional:
-            _check_positive_int(name, "cond_horizon", cond_horizon)
+        self.config = config
         self.num_layers = num_layers
         self.num_attention_heads = num_attention_heads
         self.embedding_dim = embedding_dim
@@ -431,17 +409,8 @@ class CondTransformerRegressor(GenCondRegressor):
             )
         return plain.train(self.training)
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            X: Tensor,
-            opt_step: OptStep,
-            Z: Tensor | None = None,
-            *,
-            X_padding_mask: Tensor | None = None,
-            Z_padding_mask: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

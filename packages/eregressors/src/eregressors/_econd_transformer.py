@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,6 @@ import torch
 from torch import Tensor
 
 from elayers import (
-    NORM_MODULES,
     NormModule,
     eLinear,
     eMLP,
@@ -22,35 +20,25 @@ from elayers import (
     eTransformerEncoderLayer,
     frozen_twin,
     make_norm,
-    valid_head_counts,
 )
-from eregressors._base import (
-    GenCondRegressor,
-    OptStep,
-    _check_bool,
-    _check_positive_int,
-    _check_probability,
-)
+from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import plain_sinusoid
+from eregressors._config import check_scheme, eCondTransformerRegressorConfig
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
 from eregressors._padding import (
     PosEncoding,
     anchored_table_indices,
     check_padding_mask,
-    check_pos_encoding,
     memory_padding,
     memory_positions,
 )
 from eregressors._plain import PlainCondTransformer, PlainStepEmbedding
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 from ereps import (
-    INIT_SCHEMES,
     GroupElement,
     InitScheme,
     Representation,
-    check_equivariance,
-    check_orthogonal,
     direct_sum,
     group_order,
 )
@@ -163,6 +151,10 @@ class eCondTransformerRegressor(GenCondRegressor):
 
     Equivariance holds exactly in eval mode (dropout masks are not equivariant sample by sample).
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`eCondTransformerRegressorConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_rep: Representation :math:`\rho_{\text{in}}` of the input tokens.
         cond_rep: Representation :math:`\rho_{\text{cond}}` of the conditioning tokens; ``None``
@@ -214,6 +206,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         torch.Size([5, 8, 3])
     """
 
+    config_type = eCondTransformerRegressorConfig
+    config: eCondTransformerRegressorConfig
     in_rep: Representation
     cond_rep: Representation | None
     out_rep: Representation
@@ -252,107 +246,33 @@ class eCondTransformerRegressor(GenCondRegressor):
         max_relative_distance: int | None = None,
         absolute_table: bool = True,
     ) -> None:
-        name = type(self).__name__
-        out_rep = in_rep if out_rep is None else out_rep
-        # In argument order (error messages list them so); no cond_rep without conditioning.
-        reps = {"in_rep": in_rep}
-        if cond_rep is not None:
-            reps["cond_rep"] = cond_rep
-        reps["out_rep"] = out_rep
-        for arg, rep in reps.items():
-            if not isinstance(rep, Representation):
-                raise TypeError(
-                    f"{name} expects {arg} to be an escnn.group.Representation; got "
-                    f"{type(rep).__name__}."
-                )
+        config = eCondTransformerRegressorConfig(
+            in_rep=in_rep,
+            cond_rep=cond_rep,
+            out_rep=out_rep,
+            in_horizon=in_horizon,
+            cond_horizon=cond_horizon,
+            num_layers=num_layers,
+            num_attention_heads=num_attention_heads,
+            embedding_dim=embedding_dim,
+            p_drop_emb=p_drop_emb,
+            p_drop_attn=p_drop_attn,
+            causal_attn=causal_attn,
+            num_cond_layers=num_cond_layers,
+            norm_module=norm_module,
+            init_scheme=init_scheme,
+            step_emb_dim=step_emb_dim,
+            pos_encoding=pos_encoding,
+            max_relative_distance=max_relative_distance,
+            absolute_table=absolute_table,
+        )
+        # Checked once, by the configuration; below only the resolved defaults.
+        out_rep = config.resolved_out_rep
+        step_emb_dim = config.resolved_step_emb_dim
+        max_relative_distance = config.resolved_max_relative_distance
         group = in_rep.group
-        if group.continuous:
-            raise ValueError(
-                f"{name} expects representations of a finite group; got the continuous group "
-                f"{group.name!r}."
-            )
-        if any(rep.group != group for rep in reps.values()):
-            listing = ", ".join(f"{arg}: {rep.group.name!r}" for arg, rep in reps.items())
-            raise ValueError(
-                f"{name} expects in_rep, cond_rep and out_rep of the same group; got {listing}."
-            )
-        for arg, value in (
-            ("in_horizon", in_horizon),
-            ("num_layers", num_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("embedding_dim", embedding_dim),
-        ):
-            _check_positive_int(name, arg, value)
-        if cond_rep is not None:
-            _check_positive_int(name, "cond_horizon", cond_horizon)
-        elif cond_horizon != 0 or isinstance(cond_horizon, bool):
-            raise ValueError(
-                f"{name} without conditioning (cond_rep=None) takes no conditioning tokens: "
-                f"expected cond_horizon=0; got {cond_horizon!r}. Pass a cond_rep to condition on Z."
-            )
         order = group_order(group)
-        if embedding_dim % order != 0:
-            lower = max(order, embedding_dim - embedding_dim % order)
-            raise ValueError(
-                f"{name} expects embedding_dim to be a multiple of the group order |G| = {order} "
-                f"({group.name}) so that tokens are whole copies of the regular representation; "
-                f"got {embedding_dim}. Try {lower} or {lower + order}."
-            )
         copies = embedding_dim // order
-        if copies % num_attention_heads != 0:
-            raise ValueError(
-                f"{name} expects num_attention_heads to divide the {copies} regular copies of the "
-                f"embedding (embedding_dim / |G| = {embedding_dim} / {order}) so that every head "
-                f"takes whole copies; got num_attention_heads={num_attention_heads}. Valid head "
-                f"counts: {valid_head_counts(copies)}."
-            )
-        if isinstance(num_cond_layers, bool) or not isinstance(num_cond_layers, int):
-            raise TypeError(
-                f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers!r}."
-            )
-        if num_cond_layers < 0:
-            raise ValueError(
-                f"{name} expects num_cond_layers to be an int >= 0; got {num_cond_layers}."
-            )
-        if not isinstance(norm_module, str) or norm_module not in NORM_MODULES:
-            raise ValueError(
-                f"{name} expects norm_module to be one of {list(NORM_MODULES)}; "
-                f"got {norm_module!r}."
-            )
-        if not isinstance(init_scheme, str) or init_scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"{name} expects init_scheme to be one of {list(INIT_SCHEMES)}; "
-                f"got {init_scheme!r}."
-            )
-        for arg, p in (("p_drop_emb", p_drop_emb), ("p_drop_attn", p_drop_attn)):
-            _check_probability(name, arg, p)
-        _check_bool(name, "causal_attn", causal_attn)
-        # Each representation by its own name: the layers would report cond_rep as in_rep.
-        for arg, rep in reps.items():
-            check_orthogonal(rep, arg)
-        check_pos_encoding(name, pos_encoding)
-        if pos_encoding == "rope" and copies // num_attention_heads < 2:
-            raise ValueError(
-                f"{name} with pos_encoding='rope' rotates pairs of regular copies and needs at "
-                f"least 2 copies per head; got {copies} copies and {num_attention_heads} heads. "
-                f"Valid head counts: {[h for h in valid_head_counts(copies) if copies // h >= 2]}."
-            )
-        if not isinstance(absolute_table, bool):
-            raise TypeError(f"{name} expects absolute_table to be a bool; got {absolute_table!r}.")
-        if pos_encoding == "absolute" and not absolute_table:
-            raise ValueError(
-                f"{name} with pos_encoding='absolute' needs its tables; got absolute_table=False. "
-                "Use pos_encoding='relative' or 'rope' for a model without them."
-            )
-        if max_relative_distance is None:
-            max_relative_distance = max(in_horizon, cond_horizon + 1)
-        _check_positive_int(name, "max_relative_distance", max_relative_distance)
-        if step_emb_dim is None:
-            step_emb_dim = 2 * math.ceil(embedding_dim / 2)
-        _check_positive_int(name, "step_emb_dim", step_emb_dim)
-        if step_emb_dim % 2 != 0:
-            raise ValueError(f"{name} expects an even step_emb_dim; got {step_emb_dim}.")
-
         super().__init__(
             in_dim=in_rep.size,
             out_dim=out_rep.size,
@@ -360,6 +280,7 @@ class eCondTransformerRegressor(GenCondRegressor):
             in_horizon=in_horizon,
             cond_horizon=cond_horizon,
         )
+        self.config = config
         self.in_rep, self.cond_rep, self.out_rep = in_rep, cond_rep, out_rep
         self.group_order = order
         self.num_copies = copies
@@ -600,17 +521,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             )
         return plain.train(self.training)
 
-    if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            X: Tensor,
-            opt_step: OptStep,
-            Z: Tensor | None = None,
-            *,
-            X_padding_mask: Tensor | None = None,
-            Z_padding_mask: Tensor | None = None,
-        ) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
     def get_optim_groups(self, weight_decay: float = 0.001) -> list[OptimGroup]:
         """Split the trainable parameters into a weight-decayed and a non-decayed group.
@@ -643,13 +555,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         Raises:
             ValueError: If ``scheme`` is unknown.
         """
-        if scheme is None:
-            scheme = self.init_scheme
-        if not isinstance(scheme, str) or scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"{type(self).__name__}.reset_parameters expects scheme to be one of "
-                f"{list(INIT_SCHEMES)}; got {scheme!r}."
-            )
+        owner = f"{type(self).__name__}.reset_parameters"
+        scheme = check_scheme(owner, "scheme", self.init_scheme if scheme is None else scheme)
         for module in self.children():
             if isinstance(module, eModule):
                 module.reset_parameters(scheme)
@@ -702,54 +609,23 @@ class eCondTransformerRegressor(GenCondRegressor):
             ereps.EquivarianceError: If ``tol`` is given and exceeded.
             ValueError: If the inputs have wrong shapes.
         """
-        param = next(self.parameters())
-        dtype, device = param.dtype, param.device
-        if X is None:
-            X = torch.randn(
-                batch_size,
-                self.in_horizon,
-                self.in_dim,
-                dtype=dtype,
-                device=device,
-                generator=generator,
+        X, step, Z = self._equivariance_inputs(
+            X, opt_step, Z, batch_size=batch_size, horizon=self.in_horizon, generator=generator
+        )
+        if Z is None or self.cond_rep is None:
+            return self._equivariance_error(
+                lambda x: self(x, step), [self.in_rep], self.out_rep, [X], elements, tol
             )
-        if Z is None and self.cond_rep is not None:
-            Z = torch.randn(
-                X.shape[0],
-                self.cond_horizon,
-                self.cond_dim,
-                dtype=dtype,
-                device=device,
-                generator=generator,
-            )
-        X, step, Z = self._validate_inputs(X, opt_step if opt_step is not None else 0, Z)
-        if opt_step is None:
-            step = torch.randint(0, 1000, step.shape, generator=generator).to(step)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                if Z is None or self.cond_rep is None:
-                    return check_equivariance(
-                        lambda x: self(x, step),
-                        [self.in_rep],
-                        self.out_rep,
-                        inputs=[X],
-                        elements=elements,
-                        tol=tol,
-                    )
-                return check_equivariance(
-                    lambda x, z: self(
-                        x, step, z, X_padding_mask=X_padding_mask, Z_padding_mask=Z_padding_mask
-                    ),
-                    [self.in_rep, self.cond_rep],
-                    self.out_rep,
-                    inputs=[X, Z],
-                    elements=elements,
-                    tol=tol,
-                )
-        finally:
-            self.train(was_training)
+        return self._equivariance_error(
+            lambda x, z: self(
+                x, step, z, X_padding_mask=X_padding_mask, Z_padding_mask=Z_padding_mask
+            ),
+            [self.in_rep, self.cond_rep],
+            self.out_rep,
+            [X, Z],
+            elements,
+            tol,
+        )
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

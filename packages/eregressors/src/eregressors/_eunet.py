@@ -8,29 +8,27 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elayers import eConv1d, eConvTranspose1d, eGroupNorm, eLinear, eModule, frozen_twin
-from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._base import GenCondRegressor, OptStep
+from eregressors._config import check_positive_int, check_scheme, eConditionalUnet1DConfig
 from eregressors._econd_transformer import _init_linear
 from eregressors._optim import OptimGroup, split_optim_groups
 from eregressors._plain_unet import (
     ConditionalResidualBlock1D,
     Conv1dBlock,
     PlainConditionalUnet1D,
-    apply_film,
-    masked_group_norm,
+    conv_block,
+    residual_block,
     unet_forward,
 )
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
-from eregressors._unet import check_unet_sizes, check_z_horizon, is_decayed_conv
+from eregressors._unet import check_z_horizon, is_decayed_conv
 from ereps import (
-    INIT_SCHEMES,
     GroupElement,
     InitScheme,
     Representation,
-    check_equivariance,
     direct_sum,
     group_order,
     regular_multiplicity,
@@ -65,20 +63,16 @@ class _eConv1dBlock(eModule):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, in_rep.size, T) -> (B, out_rep.size, T)``; ``mask``: see ``_plain_unet``."""
-        if mask is not None:
-            x = x * mask.to(x.dtype)
-        y = self.conv(x)
         n = self.norm
         weight, bias = n.dense_affine()
-        return F.mish(masked_group_norm(y, n.num_groups, weight, bias, n.eps, mask))
+        return conv_block(self.conv, n.num_groups, weight, bias, n.eps, x, mask)
 
     def export(self) -> Conv1dBlock:
         """The plain block with exported convolution and norm."""
         return Conv1dBlock(self.conv.export(), self.norm.export())
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor, mask: Tensor | None = None) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class _eConditionalResidualBlock1D(eModule):
@@ -134,12 +128,15 @@ class _eConditionalResidualBlock1D(eModule):
 
     def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, in_rep.size, T) -> (B, out_rep.size, T)``."""
-        out = self.blocks[0](x, mask)
-        out = apply_film(out, self.film_embedding(cond), self.out_channels, self.cond_predict_scale)
-        out = self.blocks[1](out, mask)
-        res: Tensor = self.residual_conv(x)
-        total: Tensor = out + res
-        return total
+        return residual_block(
+            self.blocks,
+            self.film_embedding(cond),
+            self.residual_conv,
+            self.out_channels,
+            self.cond_predict_scale,
+            x,
+            mask,
+        )
 
     def export(self) -> ConditionalResidualBlock1D:
         """The plain block: one ``nn.Linear`` holds both parts of the FiLM map."""
@@ -160,9 +157,8 @@ class _eConditionalResidualBlock1D(eModule):
             blocks, linear, exported_res, self.out_channels, self.cond_predict_scale
         )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 def _export_module(module: nn.Module) -> nn.Module:
@@ -200,6 +196,10 @@ class eConditionalUnet1D(GenCondRegressor):
     :class:`PlainConditionalUnet1D` with the dense weights (the same module class the baseline
     exports to, so it runs exactly as fast).
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`eConditionalUnet1DConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_rep: Representation of the input tokens ``X``.
         cond_rep: Representation of the conditioning tokens ``Z``, of the same group.
@@ -228,6 +228,8 @@ class eConditionalUnet1D(GenCondRegressor):
         torch.Size([5, 13, 2])
     """
 
+    config_type = eConditionalUnet1DConfig
+    config: eConditionalUnet1DConfig
     in_rep: Representation
     cond_rep: Representation
     out_rep: Representation
@@ -249,60 +251,26 @@ class eConditionalUnet1D(GenCondRegressor):
         in_horizon: int | None = None,
         init_scheme: InitScheme = "xavier_normal",
     ) -> None:
-        name = type(self).__name__
-        out_rep = in_rep if out_rep is None else out_rep
-        reps = {"in_rep": in_rep, "cond_rep": cond_rep, "out_rep": out_rep}
-        for arg, rep in reps.items():
-            if not isinstance(rep, Representation):
-                raise TypeError(
-                    f"{name} expects {arg} to be an escnn.group.Representation; got "
-                    f"{type(rep).__name__}."
-                )
-        group = in_rep.group
-        if group.continuous:
-            raise ValueError(
-                f"{name} expects representations of a finite group; got the continuous group "
-                f"{group.name!r}."
-            )
-        if any(rep.group != group for rep in reps.values()):
-            listing = ", ".join(f"{arg}: {rep.group.name!r}" for arg, rep in reps.items())
-            raise ValueError(
-                f"{name} expects in_rep, cond_rep and out_rep of the same group; got {listing}."
-            )
-        dims = check_unet_sizes(
-            name,
-            cond_horizon,
-            diffusion_step_embed_dim,
-            down_dims,
-            kernel_size,
-            n_groups,
-            cond_predict_scale,
+        config = eConditionalUnet1DConfig(
+            in_rep=in_rep,
+            cond_rep=cond_rep,
+            out_rep=out_rep,
+            cond_horizon=cond_horizon,
+            diffusion_step_embed_dim=diffusion_step_embed_dim,
+            down_dims=down_dims,  # type: ignore[arg-type]  # any sequence, stored as a tuple
+            kernel_size=kernel_size,
+            n_groups=n_groups,
+            cond_predict_scale=cond_predict_scale,
+            in_horizon=in_horizon,
+            init_scheme=init_scheme,
         )
-        if init_scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"{name} expects init_scheme to be one of {list(INIT_SCHEMES)}; "
-                f"got {init_scheme!r}."
-            )
+        # Checked once, by the configuration.
+        out_rep = config.resolved_out_rep
+        dims = config.down_dims
+        group = in_rep.group
         # Read once: escnn's order() of direct-product groups rebuilds every element.
         order = group_order(group)
-        for i, width in enumerate(dims):
-            if width % order != 0:
-                lower = max(order, width - width % order)
-                raise ValueError(
-                    f"{name} expects every width of down_dims to be a multiple of the group order "
-                    f"|G| = {order} ({group.name}) so that channels are whole copies of the "
-                    f"regular representation; got down_dims[{i}] = {width}. Try {lower} or "
-                    f"{lower + order}."
-                )
         copies = [w // order for w in dims]
-        bad = [c for c in copies if c % n_groups != 0]
-        if bad:
-            valid = [g for g in range(1, min(copies) + 1) if all(c % g == 0 for c in copies)]
-            raise ValueError(
-                f"{name} expects n_groups to divide the number of regular copies of every width "
-                f"(down_dims / |G| = {copies}) so that every group norm group holds whole copies; "
-                f"got n_groups={n_groups}. Valid values: {valid}."
-            )
         super().__init__(
             in_rep.size,
             out_rep.size,
@@ -310,6 +278,7 @@ class eConditionalUnet1D(GenCondRegressor):
             in_horizon=in_horizon,
             cond_horizon=cond_horizon,
         )
+        self.config = config
         self.in_rep, self.cond_rep, self.out_rep = in_rep, cond_rep, out_rep
         self.group_order = order
         self.cond_horizon = cond_horizon
@@ -442,12 +411,8 @@ class eConditionalUnet1D(GenCondRegressor):
         Raises:
             ValueError: If ``scheme`` is unknown.
         """
-        scheme = self.init_scheme if scheme is None else scheme
-        if scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"{type(self).__name__}.reset_parameters expects scheme to be one of "
-                f"{list(INIT_SCHEMES)}; got {scheme!r}."
-            )
+        owner = f"{type(self).__name__}.reset_parameters"
+        scheme = check_scheme(owner, "scheme", self.init_scheme if scheme is None else scheme)
         for module in self.modules():
             if isinstance(module, (eConv1d, eConvTranspose1d, eLinear, eGroupNorm)):
                 module.reset_parameters(scheme)
@@ -513,41 +478,23 @@ class eConditionalUnet1D(GenCondRegressor):
             ereps.EquivarianceError: If ``tol`` is given and exceeded.
             ValueError: If the inputs have wrong shapes.
         """
-        param = next(self.parameters())
-        dtype, device = param.dtype, param.device
+        T = horizon if horizon is not None else (self.in_horizon or 16)
         if X is None:
-            T = horizon if horizon is not None else (self.in_horizon or 16)
-            _check_positive_int(type(self).__name__, "horizon", T)
-            X = torch.randn(
-                batch_size, T, self.in_dim, dtype=dtype, device=device, generator=generator
-            )
-        if Z is None:
-            Z = torch.randn(
-                X.shape[0],
-                self.cond_horizon,
-                self.cond_dim,
-                dtype=dtype,
-                device=device,
-                generator=generator,
-            )
-        X, step, Z = self._validate_inputs(X, opt_step if opt_step is not None else 0, Z)
+            check_positive_int(type(self).__name__, "horizon", T)
+        X, step, Z = self._equivariance_inputs(
+            X, opt_step, Z, batch_size=batch_size, horizon=T, generator=generator
+        )
+        if Z is None:  # an internal invariant (python -O keeps it)
+            raise RuntimeError("internal error: a U-Net always has conditioning")
         check_z_horizon(type(self).__name__, Z, self.cond_horizon)
-        if opt_step is None:
-            step = torch.randint(0, 1000, step.shape, generator=generator).to(step)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return check_equivariance(
-                    lambda x, z: self(x, step, z),
-                    [self.in_rep, self.cond_rep],
-                    self.out_rep,
-                    inputs=[X, Z],
-                    elements=elements,
-                    tol=tol,
-                )
-        finally:
-            self.train(was_training)
+        return self._equivariance_error(
+            lambda x, z: self(x, step, z),
+            [self.in_rep, self.cond_rep],
+            self.out_rep,
+            [X, Z],
+            elements,
+            tol,
+        )
 
     def extra_repr(self) -> str:
         """Arguments shown by ``repr``."""

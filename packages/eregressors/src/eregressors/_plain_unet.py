@@ -21,7 +21,7 @@ trunk is exactly Diffusion Policy's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,10 +33,12 @@ __all__ = [
     "Conv1dBlock",
     "PlainConditionalUnet1D",
     "apply_film",
+    "conv_block",
     "global_conditioning",
     "horizon_multiple",
     "level_masks",
     "masked_group_norm",
+    "residual_block",
     "run_trunk",
     "unet_forward",
 ]
@@ -105,6 +107,46 @@ def apply_film(out: Tensor, embed: Tensor, out_channels: int, cond_predict_scale
     return out + embed
 
 
+def conv_block(
+    conv: Callable[[Tensor], Tensor],
+    num_groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    x: Tensor,
+    mask: Tensor | None,
+) -> Tensor:
+    """``Mish(GroupNorm(conv(x)))`` with the padded steps masked: both U-Nets' conv block.
+
+    ``weight``/``bias`` are the norm's per-channel affine maps (dense, for the equivariant one).
+    """
+    if mask is not None:
+        x = x * mask.to(x.dtype)
+    y = conv(x)
+    return F.mish(masked_group_norm(y, num_groups, weight, bias, eps, mask))
+
+
+def residual_block(
+    blocks: nn.ModuleList,
+    film: Tensor,
+    residual: Callable[[Tensor], Tensor],
+    out_channels: int,
+    cond_predict_scale: bool,
+    x: Tensor,
+    mask: Tensor | None,
+) -> Tensor:
+    """``block_1(FiLM(block_0(x), film)) + residual(x)``: both U-Nets' residual block.
+
+    ``film`` ``(B, C_film)`` holds the FiLM parameters (see :func:`apply_film`).
+    """
+    out = blocks[0](x, mask)
+    out = apply_film(out, film, out_channels, cond_predict_scale)
+    out = blocks[1](out, mask)
+    res: Tensor = residual(x)
+    total: Tensor = out + res
+    return total
+
+
 class Conv1dBlock(nn.Module):
     """``Conv1d → GroupNorm → Mish``, channels first (Diffusion Policy's block).
 
@@ -128,16 +170,11 @@ class Conv1dBlock(nn.Module):
         Returns:
             ``(B, C_out, T)``.
         """
-        if mask is not None:
-            x = x * mask.to(x.dtype)
-        y = self.conv(x)
         n = self.norm
-        y = masked_group_norm(y, n.num_groups, n.weight, n.bias, n.eps, mask)
-        return F.mish(y)
+        return conv_block(self.conv, n.num_groups, n.weight, n.bias, n.eps, x, mask)
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor, mask: Tensor | None = None) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 class ConditionalResidualBlock1D(nn.Module):
@@ -180,16 +217,19 @@ class ConditionalResidualBlock1D(nn.Module):
         Returns:
             ``(B, out_channels, T)``.
         """
-        out = self.blocks[0](x, mask)
-        out = apply_film(out, self.cond_encoder(cond), self.out_channels, self.cond_predict_scale)
-        out = self.blocks[1](out, mask)
-        res: Tensor = self.residual_conv(x)
-        total: Tensor = out + res
-        return total
+        film: Tensor = self.cond_encoder(cond)
+        return residual_block(
+            self.blocks,
+            film,
+            self.residual_conv,
+            self.out_channels,
+            self.cond_predict_scale,
+            x,
+            mask,
+        )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward
 
 
 def level_masks(length: int, padded: int, levels: int, like: Tensor) -> list[Tensor | None]:
@@ -400,6 +440,5 @@ class PlainConditionalUnet1D(nn.Module):
             Z,
         )
 
-    if TYPE_CHECKING:
-
-        def __call__(self, X: Tensor, opt_step: Any, Z: Tensor) -> Tensor: ...
+    if TYPE_CHECKING:  # what mypy sees of a call: forward's signature
+        __call__ = forward

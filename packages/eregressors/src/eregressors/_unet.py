@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Sequence
-from typing import cast
 
 from torch import Tensor, nn
 
-from eregressors._base import GenCondRegressor, OptStep, _check_positive_int
+from eregressors._base import GenCondRegressor, OptStep
+from eregressors._config import ConditionalUnet1DConfig
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
 from eregressors._plain_unet import (
     ConditionalResidualBlock1D,
@@ -19,7 +19,7 @@ from eregressors._plain_unet import (
 )
 from eregressors._sinusoidal import SinusoidalPosEmb, StepEmbedding
 
-__all__ = ["ConditionalUnet1D", "check_unet_sizes", "check_z_horizon", "is_decayed_conv"]
+__all__ = ["ConditionalUnet1D", "check_z_horizon", "is_decayed_conv"]
 
 
 def is_decayed_conv(module: nn.Module, param_name: str) -> bool:
@@ -29,47 +29,6 @@ def is_decayed_conv(module: nn.Module, param_name: str) -> bool:
     return is_decayed_default(module, param_name)
 
 
-def check_unet_sizes(
-    owner: str,
-    cond_horizon: object,
-    diffusion_step_embed_dim: object,
-    down_dims: object,
-    kernel_size: object,
-    n_groups: object,
-    cond_predict_scale: object,
-) -> tuple[int, ...]:
-    """Validate the sizes both U-Nets share; return ``down_dims`` as a tuple of ints."""
-    _check_positive_int(owner, "cond_horizon", cond_horizon)
-    _check_positive_int(owner, "diffusion_step_embed_dim", diffusion_step_embed_dim)
-    if cast(int, diffusion_step_embed_dim) % 2 != 0:
-        raise ValueError(
-            f"{owner} expects an even diffusion_step_embed_dim (sines and cosines); got "
-            f"{diffusion_step_embed_dim}."
-        )
-    if isinstance(down_dims, (str, bytes)) or not isinstance(down_dims, Sequence):
-        raise TypeError(
-            f"{owner} expects down_dims to be a non-empty sequence of positive ints (the width "
-            f"of each level); got {down_dims!r}."
-        )
-    if len(down_dims) == 0:
-        raise ValueError(f"{owner} expects at least one level in down_dims; got {down_dims!r}.")
-    for i, width in enumerate(down_dims):
-        _check_positive_int(owner, f"down_dims[{i}]", width)
-    _check_positive_int(owner, "kernel_size", kernel_size)
-    kernel_size = cast(int, kernel_size)
-    if kernel_size % 2 == 0:
-        raise ValueError(
-            f"{owner} expects an odd kernel_size (padding kernel_size // 2 keeps the length); "
-            f"got {kernel_size}. Try {kernel_size - 1} or {kernel_size + 1}."
-        )
-    _check_positive_int(owner, "n_groups", n_groups)
-    if not isinstance(cond_predict_scale, bool):
-        raise TypeError(
-            f"{owner} expects cond_predict_scale to be a bool; got {cond_predict_scale!r}."
-        )
-    return tuple(int(w) for w in down_dims)
-
-
 def check_z_horizon(owner: str, Z: Tensor, cond_horizon: int) -> None:
     """The U-Nets flatten exactly ``cond_horizon`` tokens of ``Z`` into the global conditioning."""
     if Z.shape[1] != cond_horizon:
@@ -77,10 +36,6 @@ def check_z_horizon(owner: str, Z: Tensor, cond_horizon: int) -> None:
             f"{owner} expects Z with exactly cond_horizon = {cond_horizon} tokens (they are "
             f"flattened into the global conditioning); got shape {tuple(Z.shape)}."
         )
-
-
-def _common_divisors(values: Sequence[int]) -> list[int]:
-    return [g for g in range(1, min(values) + 1) if all(v % g == 0 for v in values)]
 
 
 def _block(
@@ -126,6 +81,10 @@ class ConditionalUnet1D(GenCondRegressor):
     and the output is cropped, so outputs at the real positions do not depend on the padding.
     Parameters start with torch's default initialization (as in Diffusion Policy).
 
+    *Configuration.* The arguments are checked once and kept as ``model.config``
+    (:class:`ConditionalUnet1DConfig`, JSON through ``to_dict()``);
+    ``from_config(model.config)`` or ``model.config.build()`` builds the same architecture again.
+
     Args:
         in_dim: Feature size ``d_x`` of the input tokens.
         cond_dim: Feature size ``d_z`` of the conditioning tokens.
@@ -150,6 +109,8 @@ class ConditionalUnet1D(GenCondRegressor):
         torch.Size([5, 13, 2])
     """
 
+    config_type = ConditionalUnet1DConfig
+    config: ConditionalUnet1DConfig
     cond_horizon: int
     down_dims: tuple[int, ...]
 
@@ -167,27 +128,25 @@ class ConditionalUnet1D(GenCondRegressor):
         *,
         in_horizon: int | None = None,
     ) -> None:
-        name = type(self).__name__
-        out_dim = in_dim if out_dim is None else out_dim
-        dims = check_unet_sizes(
-            name,
-            cond_horizon,
-            diffusion_step_embed_dim,
-            down_dims,
-            kernel_size,
-            n_groups,
-            cond_predict_scale,
+        config = ConditionalUnet1DConfig(
+            in_dim=in_dim,
+            cond_dim=cond_dim,
+            out_dim=out_dim,
+            cond_horizon=cond_horizon,
+            diffusion_step_embed_dim=diffusion_step_embed_dim,
+            down_dims=down_dims,  # type: ignore[arg-type]  # any sequence, stored as a tuple
+            kernel_size=kernel_size,
+            n_groups=n_groups,
+            cond_predict_scale=cond_predict_scale,
+            in_horizon=in_horizon,
         )
-        bad = [w for w in dims if w % n_groups != 0]
-        if bad:
-            raise ValueError(
-                f"{name} expects n_groups to divide every width of down_dims={list(dims)} (group "
-                f"norm); got n_groups={n_groups}, which does not divide {bad}. Valid values: "
-                f"{_common_divisors(dims)}."
-            )
+        # Checked once, by the configuration.
+        out_dim = config.resolved_out_dim
+        dims = config.down_dims
         super().__init__(
             in_dim, out_dim, cond_dim, in_horizon=in_horizon, cond_horizon=cond_horizon
         )
+        self.config = config
         self.cond_horizon = cond_horizon
         self.diffusion_step_embed_dim = diffusion_step_embed_dim
         self.down_dims = dims

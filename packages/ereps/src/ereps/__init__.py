@@ -59,6 +59,12 @@ from ereps._hom_basis import (
 from ereps._isotypic import IrrepId, isotypic_decomp_rep, isotypic_slices
 from ereps._projector import invariant_orthogonal_projector
 from ereps._regular import cayley_index, is_permutation_representation, regular_multiplicity
+from ereps._serialize import (
+    group_from_dict,
+    group_to_dict,
+    representation_from_dict,
+    representation_to_dict,
+)
 from ereps._statistics import (
     group_average,
     symmetric_covariance,
@@ -109,7 +115,9 @@ __all__ = [
     "full_octa_group",
     "group_average",
     "group_elements",
+    "group_from_dict",
     "group_order",
+    "group_to_dict",
     "ico_group",
     "init_std",
     "invariant_orthogonal_projector",
@@ -120,6 +128,8 @@ __all__ = [
     "regular_multiplicity",
     "rep_matrices",
     "rep_matrix",
+    "representation_from_dict",
+    "representation_to_dict",
     "sample_init",
     "symmetric_covariance",
     "symmetric_mean",
