@@ -59,6 +59,12 @@ from ereps._hom_basis import (
 from ereps._isotypic import IrrepId, isotypic_decomp_rep, isotypic_slices
 from ereps._projector import invariant_orthogonal_projector
 from ereps._regular import cayley_index, is_permutation_representation, regular_multiplicity
+from ereps._spectral import (
+    RegularSpectralBasis,
+    SpectralBlock,
+    regular_spectral_basis,
+    spectral_rep,
+)
 from ereps._statistics import (
     group_average,
     symmetric_covariance,
@@ -89,7 +95,9 @@ __all__ = [
     "InitScheme",
     "IrreducibleRepresentation",
     "IrrepId",
+    "RegularSpectralBasis",
     "Representation",
+    "SpectralBlock",
     "__version__",
     "act",
     "cache_dir",
@@ -118,9 +126,11 @@ __all__ = [
     "isotypic_slices",
     "octa_group",
     "regular_multiplicity",
+    "regular_spectral_basis",
     "rep_matrices",
     "rep_matrix",
     "sample_init",
+    "spectral_rep",
     "symmetric_covariance",
     "symmetric_mean",
     "whitening_transform",

@@ -1,0 +1,808 @@
+r"""Equivariant layers executed in the spectral (isotypic) basis of copies of the regular rep.
+
+Features are ``c`` regular copies written copy by copy in the basis of
+:func:`ereps.regular_spectral_basis`: ``x_spec = (I_c ⊗ T)^T x_reg`` with an orthogonal ``T``
+(``|G| × |G|``). There
+
+* an equivariant linear map is block diagonal by irrep type, one shared matrix ``M_k`` per type
+  applied to ``d_k / e_k`` rows (:class:`eSpectralLinear`): ``c_in c_out Σ_k d_k³/e_k``
+  multiply-adds per token instead of ``c_in c_out |G|²``;
+* inner products (attention logits) and norms (RMS/LayerNorm statistics) are unchanged, because
+  ``T`` is orthogonal; LayerNorm's mean over all ``c|G|`` features is a combination of the
+  trivial coordinates (one per copy, basis vector ``1/√|G|``), and per-copy scales and biases act
+  on the copy and on its trivial coordinate;
+* rotary embeddings rotate pairs of copies coordinate by coordinate, which commutes with a change
+  of basis inside copies: they apply unchanged;
+* only the pointwise activation of the feed-forward block needs the regular basis: one
+  ``|G| × |G|`` product per copy on each side of it.
+
+Every module here converts from and to its regular-basis counterpart (``from_regular`` /
+``to_regular``) with the same function, so a spectral model is built from a regular one's weights
+(and initialization distribution) and exported through it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from elayers._activation import apply_activation
+from elayers._attention import eMultiheadAttention
+from elayers._linear import eLinear
+from elayers._module import eModule
+from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._positional import attend
+from elayers._transformer import eTransformerDecoder, eTransformerDecoderLayer
+from ereps import (
+    Group,
+    InitScheme,
+    RegularSpectralBasis,
+    check_init_scheme,
+    group_order,
+    init_std,
+    regular_multiplicity,
+    regular_spectral_basis,
+    sample_init,
+    spectral_rep,
+)
+
+__all__ = [
+    "eSpectralDecoder",
+    "eSpectralDecoderLayer",
+    "eSpectralLinear",
+    "eSpectralMultiheadAttention",
+    "eSpectralNorm",
+    "spectral_macs_per_token",
+    "to_regular_basis",
+    "to_spectral_basis",
+]
+
+
+def to_spectral_basis(x: Tensor, transform: Tensor) -> Tensor:
+    """``(..., c·|G|)`` regular coordinates to spectral ones, copy by copy: ``x_c ↦ T^T x_c``."""
+    n = transform.shape[0]
+    shape = x.shape
+    out = x.reshape(-1, n) @ transform.to(x.dtype)
+    return out.view(shape)
+
+
+def to_regular_basis(x: Tensor, transform: Tensor) -> Tensor:
+    """``(..., c·|G|)`` spectral coordinates to regular ones, copy by copy: ``x_c ↦ T x_c``."""
+    n = transform.shape[0]
+    shape = x.shape
+    out = x.reshape(-1, n) @ transform.to(x.dtype).T
+    return out.view(shape)
+
+
+def _groups(basis: RegularSpectralBasis) -> list[tuple[int, int, int, int, int]]:
+    """Runs of blocks of one shape: ``(offset, count, rows, multiplicity, endo_dim)``."""
+    runs: list[tuple[int, int, int, int, int]] = []
+    for b in basis.blocks:
+        key = (b.rows, b.multiplicity, b.endo_dim)
+        if runs and runs[-1][2:] == key and runs[-1][0] + runs[-1][1] * b.size == b.offset:
+            off, count = runs[-1][:2]
+            runs[-1] = (off, count + 1, *key)
+        else:
+            runs.append((b.offset, 1, *key))
+    return runs
+
+
+def _check_copies(owner: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner} expects {name} to be an int >= 1; got {value!r}.")
+    return value
+
+
+class eSpectralLinear(eModule):
+    r"""An equivariant affine map between ``c_in`` and ``c_out`` regular copies, spectral basis.
+
+    In the spectral basis (see the module docstring) the map is, for every irrep type ``k`` and
+    row ``b < d_k/e_k``, ``y_k[b] = M_k x_k[b]`` with
+    :math:`M_k = \big[\textstyle\sum_j a^{(k)}_{o i j} L^{(k)}_j\big]_{o,i}`, ``o < c_out m_k``,
+    ``i < c_in m_k``: ``c_in c_out Σ_k m_k² e_k = c_in c_out |G|`` parameters (as many as the
+    group convolution), and ``c_in c_out Σ_k d_k³/e_k`` multiply-adds per token. Blocks of equal
+    shape run as one batched product. The invariant bias ``β`` (one number per output copy) sits
+    on the trivial coordinate of each copy.
+
+    Initialization gives the synthesized regular-basis matrix the distribution moments of the
+    regular :class:`eLinear`: its group-convolution kernel has iid entries of variance ``σ²``
+    (``σ`` from ``init_scheme`` and the dense fan-in/fan-out), and by Plancherel the spectral
+    coefficients of block ``k`` then have variance ``σ² |G| / d_k``.
+
+    Args:
+        group: A finite escnn group.
+        in_copies: ``c_in``.
+        out_copies: ``c_out``.
+        bias: Whether to add the invariant bias.
+        init_scheme: ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform`` or
+            ``kaiming_normal``.
+
+    Raises:
+        ValueError: If a copy count is not a positive int or the scheme is unknown.
+    """
+
+    def __init__(
+        self,
+        group: Group,
+        in_copies: int,
+        out_copies: int,
+        bias: bool = True,
+        init_scheme: InitScheme = "xavier_normal",
+    ) -> None:
+        owner = type(self).__name__
+        c_in = _check_copies(owner, "in_copies", in_copies)
+        c_out = _check_copies(owner, "out_copies", out_copies)
+        self.init_scheme = check_init_scheme(init_scheme)
+        super().__init__(spectral_rep(group, c_in), spectral_rep(group, c_out))
+        basis = regular_spectral_basis(group)
+        self.c_in, self.c_out, self.order = c_in, c_out, basis.order
+        self.trivial_index = basis.trivial_index
+        self.groups = _groups(basis)
+        left = {b.offset: b.left_mult for b in basis.blocks}
+        # Parameters named weight_<run> on this module (decayed by the regressors' optimizer
+        # groups as eLinear.weight_params are).
+        for i, (off, count, _rows, m, e) in enumerate(self.groups):
+            self.register_parameter(
+                f"weight_{i}", nn.Parameter(torch.empty(count, c_out * m, c_in * m, e))
+            )
+            if e > 1:
+                self.register_exact_buffer(f"left_mult_{i}", left[off])
+        self.bias_coeffs = nn.Parameter(torch.zeros(c_out)) if bias else None
+        self.block_dims = [b.dim for b in basis.blocks]
+        self.reset_parameters()
+
+    @property
+    def weight_blocks(self) -> list[nn.Parameter]:
+        """The block coefficients per run of equal blocks: ``(count, c_out m, c_in m, e)``."""
+        return [getattr(self, f"weight_{i}") for i in range(len(self.groups))]
+
+    @property
+    def num_weights(self) -> int:
+        """Number of free parameters of the linear map (``c_in · c_out · |G|``)."""
+        return sum(p.numel() for p in self.weight_blocks)
+
+    def block_matrices(self) -> list[Tensor]:
+        """Per run of equal blocks: ``(count, c_in m e, c_out m e)``, transposed ``M_k`` (``x M``)."""
+        mats = []
+        for i, (_off, count, _rows, m, e) in enumerate(self.groups):
+            a = self.weight_blocks[i]
+            if e == 1:
+                mats.append(a[..., 0].transpose(1, 2))
+                continue
+            lm = getattr(self, f"left_mult_{i}").to(a.dtype)
+            # M[(o, p), (i, q)] = Σ_j a[o, i, j] L_j[p, q]; returned as its transpose.
+            full = torch.einsum("noij,jpq->niqop", a, lm)
+            mats.append(full.reshape(count, self.c_in * m * e, self.c_out * m * e))
+        return mats
+
+    def dense_spectral_weight(self) -> Tensor:
+        """The whole map in the spectral basis, ``(c_out |G|, c_in |G|)`` (block sparse)."""
+        n = self.order
+        ref = self.weight_blocks[0]
+        w = torch.zeros(self.c_out, n, self.c_in, n, dtype=ref.dtype, device=ref.device)
+        for (off, count, rows, m, e), mat in zip(self.groups, self.block_matrices(), strict=True):
+            f = m * e
+            blk = mat.view(count, self.c_in, f, self.c_out, f)
+            for k in range(count):
+                start = off + k * rows * f
+                for b in range(rows):
+                    s = slice(start + b * f, start + (b + 1) * f)
+                    w[:, s, :, s] = blk[k].permute(2, 3, 0, 1)
+        return w.reshape(self.c_out * n, self.c_in * n)
+
+    def dense_regular_weight(self) -> Tensor:
+        """The same map in the regular basis: ``(I ⊗ T) W_spec (I ⊗ T)^T``."""
+        n = self.order
+        t = self.transform_matrix().to(self.weight_blocks[0].dtype)
+        w = self.dense_spectral_weight().view(self.c_out, n, self.c_in, n)
+        w = torch.einsum("ga,oaib,hb->ogih", t, w, t)
+        return w.reshape(self.c_out * n, self.c_in * n)
+
+    def transform_matrix(self) -> Tensor:
+        """``T`` (float64 ``(|G|, |G|)``), spectral basis vectors in regular coordinates."""
+        return regular_spectral_basis(self.in_rep.group).transform
+
+    def spectral_bias(self, dtype: torch.dtype) -> Tensor | None:
+        """The bias in the spectral basis ``(c_out |G|,)``: ``β_i`` on trivial coordinates."""
+        if self.bias_coeffs is None:
+            return None
+        out = torch.zeros(
+            self.c_out, self.order, dtype=dtype, device=self.bias_coeffs.device
+        )
+        out[:, self.trivial_index] = self.bias_coeffs.to(dtype)
+        return out.reshape(-1)
+
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
+        """Redraw the blocks (variance ``σ²|G|/d_k``, see the class docstring), zero the bias."""
+        scheme = check_init_scheme(scheme or self.init_scheme)
+        sigma = init_std(scheme, self.c_in * self.order, self.c_out * self.order)
+        dims = iter(self.block_dims)
+        with torch.no_grad():
+            for (_off, count, _rows, _m, _e), p in zip(self.groups, self.weight_blocks, strict=True):
+                d = next(dims)
+                for _ in range(count - 1):
+                    next(dims)
+                std = sigma * math.sqrt(self.order / d)
+                p.copy_(sample_init(scheme, tuple(p.shape), std, dtype=p.dtype, device=p.device))
+            if self.bias_coeffs is not None:
+                self.bias_coeffs.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the map on the last axis.
+
+        Args:
+            x: ``(..., c_in |G|)`` in the spectral basis.
+
+        Returns:
+            ``(..., c_out |G|)`` in the spectral basis.
+        """
+        return self.apply_blocks(x, self.block_matrices(), 0, self.c_out)
+
+    def apply_blocks(self, x: Tensor, mats: list[Tensor], start: int, stop: int) -> Tensor:
+        """Output copies ``start:stop`` of the map, from precomputed :meth:`block_matrices`.
+
+        Args:
+            x: ``(..., c_in |G|)`` in the spectral basis.
+            mats: ``self.block_matrices()`` (computed once when several calls share them).
+            start: First output copy.
+            stop: One past the last output copy.
+
+        Returns:
+            ``(..., (stop - start) |G|)`` in the spectral basis.
+        """
+        lead = x.shape[:-1]
+        xs = x.reshape(-1, self.c_in, self.order)
+        n_tok = xs.shape[0]
+        c_out = stop - start
+        bias = None if self.bias_coeffs is None else self.bias_coeffs[start:stop].to(x.dtype)
+        parts = []
+        for run, ((off, count, rows, m, e), mat) in enumerate(
+            zip(self.groups, mats, strict=True)
+        ):
+            f = m * e
+            if start != 0 or stop != self.c_out:
+                mat = mat[..., start * f : stop * f]
+            seg = xs[:, :, off : off + count * rows * f]
+            # The trivial irrep is the first block of the first run (1-D, real): the bias adds
+            # to its outputs inside the product.
+            run_bias = bias if run == 0 else None
+            if count == 1:
+                # (N, rows, c_in, f): one matrix product with the rows as extra tokens.
+                inp = seg.reshape(n_tok, self.c_in, rows, f).transpose(1, 2)
+                inp = inp.reshape(n_tok * rows, self.c_in * f)
+                out = inp @ mat[0] if run_bias is None else torch.addmm(run_bias, inp, mat[0])
+                out = out.view(n_tok, rows, c_out, f).transpose(1, 2)
+                parts.append(out.reshape(n_tok, c_out, rows * f))
+            else:
+                inp = seg.reshape(n_tok, self.c_in, count, rows, f).permute(2, 0, 3, 1, 4)
+                inp = inp.reshape(count, n_tok * rows, self.c_in * f)
+                if run_bias is None:
+                    out = torch.bmm(inp, mat)
+                else:
+                    full = torch.zeros(count, 1, c_out * f, dtype=x.dtype, device=x.device)
+                    full[0, 0] = run_bias
+                    out = torch.baddbmm(full, inp, mat)
+                out = out.view(count, n_tok, rows, c_out, f).permute(1, 3, 0, 2, 4)
+                parts.append(out.reshape(n_tok, c_out, count * rows * f))
+        y = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        return y.reshape(*lead, c_out * self.order)
+
+    @classmethod
+    def from_regular(cls, linear: eLinear) -> eSpectralLinear:
+        """The same map as ``linear`` (between regular copies), parametrized spectrally."""
+        c_in = regular_multiplicity(linear.in_rep)
+        c_out = regular_multiplicity(linear.out_rep)
+        if c_in is None or c_out is None:
+            raise ValueError(
+                "eSpectralLinear.from_regular expects an eLinear between copies of the regular "
+                f"representation; got {linear.in_rep.name!r} -> {linear.out_rep.name!r}."
+            )
+        ref = linear.weight_params
+        new = cls(
+            linear.in_rep.group,
+            c_in,
+            c_out,
+            bias=linear.invariant_bias is not None,
+            init_scheme=linear.init_scheme,
+        ).to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            new.set_from_regular_weight(linear.weight)
+            if new.bias_coeffs is not None and linear.invariant_bias is not None:
+                new.bias_coeffs.copy_(linear.invariant_bias.coeffs)
+        return new.train(linear.training)
+
+    def set_from_regular_weight(self, weight: Tensor) -> None:
+        """Set the blocks from an equivariant ``(c_out |G|, c_in |G|)`` regular-basis matrix.
+
+        The projection ``a_{oij} = ⟨L_j, B_{oi}⟩_F / e`` of each ``e × e`` block onto the algebra
+        (exact for an equivariant matrix).
+        """
+        n = self.order
+        t = self.transform_matrix().to(weight.dtype)
+        w = weight.reshape(self.c_out, n, self.c_in, n)
+        ws = torch.einsum("ga,ogih,hb->oaib", t, w, t)
+        with torch.no_grad():
+            for i, (off, count, rows, m, e) in enumerate(self.groups):
+                f = m * e
+                p = self.weight_blocks[i]
+                for k in range(count):
+                    s = slice(off + k * rows * f, off + k * rows * f + f)  # row b = 0
+                    blk = ws[:, s, :, s].reshape(self.c_out, m, e, self.c_in, m, e)
+                    blk = blk.permute(0, 1, 3, 4, 2, 5).reshape(self.c_out * m, self.c_in * m, e, e)
+                    if e == 1:
+                        p[k].copy_(blk[..., 0])
+                    else:
+                        lm = getattr(self, f"left_mult_{i}").to(weight.dtype)
+                        p[k].copy_(torch.einsum("oipq,jpq->oij", blk, lm) / e)
+
+    def to_regular(self) -> eLinear:
+        """An :class:`eLinear` (group convolution) computing the same map in the regular basis."""
+        group = self.in_rep.group
+        reg = group.regular_representation
+        from ereps import direct_sum
+
+        ref = self.weight_blocks[0]
+        lin = eLinear(
+            direct_sum([reg] * self.c_in),
+            direct_sum([reg] * self.c_out),
+            bias=self.bias_coeffs is not None,
+            init_scheme=self.init_scheme,
+        ).to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            dense = self.dense_regular_weight()
+            flat = lin.weight_params.reshape(-1)
+            # Every kernel entry appears |G| times in the dense matrix; they are equal.
+            flat.zero_().index_add_(0, lin.flat_index, dense.reshape(-1))
+            flat.div_(self.order)
+            if lin.invariant_bias is not None and self.bias_coeffs is not None:
+                lin.invariant_bias.coeffs.copy_(self.bias_coeffs)
+        return lin.train(self.training)
+
+    def export(self) -> nn.Linear:
+        """``torch.nn.Linear`` with the dense spectral-basis matrix (same function, same basis)."""
+        with torch.no_grad():
+            w = self.dense_spectral_weight()
+            layer = nn.Linear(
+                w.shape[1], w.shape[0], bias=self.bias_coeffs is not None, dtype=w.dtype,
+                device=w.device,
+            )
+            layer.weight.copy_(w)
+            b = self.spectral_bias(w.dtype)
+            if b is not None and layer.bias is not None:
+                layer.bias.copy_(b)
+        return layer.train(self.training)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.c_in} -> {self.c_out} copies of {self.in_rep.group.name} (spectral) | "
+            f"{self.num_weights} weights, bias={self.bias_coeffs is not None}"
+        )
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class eSpectralNorm(eModule):
+    r"""RMS or layer normalization of ``c`` regular copies in the spectral basis.
+
+    ``rms``: :math:`y = x / \sqrt{\overline{x^2} + \epsilon}` (the mean square over all ``c|G|``
+    coordinates is basis-free). ``layer``: first the mean over all regular coordinates is removed;
+    it is :math:`\mu = \tfrac{\sqrt{|G|}}{c|G|} \sum_i t_i` of the trivial coordinates ``t_i``,
+    and removing ``μ·1`` subtracts ``√|G| μ`` from every ``t_i``. Then a scale per copy (all its
+    coordinates) and a bias per copy (``√|G| β_i`` on its trivial coordinate, the constant
+    ``β_i`` in the regular basis), as the per-copy affine map of :class:`eRMSNorm` and
+    :class:`eLayerNorm`.
+
+    Args:
+        group: A finite escnn group.
+        copies: ``c``.
+        kind: ``"rms"`` or ``"layer"``.
+        eps: Added to the mean square.
+        bias: Whether the per-copy bias exists.
+    """
+
+    def __init__(
+        self, group: Group, copies: int, kind: str, eps: float, bias: bool
+    ) -> None:
+        owner = type(self).__name__
+        c = _check_copies(owner, "copies", copies)
+        if kind not in ("rms", "layer"):
+            raise ValueError(f"{owner} expects kind 'rms' or 'layer'; got {kind!r}.")
+        rep = spectral_rep(group, c)
+        super().__init__(rep, rep)
+        self.kind, self.eps, self.copies = kind, float(eps), c
+        self.order = group_order(group)
+        self.trivial_index = regular_spectral_basis(group).trivial_index
+        self.copy_scale = nn.Parameter(torch.ones(c))
+        self.copy_bias = nn.Parameter(torch.zeros(c)) if bias else None
+
+    @classmethod
+    def from_regular(cls, norm: eModule) -> eSpectralNorm:
+        """The spectral twin of an :class:`eRMSNorm`/:class:`eLayerNorm` with per-copy affine."""
+        if not isinstance(norm, eRMSNorm | eLayerNorm) or norm.copy_scale is None:
+            raise ValueError(
+                "eSpectralNorm.from_regular expects an eRMSNorm or eLayerNorm on regular copies "
+                f"with affine='copy'; got {type(norm).__name__} ({norm!r})."
+            )
+        if isinstance(norm, eLayerNorm) and not norm.mean_centering:
+            raise ValueError("eSpectralNorm.from_regular: eLayerNorm must centre by the mean.")
+        kind = "layer" if isinstance(norm, eLayerNorm) else "rms"
+        new = cls(norm.in_rep.group, norm.copy_scale.numel(), kind, norm.eps, norm.copy_bias is not None)
+        new = new.to(device=norm.copy_scale.device, dtype=norm.copy_scale.dtype)
+        with torch.no_grad():
+            new.copy_scale.copy_(norm.copy_scale)
+            if new.copy_bias is not None and norm.copy_bias is not None:
+                new.copy_bias.copy_(norm.copy_bias)
+        return new.train(norm.training)
+
+    def to_regular(self) -> eRMSNorm | eLayerNorm:
+        """The regular-basis norm computing the same function."""
+        from ereps import direct_sum
+
+        rep = direct_sum([self.in_rep.group.regular_representation] * self.copies)
+        norm: eRMSNorm | eLayerNorm
+        if self.kind == "rms":
+            norm = eRMSNorm(rep, eps=self.eps, bias=self.copy_bias is not None)
+        else:
+            norm = eLayerNorm(rep, eps=self.eps, bias=self.copy_bias is not None)
+        norm = norm.to(device=self.copy_scale.device, dtype=self.copy_scale.dtype)
+        with torch.no_grad():
+            if norm.copy_scale is None:  # an internal invariant (python -O keeps it)
+                raise RuntimeError("internal error: regular copies get the per-copy affine map")
+            norm.copy_scale.copy_(self.copy_scale)
+            if norm.copy_bias is not None and self.copy_bias is not None:
+                norm.copy_bias.copy_(self.copy_bias)
+        return norm.train(self.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``(..., c|G|)`` spectral features; same shape out."""
+        n, c = self.order, self.copies
+        root = math.sqrt(n)
+        if self.kind == "layer":
+            x3 = x.unflatten(-1, (c, n))
+            t = x3[..., self.trivial_index]
+            shift = t.sum(dim=-1, keepdim=True) * (root * root / (c * n))  # √|G| μ per token
+            x3 = torch.cat(
+                (
+                    x3[..., : self.trivial_index],
+                    (t - shift).unsqueeze(-1),
+                    x3[..., self.trivial_index + 1 :],
+                ),
+                dim=-1,
+            )
+            x = x3.flatten(-2)
+        y = F.rms_norm(x, (c * n,), eps=self.eps).unflatten(-1, (c, n))
+        y = y * self.copy_scale.to(y.dtype).unsqueeze(-1)
+        if self.copy_bias is not None:
+            i = self.trivial_index
+            b = (self.copy_bias.to(y.dtype) * root).unsqueeze(-1)
+            y = torch.cat((y[..., :i], y[..., i : i + 1] + b, y[..., i + 1 :]), dim=-1)
+        return y.flatten(-2)
+
+    def export(self) -> nn.Module:
+        """A plain module computing this norm in the spectral basis (through the regular one)."""
+        from elayers._plain_spectral import Conjugated
+
+        return Conjugated(self.to_regular().export(), self.transform_matrix()).train(self.training)
+
+    def transform_matrix(self) -> Tensor:
+        """``T`` (float64)."""
+        return regular_spectral_basis(self.in_rep.group).transform
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def _copy_dropout(x: Tensor, p: float, training: bool, copies: int) -> Tensor:
+    """Dropout of whole regular copies: equivariant in distribution in any basis inside copies.
+
+    (Elementwise dropout is equivariant in distribution only in a permutation basis.)
+    """
+    if not training or p == 0.0:
+        return x
+    x3 = x.unflatten(-1, (copies, -1))
+    mask = F.dropout(torch.ones_like(x3[..., :1]), p, True)
+    return (x3 * mask).flatten(-2)
+
+
+class eSpectralMultiheadAttention(eModule):
+    """Multi-head attention of :class:`eMultiheadAttention` on spectral-basis tokens.
+
+    Heads take whole copies (contiguous in both bases), logits are inner products, hence equal in
+    both bases; rotary embeddings rotate pairs of copies coordinate by coordinate and relative
+    biases act on logits, both unchanged. Batch-first only.
+
+    Args:
+        attention: The regular-basis attention whose weights (and positional modules) to take.
+    """
+
+    def __init__(self, attention: eMultiheadAttention) -> None:
+        copies = regular_multiplicity(attention.in_rep)
+        if copies is None or not attention.batch_first:
+            raise ValueError(
+                "eSpectralMultiheadAttention expects a batch-first eMultiheadAttention on regular "
+                "copies."
+            )
+        group = attention.in_rep.group
+        rep = spectral_rep(group, copies)
+        super().__init__(rep, rep)
+        self.copies = copies
+        self.num_heads = attention.num_heads
+        self.embed_dim = attention.embed_dim
+        self.head_dim = attention.head_dim
+        self.dropout = attention.dropout
+        self.pos_encoding = attention.pos_encoding
+        self.in_proj = eSpectralLinear.from_regular(attention.in_proj)
+        self.out_proj = eSpectralLinear.from_regular(attention.out_proj)
+        self.rotary = copy.deepcopy(attention.rotary)
+        self.relative_bias = copy.deepcopy(attention.relative_bias)
+        self.train(attention.training)
+
+    def to_regular(self, like: eMultiheadAttention) -> eMultiheadAttention:
+        """A copy of ``like`` (same structure) with this module's weights."""
+        out = copy.deepcopy(like)
+        out.in_proj = self.in_proj.to_regular()
+        out.out_proj = self.out_proj.to_regular()
+        out.rotary = copy.deepcopy(self.rotary)
+        out.relative_bias = copy.deepcopy(self.relative_bias)
+        return out.train(self.training)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        query_pos: Tensor | None = None,
+        key_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Attend from ``query`` ``(N, L, E)`` to ``key`` (= value) ``(N, S, E)``; ``(N, L, E)``."""
+        n, t_q, e = query.shape
+        t_k = key.shape[1]
+        h, d = self.num_heads, self.head_dim
+        if query is key:
+            q, k, v = self.in_proj(query).chunk(3, dim=-1)
+        else:
+            # q: the first c output copies of the fused projection; k and v: the others.
+            mats = self.in_proj.block_matrices()
+            c = self.copies
+            q = self.in_proj.apply_blocks(query, mats, 0, c)
+            k, v = self.in_proj.apply_blocks(key, mats, c, 3 * c).chunk(2, dim=-1)
+        q = q.reshape(n, t_q, h, d).transpose(1, 2)
+        k = k.reshape(n, t_k, h, d).transpose(1, 2)
+        v = v.reshape(n, t_k, h, d).transpose(1, 2)
+        out, _ = attend(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=False,
+            rotary=self.rotary,
+            relative_bias=self.relative_bias,
+            query_pos=query_pos,
+            key_pos=key_pos,
+        )
+        result: Tensor = self.out_proj(out.transpose(1, 2).reshape(n, t_q, e))
+        return result
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            query: Tensor,
+            key: Tensor,
+            key_padding_mask: Tensor | None = None,
+            attn_mask: Tensor | None = None,
+            is_causal: bool = False,
+            query_pos: Tensor | None = None,
+            key_pos: Tensor | None = None,
+        ) -> Tensor: ...
+
+
+class eSpectralDecoderLayer(eModule):
+    """:class:`eTransformerDecoderLayer` executed on spectral-basis tokens.
+
+    Self-attention, cross-attention and the feed-forward block with :class:`eSpectralLinear`
+    maps; the feed-forward's hidden features go to the regular basis (one ``|G| × |G|`` product
+    per copy) only around the pointwise activation and its dropout (elementwise there, as in the
+    regular layer). Residual dropout drops whole copies (see :func:`_copy_dropout`); in eval the
+    layer computes exactly the regular layer's function in the spectral basis.
+
+    Args:
+        layer: The regular-basis layer whose weights to take.
+    """
+
+    def __init__(self, layer: eTransformerDecoderLayer) -> None:
+        copies = regular_multiplicity(layer.in_rep)
+        if copies is None:
+            raise ValueError("eSpectralDecoderLayer expects a layer on regular copies.")
+        group = layer.in_rep.group
+        rep = spectral_rep(group, copies)
+        super().__init__(rep, rep)
+        self.copies = copies
+        self.order = group_order(group)
+        self.norm_first = layer.norm_first
+        self.pos_encoding = layer.pos_encoding
+        self.self_attn = eSpectralMultiheadAttention(layer.self_attn)
+        self.multihead_attn = eSpectralMultiheadAttention(layer.multihead_attn)
+        self.linear1 = eSpectralLinear.from_regular(layer.ff.linear1)
+        self.linear2 = eSpectralLinear.from_regular(layer.ff.linear2)
+        self.activation = layer.ff.activation
+        self.activation_name = layer.ff.activation_name
+        self.ff_dropout = layer.ff.dropout.p
+        self.norm1 = eSpectralNorm.from_regular(layer.norm1)
+        self.norm2 = eSpectralNorm.from_regular(layer.norm2)
+        self.norm3 = eSpectralNorm.from_regular(layer.norm3)
+        self.p_residual = (layer.dropout1.p, layer.dropout2.p, layer.dropout3.p)
+        self.register_exact_buffer("transform", regular_spectral_basis(group).transform)
+        self.transform: Tensor
+        self.train(layer.training)
+
+    def to_regular(self, like: eTransformerDecoderLayer) -> eTransformerDecoderLayer:
+        """A copy of ``like`` (same structure) with this layer's weights."""
+        out = copy.deepcopy(like)
+        out.self_attn = self.self_attn.to_regular(like.self_attn)
+        out.multihead_attn = self.multihead_attn.to_regular(like.multihead_attn)
+        out.ff.linear1 = self.linear1.to_regular()
+        out.ff.linear2 = self.linear2.to_regular()
+        out.norm1 = self.norm1.to_regular()
+        out.norm2 = self.norm2.to_regular()
+        out.norm3 = self.norm3.to_regular()
+        return out.train(self.training)
+
+    def _ff(self, x: Tensor) -> Tensor:
+        h = to_regular_basis(self.linear1(x), self.transform)
+        h = apply_activation(self.activation, self.activation_name, h)
+        h = F.dropout(h, self.ff_dropout, self.training)
+        return self.linear2(to_spectral_basis(h, self.transform))
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Run the layer on spectral tokens ``tgt`` ``(N, T, E)`` and ``memory`` ``(N, S, E)``."""
+        c, train = self.copies, self.training
+        p1, p2, p3 = self.p_residual
+
+        def sa(y: Tensor) -> Tensor:
+            out = self.self_attn(
+                y, y, tgt_key_padding_mask, None, tgt_is_causal, tgt_pos, tgt_pos
+            )
+            return _copy_dropout(out, p1, train, c)
+
+        def ca(y: Tensor) -> Tensor:
+            out = self.multihead_attn(
+                y, memory, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
+            )
+            return _copy_dropout(out, p2, train, c)
+
+        x = tgt
+        if self.norm_first:
+            x = x + sa(self.norm1(x))
+            x = x + ca(self.norm2(x))
+            x = x + _copy_dropout(self._ff(self.norm3(x)), p3, train, c)
+        else:
+            x = self.norm1(x + sa(x))
+            x = self.norm2(x + ca(x))
+            x = self.norm3(x + _copy_dropout(self._ff(x), p3, train, c))
+        return x
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            tgt: Tensor,
+            memory: Tensor,
+            memory_mask: Tensor | None = None,
+            tgt_key_padding_mask: Tensor | None = None,
+            memory_key_padding_mask: Tensor | None = None,
+            tgt_is_causal: bool = False,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
+        ) -> Tensor: ...
+
+
+class eSpectralDecoder(eModule):
+    """A stack of :class:`eSpectralDecoderLayer` converted from an :class:`eTransformerDecoder`.
+
+    Args:
+        decoder: The regular-basis stack (without a final norm) whose weights to take.
+
+    Raises:
+        ValueError: If the stack has a final norm (the regressors keep theirs outside).
+    """
+
+    def __init__(self, decoder: eTransformerDecoder) -> None:
+        if decoder.norm is not None:
+            raise ValueError("eSpectralDecoder converts stacks without a final norm.")
+        first = decoder.layers[0]
+        if not isinstance(first, eTransformerDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: eTransformerDecoder holds decoder layers")
+        copies = regular_multiplicity(first.in_rep)
+        if copies is None:
+            raise ValueError("eSpectralDecoder expects layers on regular copies.")
+        rep = spectral_rep(first.in_rep.group, copies)
+        super().__init__(rep, rep)
+        self.layers = nn.ModuleList(
+            [eSpectralDecoderLayer(layer) for layer in decoder.layers]  # type: ignore[arg-type]
+        )
+        self.train(decoder.training)
+
+    def to_regular(self, like: eTransformerDecoder) -> eTransformerDecoder:
+        """A copy of ``like`` (same structure) with this stack's weights."""
+        out = copy.deepcopy(like)
+        out.layers = nn.ModuleList(
+            [
+                spec.to_regular(reg)  # type: ignore[operator]
+                for spec, reg in zip(self.layers, like.layers, strict=True)
+            ]
+        )
+        return out.train(self.training)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Run every layer (arguments as :meth:`eSpectralDecoderLayer.forward`)."""
+        x = tgt
+        for layer in self.layers:
+            x = layer(
+                x,
+                memory,
+                memory_mask,
+                tgt_key_padding_mask,
+                memory_key_padding_mask,
+                tgt_is_causal,
+                tgt_pos,
+                memory_pos,
+            )
+        return x
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            tgt: Tensor,
+            memory: Tensor,
+            memory_mask: Tensor | None = None,
+            tgt_key_padding_mask: Tensor | None = None,
+            memory_key_padding_mask: Tensor | None = None,
+            tgt_is_causal: bool = False,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
+        ) -> Tensor: ...
+
+
+def spectral_macs_per_token(group: Group, copies_in: int, copies_out: int) -> tuple[int, int]:
+    """Multiply-adds per token of an equivariant map: ``(spectral, dense)``.
+
+    ``c_in c_out Σ_k d_k³/e_k`` and ``c_in c_out |G|²``.
+    """
+    basis = regular_spectral_basis(group)
+    pair = copies_in * copies_out
+    return pair * basis.macs_per_copy_pair(), pair * basis.order**2
