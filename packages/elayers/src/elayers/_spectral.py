@@ -52,6 +52,7 @@ from ereps import (
 )
 
 __all__ = [
+    "copy_dropout",
     "eSpectralDecoder",
     "eSpectralDecoderLayer",
     "eSpectralLinear",
@@ -460,6 +461,13 @@ class eSpectralNorm(eModule):
                 norm.copy_bias.copy_(self.copy_bias)
         return norm.train(self.training)
 
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
+        """Reset the per-copy affine map to the identity."""
+        with torch.no_grad():
+            self.copy_scale.fill_(1.0)
+            if self.copy_bias is not None:
+                self.copy_bias.zero_()
+
     def forward(self, x: Tensor) -> Tensor:
         """Normalize ``(..., c|G|)`` spectral features; same shape out."""
         n, c = self.order, self.copies
@@ -500,7 +508,7 @@ class eSpectralNorm(eModule):
         def __call__(self, x: Tensor) -> Tensor: ...
 
 
-def _copy_dropout(x: Tensor, p: float, training: bool, copies: int) -> Tensor:
+def copy_dropout(x: Tensor, p: float, training: bool, copies: int) -> Tensor:
     """Dropout of whole regular copies: equivariant in distribution in any basis inside copies.
 
     (Elementwise dropout is equivariant in distribution only in a permutation basis.)
@@ -616,7 +624,7 @@ class eSpectralDecoderLayer(eModule):
     Self-attention, cross-attention and the feed-forward block with :class:`eSpectralLinear`
     maps; the feed-forward's hidden features go to the regular basis (one ``|G| × |G|`` product
     per copy) only around the pointwise activation and its dropout (elementwise there, as in the
-    regular layer). Residual dropout drops whole copies (see :func:`_copy_dropout`); in eval the
+    regular layer). Residual dropout drops whole copies (see :func:`copy_dropout`); in eval the
     layer computes exactly the regular layer's function in the spectral basis.
 
     Args:
@@ -686,23 +694,23 @@ class eSpectralDecoderLayer(eModule):
             out = self.self_attn(
                 y, y, tgt_key_padding_mask, None, tgt_is_causal, tgt_pos, tgt_pos
             )
-            return _copy_dropout(out, p1, train, c)
+            return copy_dropout(out, p1, train, c)
 
         def ca(y: Tensor) -> Tensor:
             out = self.multihead_attn(
                 y, memory, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
             )
-            return _copy_dropout(out, p2, train, c)
+            return copy_dropout(out, p2, train, c)
 
         x = tgt
         if self.norm_first:
             x = x + sa(self.norm1(x))
             x = x + ca(self.norm2(x))
-            x = x + _copy_dropout(self._ff(self.norm3(x)), p3, train, c)
+            x = x + copy_dropout(self._ff(self.norm3(x)), p3, train, c)
         else:
             x = self.norm1(x + sa(x))
             x = self.norm2(x + ca(x))
-            x = self.norm3(x + _copy_dropout(self._ff(x), p3, train, c))
+            x = self.norm3(x + copy_dropout(self._ff(x), p3, train, c))
         return x
 
     if TYPE_CHECKING:

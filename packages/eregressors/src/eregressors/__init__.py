@@ -6,7 +6,7 @@ from importlib import metadata as _metadata
 
 from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import CondTransformerRegressor
-from eregressors._econd_transformer import eCondTransformerRegressor
+from eregressors._econd_transformer import EXECUTIONS, Execution, eCondTransformerRegressor
 from eregressors._eunet import eConditionalUnet1D
 from eregressors._normalizer import EquivariantNormalizer
 from eregressors._optim import OptimGroup
@@ -30,6 +30,8 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
     __version__ = "0+unknown"
 
 __all__ = [
+    "EXECUTIONS",
+    "Execution",
     "POS_ENCODINGS",
     "CondTransformerRegressor",
     "ConditionalUnet1D",
