@@ -82,6 +82,8 @@ def to_regular_basis(x: Tensor, transform: Tensor) -> Tensor:
 
 def _groups(basis: RegularSpectralBasis) -> list[tuple[int, int, int, int, int]]:
     """Runs of blocks of one shape: ``(offset, count, rows, multiplicity, endo_dim)``."""
+    if basis.trivial_index != 0 or basis.blocks[0].size != 1:  # an internal invariant
+        raise RuntimeError("internal error: the trivial irrep is the first spectral coordinate")
     runs: list[tuple[int, int, int, int, int]] = []
     for b in basis.blocks:
         key = (b.rows, b.multiplicity, b.endo_dim)
@@ -97,6 +99,89 @@ def _check_copies(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner} expects {name} to be an int >= 1; got {value!r}.")
     return value
+
+
+Run = tuple[int, int, int, int, int]
+"""A run of blocks of one shape: ``(offset, count, rows, multiplicity, endo_dim)``."""
+
+
+def to_runs(x: Tensor, runs: list[Run], copies: int, order: int) -> list[Tensor]:
+    """Copy-major spectral features ``(..., c·|G|)`` to the run layout (one copy of the data).
+
+    Run ``r`` becomes ``(count_r, N, rows_r, c, f_r)`` (``N`` the flattened leading axes,
+    ``f_r = m_r e_r``): there each equivariant map is one batched product without any copy,
+    elementwise operations and per-token reductions act on the runs directly.
+    """
+    xs = x.reshape(-1, copies, order)
+    n_tok = xs.shape[0]
+    out = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = xs[:, :, off : off + count * rows * f].unflatten(-1, (count, rows, f))
+        out.append(seg.permute(2, 0, 3, 1, 4).contiguous().view(count, n_tok, rows, copies, f))
+    return out
+
+
+def from_runs(parts: list[Tensor], runs: list[Run], copies: int, order: int) -> Tensor:
+    """The inverse of :func:`to_runs`: ``(N, c·|G|)`` copy-major spectral features."""
+    n_tok = parts[0].shape[1]
+    out = parts[0].new_empty(n_tok, copies, order)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        target = out[:, :, off : off + count * rows * f].unflatten(-1, (count, rows, f))
+        target.copy_(part.permute(1, 3, 0, 2, 4))
+    return out.view(n_tok, copies * order)
+
+
+def runs_to_heads(
+    parts: list[Tensor],
+    runs: list[Run],
+    order: int,
+    batch: int,
+    heads: int,
+    start: int,
+    stop: int,
+) -> Tensor:
+    """Copies ``start:stop`` of run-layout features as attention heads ``(B, H, T, d)``.
+
+    Each head holds ``c_h = (stop - start) / H`` whole copies, copy-major in the spectral basis
+    (as the regular layer's heads, copy-major in the regular basis), so rotary embeddings apply
+    unchanged. One copy of the data.
+    """
+    n_tok = parts[0].shape[1]
+    t = n_tok // batch
+    c_h = (stop - start) // heads
+    out = parts[0].new_empty(batch, heads, t, c_h, order)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        sel = part[:, :, :, start:stop].unflatten(1, (batch, t)).unflatten(4, (heads, c_h))
+        target = out[..., off : off + count * rows * f].unflatten(-1, (count, rows, f))
+        # sel: (count, B, T, rows, H, c_h, f) -> (B, H, T, c_h, count, rows, f)
+        target.copy_(sel.permute(1, 4, 2, 5, 0, 3, 6))
+    return out.flatten(-2)
+
+
+def heads_to_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
+    """Attention output ``(B, H, T, c_h·|G|)`` back to the run layout (``c = H·c_h``)."""
+    batch, heads, t, d = o.shape
+    c_h = d // order
+    o5 = o.reshape(batch, heads, t, c_h, order)
+    parts = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = o5[..., off : off + count * rows * f].unflatten(-1, (count, rows, f))
+        # (B, H, T, c_h, count, rows, f) -> (count, B, T, rows, H, c_h, f)
+        part = seg.permute(4, 0, 2, 5, 1, 3, 6)
+        parts.append(part.reshape(count, batch * t, rows, heads * c_h, f))
+    return parts
+
+
+def _copy_mask(p: float, training: bool, n_tok: int, copies: int, like: Tensor) -> Tensor | None:
+    """A dropout mask of whole copies ``(1, N, 1, c, 1)`` (run layout), or ``None``."""
+    if not training or p == 0.0:
+        return None
+    ones = like.new_ones(n_tok, copies)
+    return F.dropout(ones, p, True).view(1, n_tok, 1, copies, 1)
 
 
 class eSpectralLinear(eModule):
@@ -292,6 +377,35 @@ class eSpectralLinear(eModule):
                 parts.append(out.reshape(n_tok, c_out, count * rows * f))
         y = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         return y.reshape(*lead, c_out * self.order)
+
+    def apply_runs(
+        self, parts: list[Tensor], mats: list[Tensor], start: int, stop: int
+    ) -> list[Tensor]:
+        """Output copies ``start:stop`` of the map on run-layout features (see :func:`to_runs`).
+
+        One batched product per run, no copy: ``(count, N, rows, c_in, f)`` in,
+        ``(count, N, rows, stop - start, f)`` out.
+        """
+        c_out = stop - start
+        bias = None if self.bias_coeffs is None else self.bias_coeffs[start:stop]
+        out = []
+        for run, ((_off, count, rows, m, e), mat, part) in enumerate(
+            zip(self.groups, mats, parts, strict=True)
+        ):
+            f = m * e
+            n_tok = part.shape[1]
+            if start != 0 or stop != self.c_out:
+                mat = mat[..., start * f : stop * f]
+            inp = part.reshape(count, n_tok * rows, self.c_in * f)
+            if run == 0 and bias is not None:
+                # The trivial irrep: the first block of the first run (1-D, real, f = 1).
+                full = part.new_zeros(count, 1, c_out * f)
+                full[0, 0] = bias.to(part.dtype)
+                y = torch.baddbmm(full, inp, mat)
+            else:
+                y = torch.bmm(inp, mat)
+            out.append(y.view(count, n_tok, rows, c_out, f))
+        return out
 
     @classmethod
     def from_regular(cls, linear: eLinear) -> eSpectralLinear:
@@ -493,6 +607,34 @@ class eSpectralNorm(eModule):
             y = torch.cat((y[..., :i], y[..., i : i + 1] + b, y[..., i + 1 :]), dim=-1)
         return y.flatten(-2)
 
+    def forward_runs(self, parts: list[Tensor]) -> list[Tensor]:
+        """The norm on run-layout features (see :func:`to_runs`): per-token statistics summed
+        over the runs, elementwise scaling, the trivial coordinates at ``parts[0][0, :, 0, :, 0]``.
+        """
+        c, n = self.copies, self.order
+        first = parts[0]
+        n_tok = first.shape[1]
+        if self.kind == "layer":
+            # √|G| μ = mean of the trivial coordinates over copies; removed from each of them.
+            shift = first[0, :, 0, :, 0].mean(dim=-1)
+            onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
+            onehot[0] = 1.0
+            first = first - onehot * shift.view(1, n_tok, 1, 1, 1)
+            parts = [first, *parts[1:]]
+        square = sum(
+            (torch.linalg.vector_norm(p, dim=(0, 2, 3, 4)).square() for p in parts),
+            start=first.new_zeros(n_tok),
+        )
+        r = torch.rsqrt(square / (c * n) + self.eps)
+        factor = (r.unsqueeze(-1) * self.copy_scale.to(first.dtype)).view(1, n_tok, 1, c, 1)
+        out = [p * factor for p in parts]
+        if self.copy_bias is not None:
+            onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
+            onehot[0] = 1.0
+            b = (self.copy_bias.to(first.dtype) * math.sqrt(n)).view(1, 1, 1, c, 1)
+            out[0] = torch.addcmul(out[0], onehot, b)
+        return out
+
     def export(self) -> nn.Module:
         """A plain module computing this norm in the spectral basis (through the regular one)."""
         from elayers._plain_spectral import Conjugated
@@ -562,31 +704,43 @@ class eSpectralMultiheadAttention(eModule):
         out.relative_bias = copy.deepcopy(self.relative_bias)
         return out.train(self.training)
 
-    def forward(
+    def forward_runs(
         self,
-        query: Tensor,
-        key: Tensor,
+        query: list[Tensor],
+        key: list[Tensor] | None,
+        batch: int,
         key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
         query_pos: Tensor | None = None,
         key_pos: Tensor | None = None,
-    ) -> Tensor:
-        """Attend from ``query`` ``(N, L, E)`` to ``key`` (= value) ``(N, S, E)``; ``(N, L, E)``."""
-        n, t_q, e = query.shape
-        t_k = key.shape[1]
-        h, d = self.num_heads, self.head_dim
-        if query is key:
-            q, k, v = self.in_proj(query).chunk(3, dim=-1)
+    ) -> list[Tensor]:
+        """Attention on run-layout tokens (see :func:`to_runs`); ``key=None`` for self-attention.
+
+        Args:
+            query: Run-layout queries of ``batch · L`` tokens.
+            key: Run-layout keys (= values) of ``batch · S`` tokens, or ``None`` (``query``).
+            batch: ``B``.
+            key_padding_mask: ``(B, S)``.
+            attn_mask: ``(L, S)`` or ``(B·H, L, S)``.
+            is_causal: Causal attention when ``attn_mask`` is ``None``.
+            query_pos: Positions of the queries (``pos_encoding`` only).
+            key_pos: Positions of the keys.
+
+        Returns:
+            Run-layout outputs of the queries' shape.
+        """
+        runs, n, c, h = self.in_proj.groups, self.in_proj.order, self.copies, self.num_heads
+        mats = self.in_proj.block_matrices()
+        if key is None:
+            qkv = self.in_proj.apply_runs(query, mats, 0, 3 * c)
+            q, k, v = (runs_to_heads(qkv, runs, n, batch, h, i * c, (i + 1) * c) for i in range(3))
         else:
-            # q: the first c output copies of the fused projection; k and v: the others.
-            mats = self.in_proj.block_matrices()
-            c = self.copies
-            q = self.in_proj.apply_blocks(query, mats, 0, c)
-            k, v = self.in_proj.apply_blocks(key, mats, c, 3 * c).chunk(2, dim=-1)
-        q = q.reshape(n, t_q, h, d).transpose(1, 2)
-        k = k.reshape(n, t_k, h, d).transpose(1, 2)
-        v = v.reshape(n, t_k, h, d).transpose(1, 2)
+            qp = self.in_proj.apply_runs(query, mats, 0, c)
+            kv = self.in_proj.apply_runs(key, mats, c, 3 * c)
+            q = runs_to_heads(qp, runs, n, batch, h, 0, c)
+            k = runs_to_heads(kv, runs, n, batch, h, 0, c)
+            v = runs_to_heads(kv, runs, n, batch, h, c, 2 * c)
         out, _ = attend(
             q,
             k,
@@ -601,8 +755,31 @@ class eSpectralMultiheadAttention(eModule):
             query_pos=query_pos,
             key_pos=key_pos,
         )
-        result: Tensor = self.out_proj(out.transpose(1, 2).reshape(n, t_q, e))
-        return result
+        return self.out_proj.apply_runs(
+            heads_to_runs(out, runs, n), self.out_proj.block_matrices(), 0, c
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        query_pos: Tensor | None = None,
+        key_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Attend from ``query`` ``(B, L, E)`` to ``key`` (= value) ``(B, S, E)``; ``(B, L, E)``.
+
+        Spectral copy-major tokens; masks and positions as :class:`eMultiheadAttention`.
+        """
+        runs, n, c = self.in_proj.groups, self.in_proj.order, self.copies
+        qr = to_runs(query, runs, c, n)
+        kr = None if key is query else to_runs(key, runs, c, n)
+        out = self.forward_runs(
+            qr, kr, query.shape[0], key_padding_mask, attn_mask, is_causal, query_pos, key_pos
+        )
+        return from_runs(out, runs, c, n).view(query.shape)
 
     if TYPE_CHECKING:
 
@@ -669,11 +846,58 @@ class eSpectralDecoderLayer(eModule):
         out.norm3 = self.norm3.to_regular()
         return out.train(self.training)
 
-    def _ff(self, x: Tensor) -> Tensor:
-        h = to_regular_basis(self.linear1(x), self.transform)
+    def _ff_runs(self, x: list[Tensor]) -> list[Tensor]:
+        lin1, lin2 = self.linear1, self.linear2
+        runs, n, hidden = lin1.groups, lin1.order, lin1.c_out
+        h = from_runs(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, hidden, n)
+        h = to_regular_basis(h, self.transform)
         h = apply_activation(self.activation, self.activation_name, h)
         h = F.dropout(h, self.ff_dropout, self.training)
-        return self.linear2(to_spectral_basis(h, self.transform))
+        h = to_spectral_basis(h, self.transform)
+        return lin2.apply_runs(to_runs(h, runs, hidden, n), lin2.block_matrices(), 0, self.copies)
+
+    def forward_runs(
+        self,
+        x: list[Tensor],
+        memory: list[Tensor],
+        batch: int,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The layer on run-layout tokens (see :func:`to_runs`); arguments as :meth:`forward`."""
+        c, train = self.copies, self.training
+        p1, p2, p3 = self.p_residual
+        n_tok = x[0].shape[1]
+
+        def residual(x: list[Tensor], update: list[Tensor], p: float) -> list[Tensor]:
+            mask = _copy_mask(p, train, n_tok, c, update[0])
+            if mask is None:
+                return [a + u for a, u in zip(x, update, strict=True)]
+            return [torch.addcmul(a, u, mask) for a, u in zip(x, update, strict=True)]
+
+        def sa(y: list[Tensor]) -> list[Tensor]:
+            return self.self_attn.forward_runs(
+                y, None, batch, tgt_key_padding_mask, None, tgt_is_causal, tgt_pos, tgt_pos
+            )
+
+        def ca(y: list[Tensor]) -> list[Tensor]:
+            return self.multihead_attn.forward_runs(
+                y, memory, batch, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
+            )
+
+        if self.norm_first:
+            x = residual(x, sa(self.norm1.forward_runs(x)), p1)
+            x = residual(x, ca(self.norm2.forward_runs(x)), p2)
+            x = residual(x, self._ff_runs(self.norm3.forward_runs(x)), p3)
+        else:
+            x = self.norm1.forward_runs(residual(x, sa(x), p1))
+            x = self.norm2.forward_runs(residual(x, ca(x), p2))
+            x = self.norm3.forward_runs(residual(x, self._ff_runs(x), p3))
+        return x
 
     def forward(
         self,
@@ -686,32 +910,24 @@ class eSpectralDecoderLayer(eModule):
         tgt_pos: Tensor | None = None,
         memory_pos: Tensor | None = None,
     ) -> Tensor:
-        """Run the layer on spectral tokens ``tgt`` ``(N, T, E)`` and ``memory`` ``(N, S, E)``."""
-        c, train = self.copies, self.training
-        p1, p2, p3 = self.p_residual
+        """Run the layer on spectral tokens ``tgt`` ``(B, T, E)`` and ``memory`` ``(B, S, E)``.
 
-        def sa(y: Tensor) -> Tensor:
-            out = self.self_attn(
-                y, y, tgt_key_padding_mask, None, tgt_is_causal, tgt_pos, tgt_pos
-            )
-            return copy_dropout(out, p1, train, c)
-
-        def ca(y: Tensor) -> Tensor:
-            out = self.multihead_attn(
-                y, memory, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
-            )
-            return copy_dropout(out, p2, train, c)
-
-        x = tgt
-        if self.norm_first:
-            x = x + sa(self.norm1(x))
-            x = x + ca(self.norm2(x))
-            x = x + copy_dropout(self._ff(self.norm3(x)), p3, train, c)
-        else:
-            x = self.norm1(x + sa(x))
-            x = self.norm2(x + ca(x))
-            x = self.norm3(x + copy_dropout(self._ff(x), p3, train, c))
-        return x
+        Masks and positions as :class:`eTransformerDecoderLayer` (batch first; no ``tgt_mask``,
+        the regressors' self-attention masks are padding and ``tgt_is_causal``).
+        """
+        runs, n, c = self.linear1.groups, self.order, self.copies
+        out = self.forward_runs(
+            to_runs(tgt, runs, c, n),
+            to_runs(memory, runs, c, n),
+            tgt.shape[0],
+            memory_mask,
+            tgt_key_padding_mask,
+            memory_key_padding_mask,
+            tgt_is_causal,
+            tgt_pos,
+            memory_pos,
+        )
+        return from_runs(out, runs, c, n).view(tgt.shape)
 
     if TYPE_CHECKING:
 
@@ -776,12 +992,21 @@ class eSpectralDecoder(eModule):
         tgt_pos: Tensor | None = None,
         memory_pos: Tensor | None = None,
     ) -> Tensor:
-        """Run every layer (arguments as :meth:`eSpectralDecoderLayer.forward`)."""
-        x = tgt
+        """Run every layer (arguments as :meth:`eSpectralDecoderLayer.forward`).
+
+        The tokens enter the run layout once and leave it once (see :func:`to_runs`).
+        """
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        runs, n, c = first.linear1.groups, first.order, first.copies
+        x = to_runs(tgt, runs, c, n)
+        mem = to_runs(memory, runs, c, n)
         for layer in self.layers:
-            x = layer(
+            x = layer.forward_runs(
                 x,
-                memory,
+                mem,
+                tgt.shape[0],
                 memory_mask,
                 tgt_key_padding_mask,
                 memory_key_padding_mask,
@@ -789,7 +1014,7 @@ class eSpectralDecoder(eModule):
                 tgt_pos,
                 memory_pos,
             )
-        return x
+        return from_runs(x, runs, c, n).view(tgt.shape)
 
     if TYPE_CHECKING:
 
