@@ -52,7 +52,13 @@ from ereps import (
 )
 
 __all__ = [
+    "coord_major_to_runs",
     "copy_dropout",
+    "from_runs",
+    "heads_to_runs",
+    "runs_to_coord_major",
+    "runs_to_heads",
+    "to_runs",
     "eSpectralDecoder",
     "eSpectralDecoderLayer",
     "eSpectralLinear",
@@ -105,32 +111,46 @@ Run = tuple[int, int, int, int, int]
 """A run of blocks of one shape: ``(offset, count, rows, multiplicity, endo_dim)``."""
 
 
-def to_runs(x: Tensor, runs: list[Run], copies: int, order: int) -> list[Tensor]:
-    """Copy-major spectral features ``(..., c·|G|)`` to the run layout (one copy of the data).
+def coord_major_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
+    """Coordinate-major spectral features ``(N, |G|, c)`` to the run layout.
 
-    Run ``r`` becomes ``(count_r, N, rows_r, c, f_r)`` (``N`` the flattened leading axes,
-    ``f_r = m_r e_r``): there each equivariant map is one batched product without any copy,
-    elementwise operations and per-token reductions act on the runs directly.
+    Run ``r`` becomes ``(count_r, N, rows_r, f_r, c)`` (``f_r = m_r e_r``, the copies innermost):
+    there each equivariant map is one batched product without any copy, elementwise operations
+    and per-token reductions act on the runs directly, and moving between layouts copies
+    contiguous chunks of ``rows_r f_r c`` numbers.
     """
-    xs = x.reshape(-1, copies, order)
-    n_tok = xs.shape[0]
+    n_tok, _, copies = y.shape
     out = []
     for off, count, rows, m, e in runs:
         f = m * e
-        seg = xs[:, :, off : off + count * rows * f].unflatten(-1, (count, rows, f))
-        out.append(seg.permute(2, 0, 3, 1, 4).contiguous().view(count, n_tok, rows, copies, f))
+        seg = y[:, off : off + count * rows * f].unflatten(1, (count, rows, f))
+        out.append(seg.transpose(0, 1).contiguous())
     return out
+
+
+def runs_to_coord_major(parts: list[Tensor], runs: list[Run], order: int) -> Tensor:
+    """The inverse of :func:`coord_major_to_runs`: ``(N, |G|, c)``."""
+    _, n_tok, _, _, copies = parts[0].shape
+    out = parts[0].new_empty(n_tok, order, copies)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        out[:, off : off + count * rows * f].unflatten(1, (count, rows, f)).copy_(
+            part.transpose(0, 1)
+        )
+    return out
+
+
+def to_runs(x: Tensor, runs: list[Run], copies: int, order: int) -> list[Tensor]:
+    """Copy-major spectral features ``(..., c·|G|)`` to the run layout (see
+    :func:`coord_major_to_runs`)."""
+    xs = x.reshape(-1, copies, order).transpose(1, 2)
+    return coord_major_to_runs(xs, runs)
 
 
 def from_runs(parts: list[Tensor], runs: list[Run], copies: int, order: int) -> Tensor:
     """The inverse of :func:`to_runs`: ``(N, c·|G|)`` copy-major spectral features."""
-    n_tok = parts[0].shape[1]
-    out = parts[0].new_empty(n_tok, copies, order)
-    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
-        f = m * e
-        target = out[:, :, off : off + count * rows * f].unflatten(-1, (count, rows, f))
-        target.copy_(part.permute(1, 3, 0, 2, 4))
-    return out.view(n_tok, copies * order)
+    y = runs_to_coord_major(parts, runs, order)
+    return y.transpose(1, 2).reshape(y.shape[0], copies * order)
 
 
 def runs_to_heads(
@@ -144,44 +164,49 @@ def runs_to_heads(
 ) -> Tensor:
     """Copies ``start:stop`` of run-layout features as attention heads ``(B, H, T, d)``.
 
-    Each head holds ``c_h = (stop - start) / H`` whole copies, copy-major in the spectral basis
-    (as the regular layer's heads, copy-major in the regular basis), so rotary embeddings apply
-    unchanged. One copy of the data.
+    Each head holds ``c_h = (stop - start) / H`` whole copies, laid out coordinate-major
+    ``(|G|, c_h)`` (logits and the attention output do not depend on the order of a head's
+    features, as long as queries and keys share it). One copy of the data.
     """
     n_tok = parts[0].shape[1]
     t = n_tok // batch
     c_h = (stop - start) // heads
-    out = parts[0].new_empty(batch, heads, t, c_h, order)
+    out = parts[0].new_empty(batch, heads, t, order * c_h)
     for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
         f = m * e
-        sel = part[:, :, :, start:stop].unflatten(1, (batch, t)).unflatten(4, (heads, c_h))
-        target = out[..., off : off + count * rows * f].unflatten(-1, (count, rows, f))
-        # sel: (count, B, T, rows, H, c_h, f) -> (B, H, T, c_h, count, rows, f)
-        target.copy_(sel.permute(1, 4, 2, 5, 0, 3, 6))
-    return out.flatten(-2)
+        sel = part[..., start:stop].unflatten(1, (batch, t)).unflatten(-1, (heads, c_h))
+        target = out[..., off * c_h : (off + count * rows * f) * c_h]
+        # sel: (count, B, T, rows, f, H, c_h) -> (B, H, T, count, rows, f, c_h)
+        target.unflatten(-1, (count, rows, f, c_h)).copy_(sel.permute(1, 5, 2, 0, 3, 4, 6))
+    return out
 
 
 def heads_to_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
-    """Attention output ``(B, H, T, c_h·|G|)`` back to the run layout (``c = H·c_h``)."""
+    """Attention output ``(B, H, T, |G|·c_h)`` back to the run layout (``c = H·c_h``)."""
     batch, heads, t, d = o.shape
     c_h = d // order
-    o5 = o.reshape(batch, heads, t, c_h, order)
     parts = []
     for off, count, rows, m, e in runs:
         f = m * e
-        seg = o5[..., off : off + count * rows * f].unflatten(-1, (count, rows, f))
-        # (B, H, T, c_h, count, rows, f) -> (count, B, T, rows, H, c_h, f)
-        part = seg.permute(4, 0, 2, 5, 1, 3, 6)
-        parts.append(part.reshape(count, batch * t, rows, heads * c_h, f))
+        seg = o[..., off * c_h : (off + count * rows * f) * c_h]
+        seg = seg.unflatten(-1, (count, rows, f, c_h))
+        # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, f, H, c_h)
+        part = seg.permute(3, 0, 2, 4, 5, 1, 6)
+        parts.append(part.reshape(count, batch * t, rows, f, heads * c_h))
     return parts
 
 
+def _copy_major_heads(x: Tensor, order: int) -> Tensor:
+    """Heads ``(…, |G|·c_h)`` coordinate-major to copy-major (what rotary embeddings take)."""
+    return x.unflatten(-1, (order, -1)).transpose(-1, -2).flatten(-2)
+
+
 def _copy_mask(p: float, training: bool, n_tok: int, copies: int, like: Tensor) -> Tensor | None:
-    """A dropout mask of whole copies ``(1, N, 1, c, 1)`` (run layout), or ``None``."""
+    """A dropout mask of whole copies ``(1, N, 1, 1, c)`` (run layout), or ``None``."""
     if not training or p == 0.0:
         return None
     ones = like.new_ones(n_tok, copies)
-    return F.dropout(ones, p, True).view(1, n_tok, 1, copies, 1)
+    return F.dropout(ones, p, True).view(1, n_tok, 1, 1, copies)
 
 
 class eSpectralLinear(eModule):
@@ -253,17 +278,25 @@ class eSpectralLinear(eModule):
         return sum(p.numel() for p in self.weight_blocks)
 
     def block_matrices(self) -> list[Tensor]:
-        """Per run of equal blocks: ``(count, c_in m e, c_out m e)``, transposed ``M_k`` (``x M``)."""
+        """Per run of equal blocks: ``(count, f c_in, f c_out)``, transposed ``M_k`` (``x M``).
+
+        Rows ``(μ, q, i)`` and columns ``(ν, p, o)``: multiplicity copy, algebra coordinate, then
+        regular copy (innermost, as in the run layout).
+        """
         mats = []
         for i, (_off, count, _rows, m, e) in enumerate(self.groups):
-            a = self.weight_blocks[i]
+            a = self.weight_blocks[i].view(count, self.c_out, m, self.c_in, m, e)
+            f = m * e
             if e == 1:
-                mats.append(a[..., 0].transpose(1, 2))
+                # Mt[(μ, i), (ν, o)] = a[o, ν, i, μ]
+                mats.append(
+                    a[..., 0].permute(0, 4, 3, 2, 1).reshape(count, f * self.c_in, f * self.c_out)
+                )
                 continue
             lm = getattr(self, f"left_mult_{i}").to(a.dtype)
-            # M[(o, p), (i, q)] = Σ_j a[o, i, j] L_j[p, q]; returned as its transpose.
-            full = torch.einsum("noij,jpq->niqop", a, lm)
-            mats.append(full.reshape(count, self.c_in * m * e, self.c_out * m * e))
+            # M[(o, ν, p), (i, μ, q)] = Σ_j a[o, ν, i, μ, j] L_j[p, q]; returned as its transpose.
+            full = torch.einsum("noviuj,jpq->nuqivpo", a, lm)
+            mats.append(full.reshape(count, f * self.c_in, f * self.c_out))
         return mats
 
     def dense_spectral_weight(self) -> Tensor:
@@ -273,12 +306,12 @@ class eSpectralLinear(eModule):
         w = torch.zeros(self.c_out, n, self.c_in, n, dtype=ref.dtype, device=ref.device)
         for (off, count, rows, m, e), mat in zip(self.groups, self.block_matrices(), strict=True):
             f = m * e
-            blk = mat.view(count, self.c_in, f, self.c_out, f)
+            blk = mat.view(count, f, self.c_in, f, self.c_out)
             for k in range(count):
                 start = off + k * rows * f
                 for b in range(rows):
                     s = slice(start + b * f, start + (b + 1) * f)
-                    w[:, s, :, s] = blk[k].permute(2, 3, 0, 1)
+                    w[:, s, :, s] = blk[k].permute(3, 2, 1, 0)
         return w.reshape(self.c_out * n, self.c_in * n)
 
     def dense_regular_weight(self) -> Tensor:
@@ -327,64 +360,17 @@ class eSpectralLinear(eModule):
         Returns:
             ``(..., c_out |G|)`` in the spectral basis.
         """
-        return self.apply_blocks(x, self.block_matrices(), 0, self.c_out)
-
-    def apply_blocks(self, x: Tensor, mats: list[Tensor], start: int, stop: int) -> Tensor:
-        """Output copies ``start:stop`` of the map, from precomputed :meth:`block_matrices`.
-
-        Args:
-            x: ``(..., c_in |G|)`` in the spectral basis.
-            mats: ``self.block_matrices()`` (computed once when several calls share them).
-            start: First output copy.
-            stop: One past the last output copy.
-
-        Returns:
-            ``(..., (stop - start) |G|)`` in the spectral basis.
-        """
-        lead = x.shape[:-1]
-        xs = x.reshape(-1, self.c_in, self.order)
-        n_tok = xs.shape[0]
-        c_out = stop - start
-        bias = None if self.bias_coeffs is None else self.bias_coeffs[start:stop].to(x.dtype)
-        parts = []
-        for run, ((off, count, rows, m, e), mat) in enumerate(
-            zip(self.groups, mats, strict=True)
-        ):
-            f = m * e
-            if start != 0 or stop != self.c_out:
-                mat = mat[..., start * f : stop * f]
-            seg = xs[:, :, off : off + count * rows * f]
-            # The trivial irrep is the first block of the first run (1-D, real): the bias adds
-            # to its outputs inside the product.
-            run_bias = bias if run == 0 else None
-            if count == 1:
-                # (N, rows, c_in, f): one matrix product with the rows as extra tokens.
-                inp = seg.reshape(n_tok, self.c_in, rows, f).transpose(1, 2)
-                inp = inp.reshape(n_tok * rows, self.c_in * f)
-                out = inp @ mat[0] if run_bias is None else torch.addmm(run_bias, inp, mat[0])
-                out = out.view(n_tok, rows, c_out, f).transpose(1, 2)
-                parts.append(out.reshape(n_tok, c_out, rows * f))
-            else:
-                inp = seg.reshape(n_tok, self.c_in, count, rows, f).permute(2, 0, 3, 1, 4)
-                inp = inp.reshape(count, n_tok * rows, self.c_in * f)
-                if run_bias is None:
-                    out = torch.bmm(inp, mat)
-                else:
-                    full = torch.zeros(count, 1, c_out * f, dtype=x.dtype, device=x.device)
-                    full[0, 0] = run_bias
-                    out = torch.baddbmm(full, inp, mat)
-                out = out.view(count, n_tok, rows, c_out, f).permute(1, 3, 0, 2, 4)
-                parts.append(out.reshape(n_tok, c_out, count * rows * f))
-        y = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-        return y.reshape(*lead, c_out * self.order)
+        runs, n = self.groups, self.order
+        out = self.apply_runs(to_runs(x, runs, self.c_in, n), self.block_matrices(), 0, self.c_out)
+        return from_runs(out, runs, self.c_out, n).view(*x.shape[:-1], self.c_out * n)
 
     def apply_runs(
         self, parts: list[Tensor], mats: list[Tensor], start: int, stop: int
     ) -> list[Tensor]:
         """Output copies ``start:stop`` of the map on run-layout features (see :func:`to_runs`).
 
-        One batched product per run, no copy: ``(count, N, rows, c_in, f)`` in,
-        ``(count, N, rows, stop - start, f)`` out.
+        One batched product per run, no copy: ``(count, N, rows, f, c_in)`` in,
+        ``(count, N, rows, f, stop - start)`` out.
         """
         c_out = stop - start
         bias = None if self.bias_coeffs is None else self.bias_coeffs[start:stop]
@@ -395,16 +381,16 @@ class eSpectralLinear(eModule):
             f = m * e
             n_tok = part.shape[1]
             if start != 0 or stop != self.c_out:
-                mat = mat[..., start * f : stop * f]
-            inp = part.reshape(count, n_tok * rows, self.c_in * f)
+                mat = mat.unflatten(-1, (f, self.c_out))[..., start:stop].flatten(-2)
+            inp = part.reshape(count, n_tok * rows, f * self.c_in)
             if run == 0 and bias is not None:
                 # The trivial irrep: the first block of the first run (1-D, real, f = 1).
-                full = part.new_zeros(count, 1, c_out * f)
+                full = part.new_zeros(count, 1, f * c_out)
                 full[0, 0] = bias.to(part.dtype)
                 y = torch.baddbmm(full, inp, mat)
             else:
                 y = torch.bmm(inp, mat)
-            out.append(y.view(count, n_tok, rows, c_out, f))
+            out.append(y.view(count, n_tok, rows, f, c_out))
         return out
 
     @classmethod
@@ -609,14 +595,14 @@ class eSpectralNorm(eModule):
 
     def forward_runs(self, parts: list[Tensor]) -> list[Tensor]:
         """The norm on run-layout features (see :func:`to_runs`): per-token statistics summed
-        over the runs, elementwise scaling, the trivial coordinates at ``parts[0][0, :, 0, :, 0]``.
+        over the runs, elementwise scaling, the trivial coordinates at ``parts[0][0, :, 0, 0, :]``.
         """
         c, n = self.copies, self.order
         first = parts[0]
         n_tok = first.shape[1]
         if self.kind == "layer":
             # √|G| μ = mean of the trivial coordinates over copies; removed from each of them.
-            shift = first[0, :, 0, :, 0].mean(dim=-1)
+            shift = first[0, :, 0, 0, :].mean(dim=-1)
             onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
             onehot[0] = 1.0
             first = first - onehot * shift.view(1, n_tok, 1, 1, 1)
@@ -626,12 +612,12 @@ class eSpectralNorm(eModule):
             start=first.new_zeros(n_tok),
         )
         r = torch.rsqrt(square / (c * n) + self.eps)
-        factor = (r.unsqueeze(-1) * self.copy_scale.to(first.dtype)).view(1, n_tok, 1, c, 1)
+        factor = (r.unsqueeze(-1) * self.copy_scale.to(first.dtype)).view(1, n_tok, 1, 1, c)
         out = [p * factor for p in parts]
         if self.copy_bias is not None:
             onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
             onehot[0] = 1.0
-            b = (self.copy_bias.to(first.dtype) * math.sqrt(n)).view(1, 1, 1, c, 1)
+            b = (self.copy_bias.to(first.dtype) * math.sqrt(n)).view(1, 1, 1, 1, c)
             out[0] = torch.addcmul(out[0], onehot, b)
         return out
 
@@ -741,6 +727,9 @@ class eSpectralMultiheadAttention(eModule):
             q = runs_to_heads(qp, runs, n, batch, h, 0, c)
             k = runs_to_heads(kv, runs, n, batch, h, 0, c)
             v = runs_to_heads(kv, runs, n, batch, h, c, 2 * c)
+        if self.rotary is not None:
+            # Rotary embeddings pair whole copies: queries and keys copy-major (one gather).
+            q, k = _copy_major_heads(q, n), _copy_major_heads(k, n)
         out, _ = attend(
             q,
             k,
@@ -849,12 +838,15 @@ class eSpectralDecoderLayer(eModule):
     def _ff_runs(self, x: list[Tensor]) -> list[Tensor]:
         lin1, lin2 = self.linear1, self.linear2
         runs, n, hidden = lin1.groups, lin1.order, lin1.c_out
-        h = from_runs(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, hidden, n)
-        h = to_regular_basis(h, self.transform)
+        t = self.transform.to(x[0].dtype)
+        # Hidden features coordinate-major (N, |G|, 4c): the change of basis is one batched
+        # product T @ y per token, and the activation and dropout are pointwise in any layout.
+        h = runs_to_coord_major(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, n)
+        h = torch.matmul(t, h)
         h = apply_activation(self.activation, self.activation_name, h)
         h = F.dropout(h, self.ff_dropout, self.training)
-        h = to_spectral_basis(h, self.transform)
-        return lin2.apply_runs(to_runs(h, runs, hidden, n), lin2.block_matrices(), 0, self.copies)
+        h = torch.matmul(t.T, h)
+        return lin2.apply_runs(coord_major_to_runs(h, runs), lin2.block_matrices(), 0, self.copies)
 
     def forward_runs(
         self,
