@@ -53,10 +53,12 @@ from ereps import (
 
 __all__ = [
     "coord_major_to_runs",
+    "coord_outer_to_runs",
     "copy_dropout",
     "from_runs",
     "heads_to_runs",
     "runs_to_coord_major",
+    "runs_to_coord_outer",
     "runs_to_heads",
     "to_runs",
     "eSpectralDecoder",
@@ -137,6 +139,31 @@ def runs_to_coord_major(parts: list[Tensor], runs: list[Run], order: int) -> Ten
         out[:, off : off + count * rows * f].unflatten(1, (count, rows, f)).copy_(
             part.transpose(0, 1)
         )
+    return out
+
+
+def runs_to_coord_outer(parts: list[Tensor], runs: list[Run], order: int) -> Tensor:
+    """Run-layout features as ``(|G|, N, c)``: the spectral coordinate outermost.
+
+    There a change of basis per copy is one matrix product ``T @ y.view(|G|, N c)``.
+    """
+    _, n_tok, _, _, copies = parts[0].shape
+    out = parts[0].new_empty(order, n_tok, copies)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        target = out[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
+        target.copy_(part.permute(0, 2, 3, 1, 4))
+    return out
+
+
+def coord_outer_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
+    """The inverse of :func:`runs_to_coord_outer` (views where ``rows · f = 1``)."""
+    _, n_tok, copies = y.shape
+    out = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = y[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
+        out.append(seg.permute(0, 3, 1, 2, 4).contiguous())
     return out
 
 
@@ -607,8 +634,13 @@ class eSpectralNorm(eModule):
             onehot[0] = 1.0
             first = first - onehot * shift.view(1, n_tok, 1, 1, 1)
             parts = [first, *parts[1:]]
+        # Contiguous reductions per run (last axis), then over the few blocks of the run.
         square = sum(
-            (torch.linalg.vector_norm(p, dim=(0, 2, 3, 4)).square() for p in parts),
+            (
+                torch.linalg.vecdot(p.view(p.shape[0], n_tok, -1), p.view(p.shape[0], n_tok, -1))
+                .sum(dim=0)
+                for p in parts
+            ),
             start=first.new_zeros(n_tok),
         )
         r = torch.rsqrt(square / (c * n) + self.eps)
@@ -839,14 +871,15 @@ class eSpectralDecoderLayer(eModule):
         lin1, lin2 = self.linear1, self.linear2
         runs, n, hidden = lin1.groups, lin1.order, lin1.c_out
         t = self.transform.to(x[0].dtype)
-        # Hidden features coordinate-major (N, |G|, 4c): the change of basis is one batched
-        # product T @ y per token, and the activation and dropout are pointwise in any layout.
-        h = runs_to_coord_major(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, n)
-        h = torch.matmul(t, h)
+        # Hidden features coordinate-outer (|G|, N, 4c): the change of basis is one matrix
+        # product, and the activation and dropout are pointwise in any layout.
+        h = runs_to_coord_outer(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, n)
+        shape = h.shape
+        h = (t @ h.view(n, -1)).view(shape)
         h = apply_activation(self.activation, self.activation_name, h)
         h = F.dropout(h, self.ff_dropout, self.training)
-        h = torch.matmul(t.T, h)
-        return lin2.apply_runs(coord_major_to_runs(h, runs), lin2.block_matrices(), 0, self.copies)
+        h = (t.T @ h.view(n, -1)).view(shape)
+        return lin2.apply_runs(coord_outer_to_runs(h, runs), lin2.block_matrices(), 0, self.copies)
 
     def forward_runs(
         self,
