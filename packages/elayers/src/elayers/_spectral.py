@@ -321,8 +321,12 @@ class eSpectralLinear(eModule):
                 )
                 continue
             lm = getattr(self, f"left_mult_{i}").to(a.dtype)
-            # M[(o, ν, p), (i, μ, q)] = Σ_j a[o, ν, i, μ, j] L_j[p, q]; returned as its transpose.
-            full = torch.einsum("noviuj,jpq->nuqivpo", a, lm)
+            # M[(o, ν, p), (i, μ, q)] = Σ_j a[o, ν, i, μ, j] L_j[p, q]; returned as its transpose
+            # (rows (μ, q, i), columns (ν, p, o)). A broadcast product summed over j: the tensors
+            # are small, and einsum's reordering into a matrix product costs more here.
+            ap = a.permute(0, 4, 3, 2, 1, 5).unsqueeze(2).unsqueeze(5)  # (n, μ, 1, i, ν, 1, o, j)
+            lp = lm.permute(2, 1, 0).view(1, 1, e, 1, 1, e, 1, e)  # (q, p, j)
+            full = (ap * lp).sum(dim=-1)
             mats.append(full.reshape(count, f * self.c_in, f * self.c_out))
         return mats
 
