@@ -391,6 +391,7 @@ class eSpectralLinear(eModule):
         Returns:
             ``(..., c_out |G|)`` in the spectral basis.
         """
+        self._check_input(x)
         runs, n = self.groups, self.order
         out = self.apply_runs(to_runs(x, runs, self.c_in, n), self.block_matrices(), 0, self.c_out)
         return from_runs(out, runs, self.c_out, n).view(*x.shape[:-1], self.c_out * n)
@@ -601,6 +602,7 @@ class eSpectralNorm(eModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalize ``(..., c|G|)`` spectral features; same shape out."""
+        self._check_input(x)
         n, c = self.order, self.copies
         root = math.sqrt(n)
         if self.kind == "layer":
@@ -798,6 +800,8 @@ class eSpectralMultiheadAttention(eModule):
 
         Spectral copy-major tokens; masks and positions as :class:`eMultiheadAttention`.
         """
+        self._check_input(query, "query")
+        self._check_input(key, "key")
         runs, n, c = self.in_proj.groups, self.in_proj.order, self.copies
         qr = to_runs(query, runs, c, n)
         kr = None if key is query else to_runs(key, runs, c, n)
@@ -944,6 +948,8 @@ class eSpectralDecoderLayer(eModule):
         Masks and positions as :class:`eTransformerDecoderLayer` (batch first; no ``tgt_mask``,
         the regressors' self-attention masks are padding and ``tgt_is_causal``).
         """
+        self._check_input(tgt, "tgt")
+        self._check_input(memory, "memory")
         runs, n, c = self.linear1.groups, self.order, self.copies
         out = self.forward_runs(
             to_runs(tgt, runs, c, n),
@@ -1025,6 +1031,8 @@ class eSpectralDecoder(eModule):
 
         The tokens enter the run layout once and leave it once (see :func:`to_runs`).
         """
+        self._check_input(tgt, "tgt")
+        self._check_input(memory, "memory")
         first = self.layers[0]
         if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
             raise RuntimeError("internal error: built from decoder layers")
