@@ -42,7 +42,7 @@ def _model(name: str, randomize: bool = True, **kw: Any) -> eCondTransformerRegr
     rep, cond = _reps(name)
     order = 60 if name == "ico" else {"C2": 2, "C8": 8, "D6": 12}[name]
     model = eCondTransformerRegressor(
-        rep, cond, None, 5, 3, 2, 2, 2 * order if name == "ico" else 4 * order, **kw
+        rep, cond, None, 5, 3, 2, 1 if name == "ico" else 2, 2 * order if name == "ico" else 4 * order, **kw
     ).double()
     if not randomize:
         return model.eval()
