@@ -387,9 +387,7 @@ def bench_spectral(args: argparse.Namespace, device: torch.device) -> list[Spect
         steps = {
             key: regressor_step(m, optimizers[key], x, k, z, target) for key, m in models.items()
         }
-        train = interleaved_timings(
-            steps, device=device, warmup=args.warmup, repeats=args.repeats
-        )
+        train = interleaved_timings(steps, device=device, warmup=args.warmup, repeats=args.repeats)
         peak = {
             key: peak_step_memory(
                 steps[key], resident_bytes(optimizer_tensors(m, optimizers[key])), device

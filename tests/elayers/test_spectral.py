@@ -57,7 +57,8 @@ def _t(group: Group) -> Tensor:
 
 
 @pytest.mark.parametrize(
-    "name", [*FAST, pytest.param("O", marks=pytest.mark.slow), pytest.param("ico", marks=pytest.mark.slow)]
+    "name",
+    [*FAST, pytest.param("O", marks=pytest.mark.slow), pytest.param("ico", marks=pytest.mark.slow)],
 )
 def test_synthesized_weight_commutes_with_the_action(name: str) -> None:
     """Brute force: the regular-basis matrix of the spectral map commutes with every ρ(g)."""
@@ -91,9 +92,7 @@ def test_forward_matches_dense_spectral_matrix(name: str) -> None:
     assert torch.allclose(plain(x), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "name", [*FAST, pytest.param("ico", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("name", [*FAST, pytest.param("ico", marks=pytest.mark.slow)])
 def test_conversion_from_and_to_regular_is_exact(name: str) -> None:
     """A random group convolution converts to the same function (the blocks span all of Hom_G:
     c_in·c_out·|G| coefficients, as many as the kernel) and back to the same kernel."""
@@ -127,8 +126,14 @@ def test_initialization_variance_matches_the_regular_scheme(name: str, scheme: s
     spectral, regular = [], []
     for seed in range(30):
         torch.manual_seed(seed)
-        spectral.append(eSpectralLinear(group, c_in, c_out, init_scheme=scheme).dense_regular_weight().detach())  # type: ignore[arg-type]
-        regular.append(eLinear(_regular(group, c_in), _regular(group, c_out), init_scheme=scheme).weight.detach())  # type: ignore[arg-type]
+        spectral.append(
+            eSpectralLinear(group, c_in, c_out, init_scheme=scheme).dense_regular_weight().detach()
+        )  # type: ignore[arg-type]
+        regular.append(
+            eLinear(
+                _regular(group, c_in), _regular(group, c_out), init_scheme=scheme
+            ).weight.detach()
+        )  # type: ignore[arg-type]
     var_s = float(torch.stack(spectral).double().var())
     var_r = float(torch.stack(regular).double().var())
     # 30 · c_in c_out |G| independent coefficients: a relative error of a few percent at most.
@@ -154,7 +159,9 @@ def test_norm_matches_the_regular_norm(name: str, kind: str) -> None:
     back = spectral.to_regular()
     assert torch.allclose(back(x), regular(x), atol=1e-12)
     plain = spectral.export()
-    assert torch.allclose(plain(to_spectral_basis(x, t)), spectral(to_spectral_basis(x, t)), atol=1e-12)
+    assert torch.allclose(
+        plain(to_spectral_basis(x, t)), spectral(to_spectral_basis(x, t)), atol=1e-12
+    )
 
 
 def test_norm_rejects_irrep_affine() -> None:
@@ -204,9 +211,7 @@ def test_decoder_layer_matches_the_regular_layer(name: str, kw: dict[str, object
     pad[1, 3:] = True
     mem_mask = torch.ones(5, 4, dtype=torch.bool).triu(2)
     t = _t(group)
-    expected = regular(
-        tgt, mem, memory_mask=mem_mask, tgt_key_padding_mask=pad, tgt_is_causal=True
-    )
+    expected = regular(tgt, mem, memory_mask=mem_mask, tgt_key_padding_mask=pad, tgt_is_causal=True)
     got = spectral(
         to_spectral_basis(tgt, t),
         to_spectral_basis(mem, t),
@@ -308,3 +313,30 @@ def test_linear_rejects_wrong_input_size() -> None:
     layer = eSpectralLinear(eg.cyclic_group(4), 2, 2)
     with pytest.raises(ValueError, match=r"expects input of shape \(\.\.\., 8\)"):
         layer(torch.randn(3, 7))
+
+
+@pytest.mark.parametrize("kw", [{}, {"pos_encoding": "rope"}], ids=["plain", "rope"])
+def test_decoder_export_is_plain_and_agrees(kw: dict[str, object]) -> None:
+    """export() of a spectral layer and stack: torch-only modules, the same function."""
+    from elayers import eModule
+
+    group = eg.dihedral_group(3)
+    regular = eTransformerDecoder(_decoder_layer(group, 4, 2, **kw), 2).double().eval()
+    spectral = eSpectralDecoder(regular).eval()
+    t = _t(group)
+    tgt = to_spectral_basis(torch.randn(2, 4, 24, dtype=torch.float64), t)
+    mem = to_spectral_basis(torch.randn(2, 3, 24, dtype=torch.float64), t)
+    pad = torch.zeros(2, 4, dtype=torch.bool)
+    pad[1, 2:] = True
+    for module in (spectral, spectral.layers[0]):
+        plain = module.export()
+        assert not any(isinstance(m, eModule) for m in plain.modules())
+        with torch.no_grad():
+            expected = module(tgt, mem, None, pad, None, True)
+            assert torch.allclose(plain(tgt, mem, None, pad, None, True), expected, atol=1e-10)
+    # The regular twin rebuilt from the spectral stack alone is the original function.
+    twin = spectral.regular_twin().eval()
+    x = torch.randn(2, 4, 24, dtype=torch.float64)
+    m = torch.randn(2, 3, 24, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(twin(x, m), regular(x, m), atol=1e-10)

@@ -42,7 +42,15 @@ def _model(name: str, randomize: bool = True, **kw: Any) -> eCondTransformerRegr
     rep, cond = _reps(name)
     order = 60 if name == "ico" else {"C2": 2, "C8": 8, "D6": 12}[name]
     model = eCondTransformerRegressor(
-        rep, cond, None, 5, 3, 2, 1 if name == "ico" else 2, 2 * order if name == "ico" else 4 * order, **kw
+        rep,
+        cond,
+        None,
+        5,
+        3,
+        2,
+        1 if name == "ico" else 2,
+        2 * order if name == "ico" else 4 * order,
+        **kw,
     ).double()
     if not randomize:
         return model.eval()
@@ -78,7 +86,8 @@ def test_spectral_execution_computes_the_regular_function(name: str, kw: dict[st
     regular = _model(name, **kw)
     spectral = regular.with_execution("spectral")
     assert isinstance(spectral.decoder, eSpectralDecoder)
-    assert spectral.execution == "spectral" and regular.execution == "regular"
+    assert spectral.execution == "spectral"
+    assert regular.execution == "regular"
     X, k, Z = _inputs(regular)
     pad = torch.zeros(3, 5, dtype=torch.bool)
     pad[0, 3:] = True
@@ -143,7 +152,8 @@ def test_training_step_runs_and_is_decayed() -> None:
     groups = model.get_optim_groups(0.1)
     decayed = {id(p) for p in groups[0]["params"]}
     blocks = [p for n, p in model.named_parameters() if n.split(".")[-1].startswith("weight_")]
-    assert blocks and all(id(p) in decayed for p in blocks)
+    assert blocks
+    assert all(id(p) in decayed for p in blocks)
 
 
 @pytest.mark.parametrize("value", ["fast", None, 1])

@@ -99,7 +99,10 @@ def test_spectral_rep_matrices(name: str) -> None:
     expected = torch.stack([torch.block_diag(m, m) for m in t.T @ reg @ t])
     assert torch.allclose(spec, expected, atol=1e-12)
     # A linear map commuting with it: (I ⊗ T)^T W (I ⊗ T) for a group convolution W.
-    assert check_equivariance(lambda x: 2.0 * x, [spectral_rep(group, 2)], spectral_rep(group, 2)) < 1e-12
+    assert (
+        check_equivariance(lambda x: 2.0 * x, [spectral_rep(group, 2)], spectral_rep(group, 2))
+        < 1e-12
+    )
 
 
 @pytest.mark.parametrize("copies", [0, -1, 1.5, True])

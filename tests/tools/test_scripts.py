@@ -106,7 +106,8 @@ def test_bench_spectral_runs(capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "| C2 | 8 |" in printed
     row = document["spectral"][0]
-    assert row["train"]["spec"]["median_ms"] > 0 and row["eval"]["base"]["median_ms"] > 0
+    assert row["train"]["spec"]["median_ms"] > 0
+    assert row["eval"]["base"]["median_ms"] > 0
     # C2: Σ d³/e = 2 vs |G|² = 4 per copy pair.
     assert 0 < row["macs_spectral"] < row["macs_dense"]
     with pytest.raises(ValueError, match="group:width"):

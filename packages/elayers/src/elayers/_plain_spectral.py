@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-__all__ = ["Conjugated"]
+__all__ = ["Conjugated", "ConjugatedDecoder"]
 
 
 class Conjugated(nn.Module):
@@ -39,3 +39,69 @@ class Conjugated(nn.Module):
 
         def __call__(self, x: Tensor) -> Tensor: ...
 
+
+def _change(x: Tensor, t: Tensor) -> Tensor:
+    n = t.shape[0]
+    out: Tensor = (x.reshape(-1, n) @ t.to(x.dtype)).reshape(x.shape)
+    return out
+
+
+class ConjugatedDecoder(nn.Module):
+    """A plain decoder layer or stack moved into a per-copy orthogonal basis.
+
+    ``tgt`` and ``memory`` ``(B, L, c·n)`` go to the inner module's basis (``x ↦ T x`` per copy),
+    the inner module runs, and its output comes back (``y ↦ T^T y``).
+
+    Args:
+        inner: A plain decoder (``torch.nn.TransformerDecoder(Layer)`` or the positional ones).
+        transform: ``T``, shape ``(n, n)``: its columns are this basis' vectors in the inner
+            module's coordinates (``x_inner = T x`` per copy).
+        positional: Whether ``inner`` takes ``tgt_pos``/``memory_pos``.
+    """
+
+    def __init__(self, inner: nn.Module, transform: Tensor, positional: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        self.positional = positional
+        self.register_buffer("transform", transform.detach().clone())
+        self.transform: Tensor
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Run the inner decoder in its basis; arguments as the spectral decoder's."""
+        t_inv = self.transform.T
+        extra = {"tgt_pos": tgt_pos, "memory_pos": memory_pos} if self.positional else {}
+        y = self.inner(
+            _change(tgt, t_inv),
+            _change(memory, t_inv),
+            tgt_mask=None,
+            memory_mask=memory_mask,
+            tgt_key_padding_mask=tgt_key_padding_mask,
+            memory_key_padding_mask=memory_key_padding_mask,
+            tgt_is_causal=tgt_is_causal,
+            **extra,
+        )
+        return _change(y, self.transform)
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            tgt: Tensor,
+            memory: Tensor,
+            memory_mask: Tensor | None = None,
+            tgt_key_padding_mask: Tensor | None = None,
+            memory_key_padding_mask: Tensor | None = None,
+            tgt_is_causal: bool = False,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
+        ) -> Tensor: ...

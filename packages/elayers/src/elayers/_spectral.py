@@ -55,19 +55,19 @@ __all__ = [
     "coord_major_to_runs",
     "coord_outer_to_runs",
     "copy_dropout",
-    "from_runs",
-    "heads_to_runs",
-    "runs_to_coord_major",
-    "runs_to_coord_outer",
-    "runs_to_heads",
-    "to_runs",
     "eSpectralDecoder",
     "eSpectralDecoderLayer",
     "eSpectralLinear",
     "eSpectralMultiheadAttention",
     "eSpectralNorm",
+    "from_runs",
+    "heads_to_runs",
+    "runs_to_coord_major",
+    "runs_to_coord_outer",
+    "runs_to_heads",
     "spectral_macs_per_token",
     "to_regular_basis",
+    "to_runs",
     "to_spectral_basis",
 ]
 
@@ -103,6 +103,12 @@ def _groups(basis: RegularSpectralBasis) -> list[tuple[int, int, int, int, int]]
     return runs
 
 
+def _split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> Tensor:
+    """``x`` with axis ``dim`` split into ``sizes`` (a view, also of non-contiguous tensors)."""
+    dim = dim % x.ndim
+    return x.view(*x.shape[:dim], *sizes, *x.shape[dim + 1 :])
+
+
 def _check_copies(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner} expects {name} to be an int >= 1; got {value!r}.")
@@ -121,11 +127,11 @@ def coord_major_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
     and per-token reductions act on the runs directly, and moving between layouts copies
     contiguous chunks of ``rows_r f_r c`` numbers.
     """
-    n_tok, _, copies = y.shape
+    _n_tok, _, _copies = y.shape
     out = []
     for off, count, rows, m, e in runs:
         f = m * e
-        seg = y[:, off : off + count * rows * f].unflatten(1, (count, rows, f))
+        seg = _split(y[:, off : off + count * rows * f], 1, (count, rows, f))
         out.append(seg.transpose(0, 1).contiguous())
     return out
 
@@ -136,7 +142,7 @@ def runs_to_coord_major(parts: list[Tensor], runs: list[Run], order: int) -> Ten
     out = parts[0].new_empty(n_tok, order, copies)
     for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
         f = m * e
-        out[:, off : off + count * rows * f].unflatten(1, (count, rows, f)).copy_(
+        _split(out[:, off : off + count * rows * f], 1, (count, rows, f)).copy_(
             part.transpose(0, 1)
         )
     return out
@@ -168,8 +174,10 @@ def coord_outer_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
 
 
 def to_runs(x: Tensor, runs: list[Run], copies: int, order: int) -> list[Tensor]:
-    """Copy-major spectral features ``(..., c·|G|)`` to the run layout (see
-    :func:`coord_major_to_runs`)."""
+    """Copy-major spectral features ``(..., c·|G|)`` to the run layout.
+
+    See :func:`coord_major_to_runs`.
+    """
     xs = x.reshape(-1, copies, order).transpose(1, 2)
     return coord_major_to_runs(xs, runs)
 
@@ -201,10 +209,10 @@ def runs_to_heads(
     out = parts[0].new_empty(batch, heads, t, order * c_h)
     for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
         f = m * e
-        sel = part[..., start:stop].unflatten(1, (batch, t)).unflatten(-1, (heads, c_h))
+        sel = _split(_split(part[..., start:stop], 1, (batch, t)), -1, (heads, c_h))
         target = out[..., off * c_h : (off + count * rows * f) * c_h]
         # sel: (count, B, T, rows, f, H, c_h) -> (B, H, T, count, rows, f, c_h)
-        target.unflatten(-1, (count, rows, f, c_h)).copy_(sel.permute(1, 5, 2, 0, 3, 4, 6))
+        _split(target, -1, (count, rows, f, c_h)).copy_(sel.permute(1, 5, 2, 0, 3, 4, 6))
     return out
 
 
@@ -216,7 +224,7 @@ def heads_to_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
     for off, count, rows, m, e in runs:
         f = m * e
         seg = o[..., off * c_h : (off + count * rows * f) * c_h]
-        seg = seg.unflatten(-1, (count, rows, f, c_h))
+        seg = _split(seg, -1, (count, rows, f, c_h))
         # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, f, H, c_h)
         part = seg.permute(3, 0, 2, 4, 5, 1, 6)
         parts.append(part.reshape(count, batch * t, rows, f, heads * c_h))
@@ -225,7 +233,7 @@ def heads_to_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
 
 def _copy_major_heads(x: Tensor, order: int) -> Tensor:
     """Heads ``(…, |G|·c_h)`` coordinate-major to copy-major (what rotary embeddings take)."""
-    return x.unflatten(-1, (order, -1)).transpose(-1, -2).flatten(-2)
+    return _split(x, -1, (order, x.shape[-1] // order)).transpose(-1, -2).flatten(-2)
 
 
 def _copy_mask(p: float, training: bool, n_tok: int, copies: int, like: Tensor) -> Tensor | None:
@@ -361,9 +369,7 @@ class eSpectralLinear(eModule):
         """The bias in the spectral basis ``(c_out |G|,)``: ``β_i`` on trivial coordinates."""
         if self.bias_coeffs is None:
             return None
-        out = torch.zeros(
-            self.c_out, self.order, dtype=dtype, device=self.bias_coeffs.device
-        )
+        out = torch.zeros(self.c_out, self.order, dtype=dtype, device=self.bias_coeffs.device)
         out[:, self.trivial_index] = self.bias_coeffs.to(dtype)
         return out.reshape(-1)
 
@@ -373,7 +379,9 @@ class eSpectralLinear(eModule):
         sigma = init_std(scheme, self.c_in * self.order, self.c_out * self.order)
         dims = iter(self.block_dims)
         with torch.no_grad():
-            for (_off, count, _rows, _m, _e), p in zip(self.groups, self.weight_blocks, strict=True):
+            for (_off, count, _rows, _m, _e), p in zip(
+                self.groups, self.weight_blocks, strict=True
+            ):
                 d = next(dims)
                 for _ in range(count - 1):
                     next(dims)
@@ -413,7 +421,7 @@ class eSpectralLinear(eModule):
             f = m * e
             n_tok = part.shape[1]
             if start != 0 or stop != self.c_out:
-                mat = mat.unflatten(-1, (f, self.c_out))[..., start:stop].flatten(-2)
+                mat = _split(mat, -1, (f, self.c_out))[..., start:stop].flatten(-2)
             inp = part.reshape(count, n_tok * rows, f * self.c_in)
             if run == 0 and bias is not None:
                 # The trivial irrep: the first block of the first run (1-D, real, f = 1).
@@ -501,7 +509,10 @@ class eSpectralLinear(eModule):
         with torch.no_grad():
             w = self.dense_spectral_weight()
             layer = nn.Linear(
-                w.shape[1], w.shape[0], bias=self.bias_coeffs is not None, dtype=w.dtype,
+                w.shape[1],
+                w.shape[0],
+                bias=self.bias_coeffs is not None,
+                dtype=w.dtype,
                 device=w.device,
             )
             layer.weight.copy_(w)
@@ -540,9 +551,7 @@ class eSpectralNorm(eModule):
         bias: Whether the per-copy bias exists.
     """
 
-    def __init__(
-        self, group: Group, copies: int, kind: str, eps: float, bias: bool
-    ) -> None:
+    def __init__(self, group: Group, copies: int, kind: str, eps: float, bias: bool) -> None:
         owner = type(self).__name__
         c = _check_copies(owner, "copies", copies)
         if kind not in ("rms", "layer"):
@@ -566,7 +575,9 @@ class eSpectralNorm(eModule):
         if isinstance(norm, eLayerNorm) and not norm.mean_centering:
             raise ValueError("eSpectralNorm.from_regular: eLayerNorm must centre by the mean.")
         kind = "layer" if isinstance(norm, eLayerNorm) else "rms"
-        new = cls(norm.in_rep.group, norm.copy_scale.numel(), kind, norm.eps, norm.copy_bias is not None)
+        new = cls(
+            norm.in_rep.group, norm.copy_scale.numel(), kind, norm.eps, norm.copy_bias is not None
+        )
         new = new.to(device=norm.copy_scale.device, dtype=norm.copy_scale.dtype)
         with torch.no_grad():
             new.copy_scale.copy_(norm.copy_scale)
@@ -606,7 +617,7 @@ class eSpectralNorm(eModule):
         n, c = self.order, self.copies
         root = math.sqrt(n)
         if self.kind == "layer":
-            x3 = x.unflatten(-1, (c, n))
+            x3 = _split(x, -1, (c, n))
             t = x3[..., self.trivial_index]
             shift = t.sum(dim=-1, keepdim=True) * (root * root / (c * n))  # √|G| μ per token
             x3 = torch.cat(
@@ -618,7 +629,7 @@ class eSpectralNorm(eModule):
                 dim=-1,
             )
             x = x3.flatten(-2)
-        y = F.rms_norm(x, (c * n,), eps=self.eps).unflatten(-1, (c, n))
+        y = _split(F.rms_norm(x, (c * n,), eps=self.eps), -1, (c, n))
         y = y * self.copy_scale.to(y.dtype).unsqueeze(-1)
         if self.copy_bias is not None:
             i = self.trivial_index
@@ -627,8 +638,10 @@ class eSpectralNorm(eModule):
         return y.flatten(-2)
 
     def forward_runs(self, parts: list[Tensor]) -> list[Tensor]:
-        """The norm on run-layout features (see :func:`to_runs`): per-token statistics summed
-        over the runs, elementwise scaling, the trivial coordinates at ``parts[0][0, :, 0, 0, :]``.
+        """The norm on run-layout features (see :func:`to_runs`).
+
+        Per-token statistics summed over the runs, elementwise scaling, the trivial coordinates
+        at ``parts[0][0, :, 0, 0, :]``.
         """
         c, n = self.copies, self.order
         first = parts[0]
@@ -643,8 +656,9 @@ class eSpectralNorm(eModule):
         # Contiguous reductions per run (last axis), then over the few blocks of the run.
         square = sum(
             (
-                torch.linalg.vecdot(p.view(p.shape[0], n_tok, -1), p.view(p.shape[0], n_tok, -1))
-                .sum(dim=0)
+                torch.linalg.vecdot(
+                    p.view(p.shape[0], n_tok, -1), p.view(p.shape[0], n_tok, -1)
+                ).sum(dim=0)
                 for p in parts
             ),
             start=first.new_zeros(n_tok),
@@ -681,7 +695,7 @@ def copy_dropout(x: Tensor, p: float, training: bool, copies: int) -> Tensor:
     """
     if not training or p == 0.0:
         return x
-    x3 = x.unflatten(-1, (copies, -1))
+    x3 = _split(x, -1, (copies, x.shape[-1] // copies))
     mask = F.dropout(torch.ones_like(x3[..., :1]), p, True)
     return (x3 * mask).flatten(-2)
 
@@ -861,7 +875,49 @@ class eSpectralDecoderLayer(eModule):
         self.p_residual = (layer.dropout1.p, layer.dropout2.p, layer.dropout3.p)
         self.register_exact_buffer("transform", regular_spectral_basis(group).transform)
         self.transform: Tensor
+        attn = layer.self_attn
+        # The regular layer's constructor arguments, to rebuild its structure (regular_twin).
+        self._regular_kwargs: dict[str, object] = {
+            "nhead": attn.num_heads,
+            "dim_feedforward": layer.ff.linear1.out_rep.size,
+            "dropout": layer.dropout1.p,
+            "activation": layer.ff.activation_name or layer.ff.activation,
+            "layer_norm_eps": layer.norm1.eps,
+            "batch_first": True,
+            "norm_first": layer.norm_first,
+            "norm_module": "layernorm" if isinstance(layer.norm1, eLayerNorm) else "rmsnorm",
+            "bias": attn.in_proj.invariant_bias is not None,
+            "init_scheme": attn.in_proj.init_scheme,
+            "pos_encoding": layer.pos_encoding,
+            "max_relative_distance": (
+                32 if attn.relative_bias is None else attn.relative_bias.max_distance
+            ),
+            "rope_base": 10000.0 if attn.rotary is None else attn.rotary.base,
+        }
         self.train(layer.training)
+
+    def regular_like(self) -> eTransformerDecoderLayer:
+        """A freshly built regular layer of this layer's structure (the global RNG untouched)."""
+        from ereps import direct_sum
+
+        rep = direct_sum([self.in_rep.group.regular_representation] * self.copies)
+        with torch.random.fork_rng(devices=[]):
+            layer = eTransformerDecoderLayer(rep, **self._regular_kwargs)  # type: ignore[arg-type]
+        ref = self.linear1.weight_blocks[0]
+        return layer.to(device=ref.device, dtype=ref.dtype)
+
+    def regular_twin(self) -> eTransformerDecoderLayer:
+        """The regular-basis layer computing this layer's function (new weights, same values)."""
+        return self.to_regular(self.regular_like())
+
+    def export(self) -> nn.Module:
+        """A plain module: the regular twin's export between two changes of basis per copy."""
+        from elayers._plain_spectral import ConjugatedDecoder
+
+        with torch.no_grad():
+            inner = self.regular_twin().export()
+            plain = ConjugatedDecoder(inner, self.transform, self.pos_encoding is not None)
+        return plain.train(self.training)
 
     def to_regular(self, like: eTransformerDecoderLayer) -> eTransformerDecoderLayer:
         """A copy of ``like`` (same structure) with this layer's weights."""
@@ -1005,12 +1061,40 @@ class eSpectralDecoder(eModule):
         )
         self.train(decoder.training)
 
+    def transform_matrix(self) -> Tensor:
+        """``T`` (float64, on the module's device): spectral basis vectors, regular coordinates."""
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        return first.transform
+
+    def regular_twin(self) -> eTransformerDecoder:
+        """The regular-basis stack computing this stack's function (new weights, same values)."""
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        with torch.random.fork_rng(devices=[]):
+            like = eTransformerDecoder(first.regular_like(), len(self.layers))
+        return self.to_regular(like)
+
+    def export(self) -> nn.Module:
+        """A plain module: the regular twin's export between two changes of basis per copy."""
+        from elayers._plain_spectral import ConjugatedDecoder
+
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        with torch.no_grad():
+            inner = self.regular_twin().export()
+            plain = ConjugatedDecoder(inner, first.transform, first.pos_encoding is not None)
+        return plain.train(self.training)
+
     def to_regular(self, like: eTransformerDecoder) -> eTransformerDecoder:
         """A copy of ``like`` (same structure) with this stack's weights."""
         out = copy.deepcopy(like)
         out.layers = nn.ModuleList(
             [
-                spec.to_regular(reg)  # type: ignore[operator]
+                _layer_to_regular(spec, reg)
                 for spec, reg in zip(self.layers, like.layers, strict=True)
             ]
         )
@@ -1066,6 +1150,14 @@ class eSpectralDecoder(eModule):
             tgt_pos: Tensor | None = None,
             memory_pos: Tensor | None = None,
         ) -> Tensor: ...
+
+
+def _layer_to_regular(spec: nn.Module, reg: nn.Module) -> eTransformerDecoderLayer:
+    if not isinstance(spec, eSpectralDecoderLayer) or not isinstance(
+        reg, eTransformerDecoderLayer
+    ):  # an internal invariant
+        raise RuntimeError("internal error: stacks of decoder layers")
+    return spec.to_regular(reg)
 
 
 def spectral_macs_per_token(group: Group, copies_in: int, copies_out: int) -> tuple[int, int]:

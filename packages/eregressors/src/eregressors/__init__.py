@@ -31,12 +31,12 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 
 __all__ = [
     "EXECUTIONS",
-    "Execution",
     "POS_ENCODINGS",
     "CondTransformerRegressor",
     "ConditionalUnet1D",
     "DiffusionScheduler",
     "EquivariantNormalizer",
+    "Execution",
     "GenCondRegressor",
     "OptStep",
     "OptimGroup",

@@ -13,20 +13,20 @@ from torch import Tensor
 from elayers import (
     NORM_MODULES,
     NormModule,
+    copy_dropout,
     eLinear,
     eMLP,
     eModule,
-    eTransformerDecoder,
-    eTransformerDecoderLayer,
-    eTransformerEncoder,
     eSpectralDecoder,
     eSpectralLinear,
     eSpectralNorm,
+    eTransformerDecoder,
+    eTransformerDecoderLayer,
+    eTransformerEncoder,
     eTransformerEncoderLayer,
-    copy_dropout,
-    to_spectral_basis,
     frozen_twin,
     make_norm,
+    to_spectral_basis,
     valid_head_counts,
 )
 from eregressors._base import (
@@ -436,19 +436,22 @@ class eCondTransformerRegressor(GenCondRegressor):
             self.cond_encoder = eMLP(
                 emb_rep, emb_rep, hidden_units=[4 * E], activation="gelu", init_scheme=init_scheme
             )
-        # Kept to rebuild the regular trunk's structure when converting back from "spectral".
-        self._decoder_kwargs: dict[str, object] = {
-            "dim_feedforward": 4 * E,
-            "dropout": p_drop_attn,
-            "activation": "gelu",
-            "batch_first": True,
-            "norm_first": True,
-            "norm_module": norm_module,
-            "init_scheme": init_scheme,
-            **pos_kw,
-        }
-        self.decoder: eTransformerDecoder | eSpectralDecoder = self._regular_decoder()
-        self.ln_f: torch.nn.Module = make_norm(norm_module, emb_rep, 1e-5)
+        dec_layer = eTransformerDecoderLayer(
+            emb_rep,
+            num_attention_heads,
+            dim_feedforward=4 * E,
+            dropout=p_drop_attn,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+            norm_module=norm_module,
+            init_scheme=init_scheme,
+            **pos_kw,  # type: ignore[arg-type]
+        )
+        self.decoder: eTransformerDecoder | eSpectralDecoder = eTransformerDecoder(
+            dec_layer, num_layers
+        )
+        self.ln_f: eModule = make_norm(norm_module, emb_rep, 1e-5)
         self.head = eLinear(emb_rep, out_rep, init_scheme=init_scheme)
         self.execution: Execution = "regular"
         self.reset_parameters(init_scheme)
@@ -569,15 +572,6 @@ class eCondTransformerRegressor(GenCondRegressor):
             out = out.masked_fill(X_padding_mask.unsqueeze(-1), 0.0)
         return out
 
-    def _regular_decoder(self) -> eTransformerDecoder:
-        """A freshly drawn regular decoder stack of this model's structure."""
-        layer = eTransformerDecoderLayer(
-            self.embedding_rep,
-            self.num_attention_heads,
-            **self._decoder_kwargs,  # type: ignore[arg-type]
-        )
-        return eTransformerDecoder(layer, self.num_layers)
-
     def _spectral_trunk(
         self,
         X: Tensor,
@@ -600,7 +594,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         decoder = self.decoder
         if not isinstance(decoder, eSpectralDecoder):  # an internal invariant
             raise RuntimeError("internal error: called for the spectral execution only")
-        t = decoder.layers[0].transform.to(X.dtype)  # type: ignore[union-attr]
+        transform = decoder.transform_matrix()
+        t = transform.to(X.dtype)
         n, c = self.group_order, self.num_copies
         w_in = self.input_emb.dense_weight().view(c, n, -1)
         w_in = torch.einsum("ga,cgi->cai", t, w_in).reshape(c * n, -1)
@@ -611,7 +606,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         if x_table is not None:
             x = x + self._spectral_invariant(x_table.to(x.dtype))
         x = copy_dropout(x, self.drop.p, self.training, c)
-        memory = to_spectral_basis(memory, decoder.layers[0].transform)  # type: ignore[union-attr]
+        memory = to_spectral_basis(memory, transform)
         x = decoder(
             x,
             memory,
@@ -652,12 +647,7 @@ class eCondTransformerRegressor(GenCondRegressor):
                 ln_f, eSpectralNorm
             ):  # an internal invariant
                 raise RuntimeError("internal error: a spectral model has a spectral trunk")
-            # A regular stack of the same structure (its own draws discarded, the global RNG
-            # untouched), then the weights synthesized from the spectral coefficients.
-            with torch.random.fork_rng(devices=[]):
-                like = self._regular_decoder()
-            like = like.to(device=ln_f.copy_scale.device, dtype=ln_f.copy_scale.dtype)
-            self.decoder = decoder.to_regular(like)
+            self.decoder = decoder.regular_twin()
             self.ln_f = ln_f.to_regular()
         self.execution = execution
 

@@ -23,8 +23,8 @@ complex structures: pure imaginary units of ``C`` or ``H``), and an orthonormal 
 ``u_{b,j} = E_j v_b`` of ``R^{d_k}`` (Gram–Schmidt over the algebra), in which
 ``U^T E_j U = I_{d_k/e_k} ⊗ L_j``. The coordinates of one regular copy are, irrep type after irrep
 type (sorted by ``(d_k, e_k)``, then in the order of ``group.irreps()``, so that blocks of one
-shape are adjacent and the trivial irrep comes first), ``(b, μ, j)`` with ``μ`` the copy of ``ρ_k`` inside the
-regular representation; the trivial irrep has one coordinate, whose basis vector is the constant
+shape are adjacent and the trivial irrep comes first), ``(b, μ, j)`` with ``μ`` the copy of
+``ρ_k`` inside the regular representation; the trivial irrep has one coordinate, whose basis vector is the constant
 function ``1/√|G|`` (positive sign).
 """
 
@@ -121,7 +121,9 @@ def _algebra_basis(endo: npt.NDArray[np.float64], d: int) -> list[npt.NDArray[np
             continue
         basis.append(x * np.sqrt(d) / norm)
     if len(basis) != endo.shape[0]:
-        raise RuntimeError(f"internal error: End_G basis of rank {len(basis)}, expected {len(endo)}")
+        raise RuntimeError(
+            f"internal error: End_G basis of rank {len(basis)}, expected {len(endo)}"
+        )
     for b in basis:
         if not np.allclose(b.T @ b, np.eye(d), atol=1e-9):
             raise RuntimeError("internal error: End_G element is not a scaled orthogonal matrix")
