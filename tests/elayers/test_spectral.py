@@ -24,6 +24,8 @@ from elayers import (
 )
 from ereps import (
     Group,
+    InitScheme,
+    Representation,
     check_equivariance,
     direct_sum,
     init_std,
@@ -48,7 +50,7 @@ def _group(name: str) -> Group:
     return group
 
 
-def _regular(group: Group, copies: int) -> object:
+def _regular(group: Group, copies: int) -> Representation:
     return direct_sum([group.regular_representation] * copies)
 
 
@@ -66,8 +68,8 @@ def test_synthesized_weight_commutes_with_the_action(name: str) -> None:
     layer = eSpectralLinear(group, 2, 3).double()
     w = layer.dense_regular_weight().detach()
     reg = rep_matrices(group.regular_representation)
-    rho_in = torch.stack([torch.block_diag(*[m] * 2) for m in reg])
-    rho_out = torch.stack([torch.block_diag(*[m] * 3) for m in reg])
+    rho_in = torch.stack([torch.kron(torch.eye(2, dtype=m.dtype), m) for m in reg])
+    rho_out = torch.stack([torch.kron(torch.eye(3, dtype=m.dtype), m) for m in reg])
     assert float((rho_out @ w - w @ rho_in).abs().max()) < 1e-12
     assert float(w.abs().max()) > 1e-3  # not the zero map
     # Its own forward commutes with the spectral representation.
@@ -98,7 +100,7 @@ def test_conversion_from_and_to_regular_is_exact(name: str) -> None:
     c_in·c_out·|G| coefficients, as many as the kernel) and back to the same kernel."""
     group = _group(name)
     n = regular_spectral_basis(group).order
-    regular = eLinear(_regular(group, 2), _regular(group, 3)).double()  # type: ignore[arg-type]
+    regular = eLinear(_regular(group, 2), _regular(group, 3)).double()
     with torch.no_grad():
         assert regular.invariant_bias is not None
         regular.invariant_bias.coeffs.normal_()
@@ -116,24 +118,24 @@ def test_conversion_from_and_to_regular_is_exact(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["C8", "D6"])
 @pytest.mark.parametrize("scheme", ["xavier_normal", "kaiming_uniform"])
-def test_initialization_variance_matches_the_regular_scheme(name: str, scheme: str) -> None:
+def test_initialization_variance_matches_the_regular_scheme(name: str, scheme: InitScheme) -> None:
     """The synthesized dense entries have the variance of the regular eLinear's (σ² of the
     unconstrained scheme), per block type too (Plancherel: σ²|G|/d_k per coefficient)."""
     group = _group(name)
     n = regular_spectral_basis(group).order
     c_in, c_out = 6, 10
-    sigma2 = init_std(scheme, c_in * n, c_out * n) ** 2  # type: ignore[arg-type]
+    sigma2 = init_std(scheme, c_in * n, c_out * n) ** 2
     spectral, regular = [], []
     for seed in range(30):
         torch.manual_seed(seed)
         spectral.append(
             eSpectralLinear(group, c_in, c_out, init_scheme=scheme).dense_regular_weight().detach()
-        )  # type: ignore[arg-type]
+        )
         regular.append(
             eLinear(
                 _regular(group, c_in), _regular(group, c_out), init_scheme=scheme
             ).weight.detach()
-        )  # type: ignore[arg-type]
+        )
     var_s = float(torch.stack(spectral).double().var())
     var_r = float(torch.stack(regular).double().var())
     # 30 · c_in c_out |G| independent coefficients: a relative error of a few percent at most.
@@ -147,7 +149,7 @@ def test_norm_matches_the_regular_norm(name: str, kind: str) -> None:
     group = _group(name)
     n = regular_spectral_basis(group).order
     rep = _regular(group, 3)
-    regular = (eRMSNorm(rep, bias=True) if kind == "rms" else eLayerNorm(rep)).double()  # type: ignore[arg-type]
+    regular = (eRMSNorm(rep, bias=True) if kind == "rms" else eLayerNorm(rep)).double()
     with torch.no_grad():
         for p in regular.parameters():
             p.normal_()
@@ -167,13 +169,13 @@ def test_norm_matches_the_regular_norm(name: str, kind: str) -> None:
 def test_norm_rejects_irrep_affine() -> None:
     rep = _regular(eg.cyclic_group(4), 2)
     with pytest.raises(ValueError, match="affine='copy'"):
-        eSpectralNorm.from_regular(eRMSNorm(rep, affine="irrep"))  # type: ignore[arg-type]
+        eSpectralNorm.from_regular(eRMSNorm(rep, affine="irrep"))
 
 
 def _decoder_layer(group: Group, copies: int, heads: int, **kw: object) -> eTransformerDecoderLayer:
     n = regular_spectral_basis(group).order
     layer = eTransformerDecoderLayer(
-        _regular(group, copies),  # type: ignore[arg-type]
+        _regular(group, copies),
         heads,
         dim_feedforward=4 * copies * n,
         dropout=0.1,
@@ -254,11 +256,11 @@ def test_training_gradients_agree_through_the_conversion() -> None:
     t = _t(group)
     tgt = torch.randn(2, 3, 2 * n, dtype=torch.float64, requires_grad=True)
     mem = torch.randn(2, 2, 2 * n, dtype=torch.float64)
-    regular(tgt, mem).square().sum().backward()
+    regular(tgt, mem).square().sum().backward()  # type: ignore[no-untyped-call]
     grad_regular = tgt.grad
     assert grad_regular is not None
     tgt_s = to_spectral_basis(tgt.detach(), t).requires_grad_(True)
-    to_regular_basis(spectral(tgt_s, to_spectral_basis(mem, t)), t).square().sum().backward()
+    to_regular_basis(spectral(tgt_s, to_spectral_basis(mem, t)), t).square().sum().backward()  # type: ignore[no-untyped-call]
     assert tgt_s.grad is not None
     assert torch.allclose(to_regular_basis(tgt_s.grad, t), grad_regular, atol=1e-10)
     # Every block parameter receives a gradient.
@@ -293,7 +295,7 @@ def test_macs_per_token() -> None:
 
 def test_export_of_spectral_modules_is_plain() -> None:
     group = eg.cyclic_group(4)
-    norm = eSpectralNorm.from_regular(eLayerNorm(_regular(group, 2)))  # type: ignore[arg-type]
+    norm = eSpectralNorm.from_regular(eLayerNorm(_regular(group, 2)))
     plain = export(torch.nn.Sequential(eSpectralLinear(group, 2, 2), norm))
     from elayers import eModule
 
@@ -328,7 +330,10 @@ def test_decoder_export_is_plain_and_agrees(kw: dict[str, object]) -> None:
     mem = to_spectral_basis(torch.randn(2, 3, 24, dtype=torch.float64), t)
     pad = torch.zeros(2, 4, dtype=torch.bool)
     pad[1, 2:] = True
-    for module in (spectral, spectral.layers[0]):
+    first = spectral.layers[0]
+    assert isinstance(first, eSpectralDecoderLayer)
+    modules: list[eSpectralDecoder | eSpectralDecoderLayer] = [spectral, first]
+    for module in modules:
         plain = module.export()
         assert not any(isinstance(m, eModule) for m in plain.modules())
         with torch.no_grad():

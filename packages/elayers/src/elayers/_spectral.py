@@ -1124,6 +1124,8 @@ class eSpectralDecoder(eModule):
         x = to_runs(tgt, runs, c, n)
         mem = to_runs(memory, runs, c, n)
         for layer in self.layers:
+            if not isinstance(layer, eSpectralDecoderLayer):  # an internal invariant
+                raise RuntimeError("internal error: built from decoder layers")
             x = layer.forward_runs(
                 x,
                 mem,

@@ -640,7 +640,7 @@ class eCondTransformerRegressor(GenCondRegressor):
             if not isinstance(self.decoder, eTransformerDecoder):  # an internal invariant
                 raise RuntimeError("internal error: a regular model has a regular decoder")
             self.decoder = eSpectralDecoder(self.decoder)
-            self.ln_f = eSpectralNorm.from_regular(self.ln_f)  # type: ignore[arg-type]
+            self.ln_f = eSpectralNorm.from_regular(self.ln_f)
         else:
             decoder, ln_f = self.decoder, self.ln_f
             if not isinstance(decoder, eSpectralDecoder) or not isinstance(

@@ -24,8 +24,8 @@ complex structures: pure imaginary units of ``C`` or ``H``), and an orthonormal 
 ``U^T E_j U = I_{d_k/e_k} ⊗ L_j``. The coordinates of one regular copy are, irrep type after irrep
 type (sorted by ``(d_k, e_k)``, then in the order of ``group.irreps()``, so that blocks of one
 shape are adjacent and the trivial irrep comes first), ``(b, μ, j)`` with ``μ`` the copy of
-``ρ_k`` inside the regular representation; the trivial irrep has one coordinate, whose basis vector is the constant
-function ``1/√|G|`` (positive sign).
+``ρ_k`` inside the regular representation; the trivial irrep has one coordinate, whose basis
+vector is the constant function ``1/√|G|`` (positive sign).
 """
 
 from __future__ import annotations
