@@ -199,6 +199,15 @@ class eCondTransformerRegressor(GenCondRegressor):
             common shift still changes nothing; ``False`` leaves positions to the attentions.
         max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
             ``max(in_horizon, cond_horizon + 1)``, so no offset inside the horizons is clipped.
+        execution: Keyword-only. ``"regular"`` (default): the trunk computes with dense group
+            convolutions in the regular basis. ``"spectral"``: the trunk's tokens live in the
+            isotypic basis of the embedding (``x_spec = (I ⊗ T)^T x``, see
+            :func:`ereps.regular_spectral_basis`), its linear maps are block diagonal
+            (``c_in c_out Σ_k d_k³/e_k`` instead of ``c_in c_out |G|²`` multiply-adds per token),
+            attention logits and norm statistics are computed there directly, and only the
+            feed-forward activation runs in the regular basis. Same function and same
+            initialization distribution (the regular draw, converted); residual and embedding
+            dropout drop whole copies in training. Convert a model with :meth:`with_execution`.
 
     Raises:
         TypeError: If a representation is not an escnn representation.
