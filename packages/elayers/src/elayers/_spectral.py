@@ -61,6 +61,8 @@ __all__ = [
     "eSpectralMultiheadAttention",
     "eSpectralNorm",
     "from_runs",
+    "head_runs_to_heads",
+    "heads_to_head_runs",
     "heads_to_runs",
     "runs_to_coord_major",
     "runs_to_coord_outer",
@@ -228,6 +230,39 @@ def heads_to_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
         # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, f, H, c_h)
         part = seg.permute(3, 0, 2, 4, 5, 1, 6)
         parts.append(part.reshape(count, batch * t, rows, f, heads * c_h))
+    return parts
+
+
+def head_runs_to_heads(
+    parts: list[Tensor], runs: list[Run], order: int, batch: int, index: int
+) -> Tensor:
+    """Slice ``index`` of head-major run features ``(count, N, rows, g, H, f, c_h)`` as heads.
+
+    ``(B, H, T, |G|·c_h)``, each head coordinate-major as in :func:`runs_to_heads`; the copy
+    moves chunks of ``f c_h`` numbers.
+    """
+    _, n_tok, _, _, heads, _, c_h = parts[0].shape
+    t = n_tok // batch
+    out = parts[0].new_empty(batch, heads, t, order * c_h)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        sel = _split(part[:, :, :, index], 1, (batch, t))  # (count, B, T, rows, H, f, c_h)
+        target = out[..., off * c_h : (off + count * rows * f) * c_h]
+        _split(target, -1, (count, rows, f, c_h)).copy_(sel.permute(1, 4, 2, 0, 3, 5, 6))
+    return out
+
+
+def heads_to_head_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
+    """Attention output ``(B, H, T, |G|·c_h)`` to head-major runs ``(count, N, rows, H, f, c_h)``."""
+    batch, heads, t, d = o.shape
+    c_h = d // order
+    parts = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = _split(o[..., off * c_h : (off + count * rows * f) * c_h], -1, (count, rows, f, c_h))
+        # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, H, f, c_h)
+        part = seg.permute(3, 0, 2, 4, 1, 5, 6)
+        parts.append(part.reshape(count, batch * t, rows, heads, f, c_h))
     return parts
 
 
@@ -405,12 +440,23 @@ class eSpectralLinear(eModule):
         return from_runs(out, runs, self.c_out, n).view(*x.shape[:-1], self.c_out * n)
 
     def apply_runs(
-        self, parts: list[Tensor], mats: list[Tensor], start: int, stop: int
+        self,
+        parts: list[Tensor],
+        mats: list[Tensor],
+        start: int,
+        stop: int,
+        *,
+        in_heads: int | None = None,
+        out_heads: tuple[int, int] | None = None,
     ) -> list[Tensor]:
         """Output copies ``start:stop`` of the map on run-layout features (see :func:`to_runs`).
 
-        One batched product per run, no copy: ``(count, N, rows, f, c_in)`` in,
-        ``(count, N, rows, f, stop - start)`` out.
+        One batched product per run, no copy of the data: ``(count, N, rows, f, c_in)`` in,
+        ``(count, N, rows, f, stop - start)`` out. With ``out_heads = (H, c_h)`` the output
+        copies are laid out head-major instead, ``(count, N, rows, g, H, f, c_h)`` with
+        ``stop - start = g H c_h``; with ``in_heads = H`` the input is
+        ``(count, N, rows, H, f, c_h)``. (Attention heads then gather chunks of ``f c_h``
+        numbers instead of ``c_h``; the weights are permuted instead of the data.)
         """
         c_out = stop - start
         bias = None if self.bias_coeffs is None else self.bias_coeffs[start:stop]
@@ -420,17 +466,33 @@ class eSpectralLinear(eModule):
         ):
             f = m * e
             n_tok = part.shape[1]
+            rows_in = f * self.c_in
             if start != 0 or stop != self.c_out:
                 mat = _split(mat, -1, (f, self.c_out))[..., start:stop].flatten(-2)
-            inp = part.reshape(count, n_tok * rows, f * self.c_in)
+            if in_heads is not None:
+                # Rows (f, H, c_h) -> (H, f, c_h).
+                c_h = self.c_in // in_heads
+                mat = _split(mat, 1, (f, in_heads, c_h)).transpose(1, 2).reshape(mat.shape)
+            if out_heads is not None:
+                # Columns (f, g, H, c_h) -> (g, H, f, c_h).
+                c_h = out_heads[1]
+                cols = _split(mat, -1, (f, c_out // c_h, c_h)).transpose(-3, -2)
+                mat = cols.reshape(count, rows_in, f * c_out)
+            inp = part.reshape(count, n_tok * rows, rows_in)
             if run == 0 and bias is not None:
-                # The trivial irrep: the first block of the first run (1-D, real, f = 1).
+                # The trivial irrep: the first block of the first run (1-D, real, f = 1), whose
+                # columns are the copies in order in both layouts.
                 full = part.new_zeros(count, 1, f * c_out)
                 full[0, 0] = bias.to(part.dtype)
                 y = torch.baddbmm(full, inp, mat)
             else:
                 y = torch.bmm(inp, mat)
-            out.append(y.view(count, n_tok, rows, f, c_out))
+            if out_heads is None:
+                out.append(y.view(count, n_tok, rows, f, c_out))
+            else:
+                heads, c_h = out_heads
+                g = c_out // (heads * c_h)
+                out.append(y.view(count, n_tok, rows, g, heads, f, c_h))
         return out
 
     @classmethod
@@ -771,14 +833,14 @@ class eSpectralMultiheadAttention(eModule):
         runs, n, c, h = self.in_proj.groups, self.in_proj.order, self.copies, self.num_heads
         mats = self.in_proj.block_matrices()
         if key is None:
-            qkv = self.in_proj.apply_runs(query, mats, 0, 3 * c)
-            q, k, v = (runs_to_heads(qkv, runs, n, batch, h, i * c, (i + 1) * c) for i in range(3))
+            qkv = self.in_proj.apply_runs(query, mats, 0, 3 * c, out_heads=(h, c // h))
+            q, k, v = (head_runs_to_heads(qkv, runs, n, batch, i) for i in range(3))
         else:
-            qp = self.in_proj.apply_runs(query, mats, 0, c)
-            kv = self.in_proj.apply_runs(key, mats, c, 3 * c)
-            q = runs_to_heads(qp, runs, n, batch, h, 0, c)
-            k = runs_to_heads(kv, runs, n, batch, h, 0, c)
-            v = runs_to_heads(kv, runs, n, batch, h, c, 2 * c)
+            qp = self.in_proj.apply_runs(query, mats, 0, c, out_heads=(h, c // h))
+            kv = self.in_proj.apply_runs(key, mats, c, 3 * c, out_heads=(h, c // h))
+            q = head_runs_to_heads(qp, runs, n, batch, 0)
+            k = head_runs_to_heads(kv, runs, n, batch, 0)
+            v = head_runs_to_heads(kv, runs, n, batch, 1)
         if self.rotary is not None:
             # Rotary embeddings pair whole copies: queries and keys copy-major (one gather).
             q, k = _copy_major_heads(q, n), _copy_major_heads(k, n)
@@ -797,7 +859,7 @@ class eSpectralMultiheadAttention(eModule):
             key_pos=key_pos,
         )
         return self.out_proj.apply_runs(
-            heads_to_runs(out, runs, n), self.out_proj.block_matrices(), 0, c
+            heads_to_head_runs(out, runs, n), self.out_proj.block_matrices(), 0, c, in_heads=h
         )
 
     def forward(
