@@ -345,3 +345,25 @@ def test_decoder_export_is_plain_and_agrees(kw: dict[str, object]) -> None:
     m = torch.randn(2, 3, 24, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(twin(x, m), regular(x, m), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["C8", "D6"])
+def test_mlp_matches_the_regular_mlp(name: str) -> None:
+    from elayers import eMLP, eModule, eSpectralMLP
+
+    group = _group(name)
+    n = regular_spectral_basis(group).order
+    regular = eMLP(_regular(group, 2), _regular(group, 3), [4 * n, 2 * n]).double().eval()
+    spectral = eSpectralMLP(regular).eval()
+    t = _t(group)
+    x = torch.randn(5, 2 * n, dtype=torch.float64)
+    with torch.no_grad():
+        expected = regular(x)
+        got = to_regular_basis(spectral(to_spectral_basis(x, t)), t)
+        assert torch.allclose(got, expected, atol=1e-10)
+        assert torch.allclose(spectral.to_regular()(x), expected, atol=1e-10)
+        plain = spectral.export()
+        assert not any(isinstance(m, eModule) for m in plain.modules())
+        assert torch.allclose(
+            plain(to_spectral_basis(x, t)), spectral(to_spectral_basis(x, t)), atol=1e-10
+        )

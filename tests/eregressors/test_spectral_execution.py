@@ -122,6 +122,7 @@ def test_built_spectral_is_equivariant_and_exports(name: str) -> None:
 @torch.no_grad()
 def test_spectral_initialization_matches_the_regular_distribution() -> None:
     """Built spectral, the model is its regular draw converted: same seed, same function."""
+    torch.set_default_dtype(torch.float64)  # converted in float64 (the fixture restores it)
     torch.manual_seed(3)
     regular = _model("C8", randomize=False)
     torch.manual_seed(3)
@@ -132,12 +133,12 @@ def test_spectral_initialization_matches_the_regular_distribution() -> None:
 
 def test_default_execution_state_dict_is_unchanged() -> None:
     """The default (regular) model has the seed's parameter names; the spectral one differs only
-    in the trunk (decoder and final norm)."""
+    in the trunk (decoder, final norm) and the conditioning MLP."""
     regular = _model("C8")
     spectral = regular.with_execution("spectral")
     reg_keys = set(regular.state_dict())
     assert not any("weight_0" in key for key in reg_keys)
-    outside = {k for k in reg_keys if not k.startswith(("decoder.", "ln_f."))}
+    outside = {k for k in reg_keys if not k.startswith(("decoder.", "ln_f.", "cond_encoder."))}
     assert outside <= set(spectral.state_dict())
     assert regular.execution == "regular"
 

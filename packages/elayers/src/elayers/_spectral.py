@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from elayers._activation import apply_activation
 from elayers._attention import eMultiheadAttention
 from elayers._linear import eLinear
+from elayers._mlp import eMLP
 from elayers._module import eModule
 from elayers._norm import eLayerNorm, eRMSNorm
 from elayers._positional import attend
@@ -58,6 +59,7 @@ __all__ = [
     "eSpectralDecoder",
     "eSpectralDecoderLayer",
     "eSpectralLinear",
+    "eSpectralMLP",
     "eSpectralMultiheadAttention",
     "eSpectralNorm",
     "from_runs",
@@ -253,7 +255,7 @@ def head_runs_to_heads(
 
 
 def heads_to_head_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
-    """Attention output ``(B, H, T, |G|·c_h)`` to head-major runs ``(count, N, rows, H, f, c_h)``."""
+    """Attention output ``(B, H, T, |G|·c_h)`` to head-major ``(count, N, rows, H, f, c_h)``."""
     batch, heads, t, d = o.shape
     c_h = d // order
     parts = []
@@ -1214,6 +1216,97 @@ class eSpectralDecoder(eModule):
             tgt_pos: Tensor | None = None,
             memory_pos: Tensor | None = None,
         ) -> Tensor: ...
+
+
+class eSpectralMLP(eModule):
+    """:class:`eMLP` between regular copies, executed on spectral-basis features.
+
+    Block-diagonal maps; each hidden layer goes to the regular basis (one ``|G| × |G|`` product
+    per copy) around its pointwise activation and dropout.
+
+    Args:
+        mlp: The regular-basis MLP (on copies of the regular representation) to convert.
+
+    Raises:
+        ValueError: If a representation of ``mlp`` is not copies of the regular one.
+    """
+
+    def __init__(self, mlp: eMLP) -> None:
+        layers = [layer for layer in mlp.layers if isinstance(layer, eLinear)]
+        copies = [regular_multiplicity(layers[0].in_rep)]
+        copies += [regular_multiplicity(layer.out_rep) for layer in layers]
+        if any(c is None for c in copies) or len(layers) != len(mlp.layers):
+            raise ValueError("eSpectralMLP expects an eMLP between copies of the regular rep.")
+        group = mlp.in_rep.group
+        c_in, c_out = copies[0], copies[-1]
+        if c_in is None or c_out is None:  # an internal invariant
+            raise RuntimeError("internal error: checked above")
+        super().__init__(spectral_rep(group, c_in), spectral_rep(group, c_out))
+        self.layers = nn.ModuleList([eSpectralLinear.from_regular(layer) for layer in layers])
+        self.activation = mlp.activation
+        self.activation_name = mlp.activation_name
+        self.dropout = mlp.dropout.p
+        self.register_exact_buffer("transform", regular_spectral_basis(group).transform)
+        self.transform: Tensor
+        self.train(mlp.training)
+
+    def to_regular(self) -> eMLP:
+        """The regular-basis MLP computing this module's function (new weights, same values)."""
+        from ereps import direct_sum
+
+        lins = [_spectral_linear(layer) for layer in self.layers]
+        reg = self.in_rep.group.regular_representation
+        n = lins[0].order
+        with torch.random.fork_rng(devices=[]):
+            out = eMLP(
+                direct_sum([reg] * lins[0].c_in),
+                direct_sum([reg] * lins[-1].c_out),
+                hidden_units=[layer.c_out * n for layer in lins[:-1]],
+                activation=self.activation_name or self.activation,
+                bias=lins[0].bias_coeffs is not None,
+                dropout=self.dropout,
+                init_scheme=lins[0].init_scheme,
+            )
+        out.layers = nn.ModuleList([layer.to_regular() for layer in lins])
+        return out.train(self.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the MLP to ``(..., c_in |G|)`` spectral features; ``(..., c_out |G|)`` out."""
+        self._check_input(x)
+        lead = x.shape[:-1]
+        *hidden, last = [_spectral_linear(layer) for layer in self.layers]
+        n = last.order
+        parts = to_runs(x, last.groups, hidden[0].c_in if hidden else last.c_in, n)
+        t = self.transform.to(x.dtype)
+        for layer in hidden:
+            h = layer.apply_runs(parts, layer.block_matrices(), 0, layer.c_out)
+            y = runs_to_coord_outer(h, layer.groups, n)
+            shape = y.shape
+            y = (t @ y.view(n, -1)).view(shape)
+            y = apply_activation(self.activation, self.activation_name, y)
+            y = F.dropout(y, self.dropout, self.training)
+            y = (t.T @ y.view(n, -1)).view(shape)
+            parts = coord_outer_to_runs(y, layer.groups)
+        out = last.apply_runs(parts, last.block_matrices(), 0, last.c_out)
+        return from_runs(out, last.groups, last.c_out, n).view(*lead, last.c_out * n)
+
+    def export(self) -> nn.Module:
+        """A plain module: the regular twin's export between two changes of basis per copy."""
+        from elayers._plain_spectral import Conjugated
+
+        with torch.no_grad():
+            plain = Conjugated(self.to_regular().export(), self.transform)
+        return plain.train(self.training)
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def _spectral_linear(layer: nn.Module) -> eSpectralLinear:
+    if not isinstance(layer, eSpectralLinear):  # an internal invariant
+        raise RuntimeError("internal error: built from eSpectralLinear layers")
+    return layer
 
 
 def _layer_to_regular(spec: nn.Module, reg: nn.Module) -> eTransformerDecoderLayer:

@@ -19,6 +19,7 @@ from elayers import (
     eModule,
     eSpectralDecoder,
     eSpectralLinear,
+    eSpectralMLP,
     eSpectralNorm,
     eTransformerDecoder,
     eTransformerDecoderLayer,
@@ -426,7 +427,7 @@ class eCondTransformerRegressor(GenCondRegressor):
             None if cond_rep is None else eLinear(cond_rep, emb_rep, init_scheme=init_scheme)
         )
         self.drop = torch.nn.Dropout(p_drop_emb)
-        self.cond_encoder: eTransformerEncoder | eMLP
+        self.cond_encoder: eTransformerEncoder | eMLP | eSpectralMLP
         if num_cond_layers > 0:
             enc_layer = eTransformerEncoderLayer(
                 emb_rep,
@@ -553,6 +554,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             memory = self.cond_encoder(
                 memory, src_key_padding_mask=mem_pad, is_causal=self.causal_attn, src_pos=mem_pos
             )
+        elif isinstance(self.cond_encoder, eSpectralMLP):
+            memory = self.cond_encoder(to_spectral_basis(memory, self.cond_encoder.transform))
         else:
             memory = self.cond_encoder(memory)
 
@@ -598,7 +601,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         their weights (``(I ⊗ T)^T W_in``, ``W_out (I ⊗ T)``: ``|G|²`` per copy and weight, no
         per-token transform); invariant tables sit on the trivial coordinates (``√|G|`` times the
         per-copy value); the memory (the step token and ``T_z`` conditioning tokens, encoded in
-        the regular basis) is transformed once. Embedding dropout drops whole copies.
+        the regular basis) is transformed once, before its spectral MLP (``num_cond_layers=0``;
+        a conditioning transformer encoder stays regular). Embedding dropout drops whole copies.
         """
         decoder = self.decoder
         if not isinstance(decoder, eSpectralDecoder):  # an internal invariant
@@ -615,7 +619,8 @@ class eCondTransformerRegressor(GenCondRegressor):
         if x_table is not None:
             x = x + self._spectral_invariant(x_table.to(x.dtype))
         x = copy_dropout(x, self.drop.p, self.training, c)
-        memory = to_spectral_basis(memory, transform)
+        if not isinstance(self.cond_encoder, eSpectralMLP):
+            memory = to_spectral_basis(memory, transform)
         x = decoder(
             x,
             memory,
@@ -649,6 +654,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             if not isinstance(self.decoder, eTransformerDecoder):  # an internal invariant
                 raise RuntimeError("internal error: a regular model has a regular decoder")
             self.decoder = eSpectralDecoder(self.decoder)
+            if isinstance(self.cond_encoder, eMLP):
+                self.cond_encoder = eSpectralMLP(self.cond_encoder)
             self.ln_f = eSpectralNorm.from_regular(self.ln_f)
         else:
             decoder, ln_f = self.decoder, self.ln_f
@@ -657,6 +664,8 @@ class eCondTransformerRegressor(GenCondRegressor):
             ):  # an internal invariant
                 raise RuntimeError("internal error: a spectral model has a spectral trunk")
             self.decoder = decoder.regular_twin()
+            if isinstance(self.cond_encoder, eSpectralMLP):
+                self.cond_encoder = self.cond_encoder.to_regular()
             self.ln_f = ln_f.to_regular()
         self.execution = execution
 
