@@ -367,3 +367,33 @@ def test_mlp_matches_the_regular_mlp(name: str) -> None:
         assert torch.allclose(
             plain(to_spectral_basis(x, t)), spectral(to_spectral_basis(x, t)), atol=1e-10
         )
+
+
+@pytest.mark.parametrize("name", ["C8", "D6"])
+def test_coefficients_are_orthonormal_to_the_kernel(name: str) -> None:
+    """‖θ‖ = ‖w‖ for the kernel w of the same map, and gradients correspond: a gradient step on
+    θ is the step on w (the map w ↦ θ is orthogonal)."""
+    group = _group(name)
+    regular = eLinear(_regular(group, 2), _regular(group, 3), bias=False).double()
+    spectral = eSpectralLinear.from_regular(regular)
+    theta = torch.cat([p.reshape(-1) for p in spectral.weight_blocks])
+    assert torch.allclose(theta.norm(), regular.weight_params.norm(), rtol=1e-12)
+    n = regular_spectral_basis(group).order
+    x = torch.randn(6, 2 * n, dtype=torch.float64)
+    target = torch.randn(6, 3 * n, dtype=torch.float64)
+    t = _t(group)
+    (regular(x) - target).square().sum().backward()  # type: ignore[no-untyped-call]
+    loss = (to_regular_basis(spectral(to_spectral_basis(x, t)), t) - target).square().sum()
+    loss.backward()  # type: ignore[no-untyped-call]
+    grad_w = regular.weight_params.grad
+    assert grad_w is not None
+    grads = [p.grad for p in spectral.weight_blocks]
+    assert all(g is not None for g in grads)
+    grad_theta = torch.cat([g.reshape(-1) for g in grads if g is not None])
+    assert torch.allclose(grad_theta.norm(), grad_w.norm(), rtol=1e-10)
+    with torch.no_grad():
+        regular.weight_params -= 0.01 * grad_w
+        for p in spectral.weight_blocks:
+            assert p.grad is not None
+            p -= 0.01 * p.grad
+    assert torch.allclose(spectral.to_regular().weight_params, regular.weight_params, atol=1e-12)

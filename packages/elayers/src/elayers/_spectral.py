@@ -292,10 +292,13 @@ class eSpectralLinear(eModule):
     shape run as one batched product. The invariant bias ``β`` (one number per output copy) sits
     on the trivial coordinate of each copy.
 
-    Initialization gives the synthesized regular-basis matrix the distribution moments of the
-    regular :class:`eLinear`: its group-convolution kernel has iid entries of variance ``σ²``
-    (``σ`` from ``init_scheme`` and the dense fan-in/fan-out), and by Plancherel the spectral
-    coefficients of block ``k`` then have variance ``σ² |G| / d_k``.
+    The parameters are orthonormal coefficients ``θ_k = √(d_k/|G|) a_k``: by Plancherel
+    ``‖w‖² = Σ_k (d_k/|G|) ‖a_k‖² = ‖θ‖²`` for the group-convolution kernel ``w`` of the same map,
+    so ``w ↦ θ`` is orthogonal. Hence gradient steps and weight decay on ``θ`` are those on ``w``
+    (up to rounding; Adam's per-coordinate scaling is not rotation invariant), and iid draws of
+    variance ``σ²`` (``σ`` from ``init_scheme`` and the dense fan-in/fan-out, as the regular
+    :class:`eLinear` draws ``w``) give the synthesized matrix the regular scheme's moments
+    (the same distribution for the normal schemes).
 
     Args:
         group: A finite escnn group.
@@ -336,7 +339,9 @@ class eSpectralLinear(eModule):
             if e > 1:
                 self.register_exact_buffer(f"left_mult_{i}", left[off])
         self.bias_coeffs = nn.Parameter(torch.zeros(c_out)) if bias else None
-        self.block_dims = [b.dim for b in basis.blocks]
+        # Orthonormal coefficients: a_k = √(|G|/d_k) θ_k (see the class docstring).
+        dims = {b.offset: b.dim for b in basis.blocks}
+        self.run_scales = [math.sqrt(basis.order / dims[off]) for off, *_ in self.groups]
         self.reset_parameters()
 
     @property
@@ -357,7 +362,8 @@ class eSpectralLinear(eModule):
         """
         mats = []
         for i, (_off, count, _rows, m, e) in enumerate(self.groups):
-            a = self.weight_blocks[i].view(count, self.c_out, m, self.c_in, m, e)
+            theta = self.weight_blocks[i]
+            a = (theta * self.run_scales[i]).view(count, self.c_out, m, self.c_in, m, e)
             f = m * e
             if e == 1:
                 # Mt[(μ, i), (ν, o)] = a[o, ν, i, μ]
@@ -411,19 +417,12 @@ class eSpectralLinear(eModule):
         return out.reshape(-1)
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:
-        """Redraw the blocks (variance ``σ²|G|/d_k``, see the class docstring), zero the bias."""
+        """Redraw the coefficients with the scheme's ``σ`` (see the class docstring), zero the bias."""
         scheme = check_init_scheme(scheme or self.init_scheme)
         sigma = init_std(scheme, self.c_in * self.order, self.c_out * self.order)
-        dims = iter(self.block_dims)
         with torch.no_grad():
-            for (_off, count, _rows, _m, _e), p in zip(
-                self.groups, self.weight_blocks, strict=True
-            ):
-                d = next(dims)
-                for _ in range(count - 1):
-                    next(dims)
-                std = sigma * math.sqrt(self.order / d)
-                p.copy_(sample_init(scheme, tuple(p.shape), std, dtype=p.dtype, device=p.device))
+            for p in self.weight_blocks:
+                p.copy_(sample_init(scheme, tuple(p.shape), sigma, dtype=p.dtype, device=p.device))
             if self.bias_coeffs is not None:
                 self.bias_coeffs.zero_()
 
@@ -539,11 +538,12 @@ class eSpectralLinear(eModule):
                     s = slice(off + k * rows * f, off + k * rows * f + f)  # row b = 0
                     blk = ws[:, s, :, s].reshape(self.c_out, m, e, self.c_in, m, e)
                     blk = blk.permute(0, 1, 3, 4, 2, 5).reshape(self.c_out * m, self.c_in * m, e, e)
+                    scale = self.run_scales[i]
                     if e == 1:
-                        p[k].copy_(blk[..., 0])
+                        p[k].copy_(blk[..., 0] / scale)
                     else:
                         lm = getattr(self, f"left_mult_{i}").to(weight.dtype)
-                        p[k].copy_(torch.einsum("oipq,jpq->oij", blk, lm) / e)
+                        p[k].copy_(torch.einsum("oipq,jpq->oij", blk, lm) / (e * scale))
 
     def to_regular(self) -> eLinear:
         """An :class:`eLinear` (group convolution) computing the same map in the regular basis."""
