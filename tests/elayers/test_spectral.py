@@ -392,8 +392,8 @@ def test_coefficients_are_orthonormal_to_the_kernel(name: str) -> None:
     grad_theta = torch.cat([g.reshape(-1) for g in grads if g is not None])
     assert torch.allclose(grad_theta.norm(), grad_w.norm(), rtol=1e-10)
     with torch.no_grad():
-        regular.weight_params -= 0.01 * grad_w
+        regular.weight_params.sub_(0.01 * grad_w)
         for p in spectral.weight_blocks:
             assert p.grad is not None
-            p -= 0.01 * p.grad
+            p.sub_(0.01 * p.grad)
     assert torch.allclose(spectral.to_regular().weight_params, regular.weight_params, atol=1e-12)

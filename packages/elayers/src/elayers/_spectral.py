@@ -417,7 +417,7 @@ class eSpectralLinear(eModule):
         return out.reshape(-1)
 
     def reset_parameters(self, scheme: InitScheme | None = None) -> None:
-        """Redraw the coefficients with the scheme's ``σ`` (see the class docstring), zero the bias."""
+        """Redraw the coefficients with the scheme's ``σ`` (see the class docstring); zero bias."""
         scheme = check_init_scheme(scheme or self.init_scheme)
         sigma = init_std(scheme, self.c_in * self.order, self.c_out * self.order)
         with torch.no_grad():
