@@ -35,7 +35,7 @@ from elayers._activation import apply_activation
 from elayers._attention import eMultiheadAttention
 from elayers._linear import eLinear
 from elayers._mlp import eMLP
-from elayers._module import eModule
+from elayers._module import eModule, transform_active
 from elayers._norm import eLayerNorm, eRMSNorm
 from elayers._positional import attend
 from elayers._transformer import eTransformerDecoder, eTransformerDecoderLayer
@@ -271,6 +271,13 @@ def heads_to_head_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
 def _copy_major_heads(x: Tensor, order: int) -> Tensor:
     """Heads ``(…, |G|·c_h)`` coordinate-major to copy-major (what rotary embeddings take)."""
     return _split(x, -1, (order, x.shape[-1] // order)).transpose(-1, -2).flatten(-2)
+
+
+def _records_grad(*tensors: Tensor) -> bool:
+    """Whether autograd (or a tracer/transform) would see an in-place update of ``tensors``."""
+    return (
+        torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    ) or transform_active()
 
 
 def _copy_mask(p: float, training: bool, n_tok: int, copies: int, like: Tensor) -> Tensor | None:
@@ -1028,6 +1035,9 @@ class eSpectralDecoderLayer(eModule):
 
         def residual(x: list[Tensor], update: list[Tensor], p: float) -> list[Tensor]:
             mask = _copy_mask(p, train, n_tok, c, update[0])
+            if mask is None and not _records_grad(x[0], update[0]):
+                # The update is the fresh output of a block: reuse its memory (inference).
+                return [u.add_(a) for a, u in zip(x, update, strict=True)]
             if mask is None:
                 return [a + u for a, u in zip(x, update, strict=True)]
             return [torch.addcmul(a, u, mask) for a, u in zip(x, update, strict=True)]
