@@ -29,6 +29,14 @@ better):
    mode without gradients (where the torch layer takes its fused inference fast path when it
    applies).
 
+3. ``spectral`` (``--only spectral``, not part of ``all``): the equivariant regressor in its
+   regular execution, the same weights in ``execution="spectral"`` (trunk tokens in the isotypic
+   basis, block-diagonal maps; see ``elayers._spectral``) and the baseline, interleaved, per
+   ``--spectral-configs`` group and width: training steps, eval forwards (batch ``--batch-size``),
+   peak memory, and the trunk's multiply-adds per input token of each execution (dense: the
+   baseline's and the regular execution's matrix products; spectral: the block products plus the
+   feed-forward's two changes of basis), so that the gap to the arithmetic limit is visible.
+
 Peak memory is the peak tensor memory of one training step: the parameters, gradients and optimizer
 state held between steps plus the peak of what the step allocates on top (CUDA:
 ``torch.cuda.max_memory_allocated``; CPU: the torch profiler's memory events at operator
@@ -289,6 +297,127 @@ def bench_regressors(args: argparse.Namespace, device: torch.device) -> list[Reg
 
 
 @dataclasses.dataclass
+class SpectralRow:
+    """One line of the spectral-execution table."""
+
+    group: str
+    order: int
+    width: int
+    train: dict[str, Timing]
+    eval: dict[str, Timing]
+    peak_mb: dict[str, float]
+    macs_dense: int
+    macs_spectral: int
+
+
+def trunk_macs_per_token(
+    group: Group, copies: int, layers: int, in_horizon: int, cond_horizon: int
+) -> tuple[int, int]:
+    """Multiply-adds of the decoder trunk per input token: ``(dense, spectral)``.
+
+    Per layer: self-attention ``3c²`` + ``c²`` copy pairs, cross-attention queries and output
+    ``2c²`` (keys and values ``2c²`` per memory token, counted per input token by
+    ``(T_z + 1) / T_x``), feed-forward ``8c²``; times ``|G|²`` (dense) or ``Σ_k d_k³/e_k``
+    (spectral), plus the spectral feed-forward's two changes of basis, ``2 · 4c · |G|²``.
+    """
+    memory = 2 * copies * copies * (cond_horizon + 1) / in_horizon
+    pairs = 14 * copies * copies + memory
+    spectral_pair, dense_pair = elayers.spectral_macs_per_token(group, 1, 1)
+    dense = layers * pairs * dense_pair
+    spectral = layers * (pairs * spectral_pair + 8 * copies * dense_pair)
+    return round(dense), round(spectral)
+
+
+def bench_spectral(args: argparse.Namespace, device: torch.device) -> list[SpectralRow]:
+    """Regular and spectral executions of the same weights against the baseline."""
+    rows: list[SpectralRow] = []
+    for config in args.spectral_configs:
+        name, _, width_text = config.partition(":")
+        if name not in GROUPS or not width_text.isdigit():
+            raise ValueError(
+                f"--spectral-configs entries look like 'C8:128' (group:width); got {config!r}."
+            )
+        width = int(width_text)
+        group, standard = make_group(name)
+        in_rep = ereps.direct_sum([standard] * 2)
+        cond_rep = ereps.direct_sum([standard] * 4)
+        shared: dict[str, Any] = dict(
+            num_layers=args.layers,
+            num_attention_heads=args.heads,
+            embedding_dim=width,
+            num_cond_layers=args.cond_layers,
+        )
+        torch.manual_seed(0)
+        regular = eCondTransformerRegressor(
+            in_rep,
+            cond_rep,
+            in_rep,
+            args.in_horizon,
+            args.cond_horizon,
+            **shared,
+            norm_module=args.norm_module,
+        ).to(device)
+        spectral = regular.with_execution("spectral")
+        base = CondTransformerRegressor(
+            in_rep.size, cond_rep.size, in_rep.size, args.in_horizon, args.cond_horizon, **shared
+        ).to(device)
+        models: dict[str, GenCondRegressor] = {"reg": regular, "spec": spectral, "base": base}
+        generator = torch.Generator().manual_seed(1)
+        b = args.batch_size
+        x = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)
+        z = torch.randn(b, args.cond_horizon, cond_rep.size, generator=generator).to(device)
+        target = torch.randn(b, args.in_horizon, in_rep.size, generator=generator).to(device)
+        k = torch.randint(0, 1000, (b,), generator=generator).to(device, torch.float32)
+        optimizers = {key: m.configure_optimizers(learning_rate=1e-4) for key, m in models.items()}
+        steps = {
+            key: regressor_step(m, optimizers[key], x, k, z, target) for key, m in models.items()
+        }
+        train = interleaved_timings(steps, device=device, warmup=args.warmup, repeats=args.repeats)
+        peak = {
+            key: peak_step_memory(
+                steps[key], resident_bytes(optimizer_tensors(m, optimizers[key])), device
+            )
+            / 2**20
+            for key, m in models.items()
+        }
+        evals = interleaved_timings(
+            {key: regressor_eval(m, x, k, z) for key, m in models.items()},
+            device=device,
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
+        dense, spec = trunk_macs_per_token(
+            group, width // group.order(), args.layers, args.in_horizon, args.cond_horizon
+        )
+        rows.append(SpectralRow(name, group.order(), width, train, evals, peak, dense, spec))
+        print(f"  spectral {name}:{width}: done", flush=True)
+        del regular, spectral, base, models, optimizers, steps
+    return rows
+
+
+def spectral_table(rows: list[SpectralRow]) -> str:
+    """Markdown table of the spectral benchmark (ratios to the baseline, lower is better)."""
+    lines = [
+        "| group | width | train ms reg / spec / base | train spec/base | train reg/base "
+        "| eval ms reg / spec / base | eval spec/base | eval reg/base | peak MB reg / spec / base "
+        "| trunk MACs/token dense / spectral |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        t, e, p = r.train, r.eval, r.peak_mb
+        lines.append(
+            f"| {r.group} | {r.width} | {t['reg'].median_ms:.1f} / {t['spec'].median_ms:.1f} / "
+            f"{t['base'].median_ms:.1f} | {ratio_text(t['spec'], t['base'])} | "
+            f"{ratio_text(t['reg'], t['base'])} | {e['reg'].median_ms:.1f} / "
+            f"{e['spec'].median_ms:.1f} / {e['base'].median_ms:.1f} | "
+            f"{ratio_text(e['spec'], e['base'])} | {ratio_text(e['reg'], e['base'])} | "
+            f"{p['reg']:.1f} / {p['spec']:.1f} / {p['base']:.1f} | "
+            f"{r.macs_dense:,} / {r.macs_spectral:,} ({r.macs_spectral / r.macs_dense:.2f}×) |"
+        )
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
 class PositionRow:
     """One line of the positional-encoding table: one model family, one group, one encoding."""
 
@@ -544,10 +673,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("all", "regressors", "layers", "unet", "positions"),
+        choices=("all", "regressors", "layers", "unet", "positions", "spectral"),
         default="all",
         help="which benchmark (unet: the U-Net suite, see _bench_unet.py; positions: "
-        "relative/rope vs absolute, not part of all)",
+        "relative/rope vs absolute; spectral: regular vs spectral execution vs baseline; the "
+        "last two not part of all)",
     )
     parser.add_argument(
         "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="regressor groups"
@@ -600,6 +730,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["C8:128", "ico:240"],
         metavar="GROUP:WIDTH",
         help="encoder-layer cases (default: C8:128 ico:240)",
+    )
+    parser.add_argument(
+        "--spectral-configs",
+        nargs="+",
+        default=["C2:240", "C8:128", "C8:240", "D6:192", "D6:240", "ico:240"],
+        metavar="GROUP:WIDTH",
+        help="regressor cases of --only spectral (default: C2:240 C8:128 C8:240 D6:192 D6:240 "
+        "ico:240)",
     )
     parser.add_argument(
         "--layer-batch", type=int, default=64, help="encoder-layer batch (default: 64)"
@@ -691,6 +829,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rounds; ratio: median of the per-round ratios equivariant / baseline)\n"
         )
         print(unet_table(unet_rows), flush=True)
+    if args.only == "spectral":
+        spectral_rows = bench_spectral(args, device)
+        document["spectral"] = [dataclasses.asdict(r) for r in spectral_rows]
+        print(
+            f"\neCondTransformerRegressor regular vs spectral execution (same weights) vs "
+            f"CondTransformerRegressor: {args.layers} layers, {args.heads} heads, batch "
+            f"{args.batch_size}, T_x = {args.in_horizon}, T_z = {args.cond_horizon}, norm "
+            f"{args.norm_module} (ms: medians of {args.repeats} interleaved rounds; ratios: "
+            "medians of the per-round ratios to the baseline)\n"
+        )
+        print(spectral_table(spectral_rows), flush=True)
     if args.only == "positions":
         position_rows = bench_positions(args, device)
         document["positions"] = [dataclasses.asdict(r) for r in position_rows]

@@ -153,6 +153,7 @@ BAD: dict[str, list[tuple[str, object, type[Exception], str]]] = {
         ("pos_encoding", "alibi", ValueError, "pos_encoding to be one of"),
         ("max_relative_distance", 0, ValueError, "max_relative_distance to be a positive int"),
         ("absolute_table", False, ValueError, "needs its tables; got absolute_table=False"),
+        ("execution", "fourier", ValueError, "execution to be one of ['regular', 'spectral']"),
     ],
     "baseline": [
         ("in_dim", 0, ValueError, "in_dim to be a positive int; got 0"),

@@ -94,3 +94,21 @@ def test_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert document["device"] == "cpu"
     with pytest.raises(ValueError, match="group:width"):
         bench.main(["--device", "cpu", "--only", "layers", "--layer-configs", "C8-128"])
+
+
+def test_bench_spectral_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    document = bench.main(
+        [
+            "--device", "cpu", "--only", "spectral", "--spectral-configs", "C2:8", "--heads", "1",
+            "--layers", "1", "--batch-size", "2", "--warmup", "0", "--repeats", "1",
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| C2 | 8 |" in printed
+    row = document["spectral"][0]
+    assert row["train"]["spec"]["median_ms"] > 0
+    assert row["eval"]["base"]["median_ms"] > 0
+    # C2: Σ d³/e = 2 vs |G|² = 4 per copy pair.
+    assert 0 < row["macs_spectral"] < row["macs_dense"]
+    with pytest.raises(ValueError, match="group:width"):
+        bench.main(["--device", "cpu", "--only", "spectral", "--spectral-configs", "C8"])

@@ -35,6 +35,18 @@ from elayers._positional import (
     RelativePositionBias,
     RotaryEmbedding,
 )
+from elayers._spectral import (
+    copy_dropout,
+    eSpectralDecoder,
+    eSpectralDecoderLayer,
+    eSpectralLinear,
+    eSpectralMLP,
+    eSpectralMultiheadAttention,
+    eSpectralNorm,
+    spectral_macs_per_token,
+    to_regular_basis,
+    to_spectral_basis,
+)
 from elayers._transformer import (
     NORM_MODULES,
     NormModule,
@@ -70,6 +82,7 @@ __all__ = [
     "RelativePositionBias",
     "RotaryEmbedding",
     "__version__",
+    "copy_dropout",
     "eAffine",
     "eConv1d",
     "eConvTranspose1d",
@@ -80,6 +93,12 @@ __all__ = [
     "eModule",
     "eMultiheadAttention",
     "eRMSNorm",
+    "eSpectralDecoder",
+    "eSpectralDecoderLayer",
+    "eSpectralLinear",
+    "eSpectralMLP",
+    "eSpectralMultiheadAttention",
+    "eSpectralNorm",
     "eTransformerDecoder",
     "eTransformerDecoderLayer",
     "eTransformerEncoder",
@@ -89,5 +108,8 @@ __all__ = [
     "frozen_twin",
     "make_norm",
     "regular_copies",
+    "spectral_macs_per_token",
+    "to_regular_basis",
+    "to_spectral_basis",
     "valid_head_counts",
 ]

@@ -14,7 +14,7 @@ from eregressors._config import (
     eConditionalUnet1DConfig,
     eCondTransformerRegressorConfig,
 )
-from eregressors._econd_transformer import eCondTransformerRegressor
+from eregressors._econd_transformer import EXECUTIONS, Execution, eCondTransformerRegressor
 from eregressors._eunet import eConditionalUnet1D
 from eregressors._normalizer import EquivariantNormalizer
 from eregressors._optim import OptimGroup
@@ -38,6 +38,7 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
     __version__ = "0+unknown"
 
 __all__ = [
+    "EXECUTIONS",
     "POS_ENCODINGS",
     "CondTransformerRegressor",
     "CondTransformerRegressorConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "ConditionalUnet1DConfig",
     "DiffusionScheduler",
     "EquivariantNormalizer",
+    "Execution",
     "GenCondRegressor",
     "OptStep",
     "OptimGroup",

@@ -30,7 +30,7 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, cast, get_args
 
 from torch import Tensor
 
@@ -55,9 +55,14 @@ if TYPE_CHECKING:
     from eregressors._eunet import eConditionalUnet1D
     from eregressors._unet import ConditionalUnet1D
 
+Execution = Literal["regular", "spectral"]
+EXECUTIONS: tuple[str, ...] = get_args(Execution)
+
 __all__ = [
+    "EXECUTIONS",
     "CondTransformerRegressorConfig",
     "ConditionalUnet1DConfig",
+    "Execution",
     "RegressorConfig",
     "check_bool",
     "check_positive_int",
@@ -309,6 +314,7 @@ class eCondTransformerRegressorConfig(_Serializable):
         max_relative_distance: ``K`` of ``"relative"``; ``None`` for
             ``max(in_horizon, cond_horizon + 1)``.
         absolute_table: Whether ``"relative"``/``"rope"`` also add the learned tables.
+        execution: ``"regular"`` or ``"spectral"``: how the trunk computes (the same function).
 
     Raises:
         TypeError: If a field has the wrong kind of value (a representation that is not an
@@ -351,6 +357,7 @@ class eCondTransformerRegressorConfig(_Serializable):
     pos_encoding: PosEncoding = "absolute"
     max_relative_distance: int | None = None
     absolute_table: bool = True
+    execution: Execution = "regular"
 
     def __post_init__(self) -> None:
         """Check every field (the order of the constructor's arguments)."""
@@ -414,6 +421,10 @@ class eCondTransformerRegressorConfig(_Serializable):
         check_positive_int(name, "step_emb_dim", self.resolved_step_emb_dim)
         if self.resolved_step_emb_dim % 2 != 0:
             raise ValueError(f"{name} expects an even step_emb_dim; got {self.step_emb_dim}.")
+        if not isinstance(self.execution, str) or self.execution not in EXECUTIONS:
+            raise ValueError(
+                f"{name} expects execution to be one of {list(EXECUTIONS)}; got {self.execution!r}."
+            )
 
     @property
     def resolved_out_rep(self) -> Representation:

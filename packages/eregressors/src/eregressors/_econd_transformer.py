@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,19 +13,30 @@ from torch import Tensor
 
 from elayers import (
     NormModule,
+    copy_dropout,
     eLinear,
     eMLP,
     eModule,
+    eSpectralDecoder,
+    eSpectralLinear,
+    eSpectralMLP,
+    eSpectralNorm,
     eTransformerDecoder,
     eTransformerDecoderLayer,
     eTransformerEncoder,
     eTransformerEncoderLayer,
     frozen_twin,
     make_norm,
+    to_spectral_basis,
 )
 from eregressors._base import GenCondRegressor, OptStep
 from eregressors._cond_transformer import plain_sinusoid
-from eregressors._config import check_scheme, eCondTransformerRegressorConfig
+from eregressors._config import (
+    EXECUTIONS,
+    Execution,
+    check_scheme,
+    eCondTransformerRegressorConfig,
+)
 from eregressors._masks import causal_memory_mask
 from eregressors._optim import OptimGroup, is_decayed_default, split_optim_groups
 from eregressors._padding import (
@@ -41,9 +54,10 @@ from ereps import (
     Representation,
     direct_sum,
     group_order,
+    regular_spectral_basis,
 )
 
-__all__ = ["eCondTransformerRegressor"]
+__all__ = ["EXECUTIONS", "Execution", "eCondTransformerRegressor"]
 
 _POS_STD = 0.02
 
@@ -52,6 +66,8 @@ def _is_decayed(module: torch.nn.Module, param_name: str) -> bool:
     """Decay the free weights of equivariant and plain linear maps, nothing else."""
     if isinstance(module, eLinear):
         return param_name == "weight_params"
+    if isinstance(module, eSpectralLinear):
+        return param_name.startswith("weight_")
     return is_decayed_default(module, param_name)
 
 
@@ -180,6 +196,15 @@ class eCondTransformerRegressor(GenCondRegressor):
             common shift still changes nothing; ``False`` leaves positions to the attentions.
         max_relative_distance: Keyword-only. ``K`` of ``"relative"``; defaults to
             ``max(in_horizon, cond_horizon + 1)``, so no offset inside the horizons is clipped.
+        execution: Keyword-only. ``"regular"`` (default): the trunk computes with dense group
+            convolutions in the regular basis. ``"spectral"``: the trunk's tokens live in the
+            isotypic basis of the embedding (``x_spec = (I ⊗ T)^T x``, see
+            :func:`ereps.regular_spectral_basis`), its linear maps are block diagonal
+            (``c_in c_out Σ_k d_k³/e_k`` instead of ``c_in c_out |G|²`` multiply-adds per token),
+            attention logits and norm statistics are computed there directly, and only the
+            feed-forward activation runs in the regular basis. Same function and same
+            initialization distribution (the regular draw, converted); residual and embedding
+            dropout drop whole copies in training. Convert a model with :meth:`with_execution`.
 
     Raises:
         TypeError: If a representation is not an escnn representation.
@@ -245,6 +270,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         pos_encoding: PosEncoding = "absolute",
         max_relative_distance: int | None = None,
         absolute_table: bool = True,
+        execution: Execution = "regular",
     ) -> None:
         config = eCondTransformerRegressorConfig(
             in_rep=in_rep,
@@ -265,6 +291,7 @@ class eCondTransformerRegressor(GenCondRegressor):
             pos_encoding=pos_encoding,
             max_relative_distance=max_relative_distance,
             absolute_table=absolute_table,
+            execution=execution,
         )
         # Checked once, by the configuration; below only the resolved defaults.
         out_rep = config.resolved_out_rep
@@ -322,7 +349,7 @@ class eCondTransformerRegressor(GenCondRegressor):
             None if cond_rep is None else eLinear(cond_rep, emb_rep, init_scheme=init_scheme)
         )
         self.drop = torch.nn.Dropout(p_drop_emb)
-        self.cond_encoder: eTransformerEncoder | eMLP
+        self.cond_encoder: eTransformerEncoder | eMLP | eSpectralMLP
         if num_cond_layers > 0:
             enc_layer = eTransformerEncoderLayer(
                 emb_rep,
@@ -353,10 +380,17 @@ class eCondTransformerRegressor(GenCondRegressor):
             init_scheme=init_scheme,
             **pos_kw,  # type: ignore[arg-type]
         )
-        self.decoder = eTransformerDecoder(dec_layer, num_layers)
-        self.ln_f = make_norm(norm_module, emb_rep, 1e-5)
+        self.decoder: eTransformerDecoder | eSpectralDecoder = eTransformerDecoder(
+            dec_layer, num_layers
+        )
+        self.ln_f: eModule = make_norm(norm_module, emb_rep, 1e-5)
         self.head = eLinear(emb_rep, out_rep, init_scheme=init_scheme)
+        self.execution: Execution = "regular"
         self.reset_parameters(init_scheme)
+        if execution == "spectral":
+            # Converted from the freshly drawn regular trunk: the same function and the same
+            # initialization distribution as the regular execution.
+            self._convert_trunk("spectral")
 
     def _expand_invariant(self, coeffs: Tensor) -> Tensor:
         """Map invariant coefficients ``(..., c)`` to ``(..., c·|G|)``, constant on each copy."""
@@ -442,28 +476,147 @@ class eCondTransformerRegressor(GenCondRegressor):
             memory = self.cond_encoder(
                 memory, src_key_padding_mask=mem_pad, is_causal=self.causal_attn, src_pos=mem_pos
             )
+        elif isinstance(self.cond_encoder, eSpectralMLP):
+            memory = self.cond_encoder(to_spectral_basis(memory, self.cond_encoder.transform))
         else:
             memory = self.cond_encoder(memory)
 
-        x = self.input_emb(X)
-        if x_table is not None:
-            x = x + self._expand_invariant(x_table)
-        x = self.drop(x)
         memory_mask = causal_memory_mask(T_x, T_z, device=X.device) if self.causal_attn else None
-        x = self.decoder(
-            x,
-            memory,
-            memory_mask=memory_mask,
-            tgt_key_padding_mask=X_padding_mask,
-            memory_key_padding_mask=mem_pad,
-            tgt_is_causal=self.causal_attn,
-            tgt_pos=x_pos,
-            memory_pos=mem_pos,
-        )
-        out: Tensor = self.head(self.ln_f(x))
+        if isinstance(self.decoder, eSpectralDecoder):
+            out = self._spectral_trunk(
+                X, x_table, memory, memory_mask, X_padding_mask, mem_pad, x_pos, mem_pos
+            )
+        else:
+            x = self.input_emb(X)
+            if x_table is not None:
+                x = x + self._expand_invariant(x_table)
+            x = self.drop(x)
+            x = self.decoder(
+                x,
+                memory,
+                memory_mask=memory_mask,
+                tgt_key_padding_mask=X_padding_mask,
+                memory_key_padding_mask=mem_pad,
+                tgt_is_causal=self.causal_attn,
+                tgt_pos=x_pos,
+                memory_pos=mem_pos,
+            )
+            out = self.head(self.ln_f(x))
         if X_padding_mask is not None:
             out = out.masked_fill(X_padding_mask.unsqueeze(-1), 0.0)
         return out
+
+    def _spectral_trunk(
+        self,
+        X: Tensor,
+        x_table: Tensor | None,
+        memory: Tensor,
+        memory_mask: Tensor | None,
+        X_padding_mask: Tensor | None,
+        mem_pad: Tensor | None,
+        x_pos: Tensor | None,
+        mem_pos: Tensor | None,
+    ) -> Tensor:
+        """The trunk with tokens in the spectral basis (``execution="spectral"``).
+
+        The input embedding and the head are the regular ``eLinear`` maps with ``T`` folded into
+        their weights (``(I ⊗ T)^T W_in``, ``W_out (I ⊗ T)``: ``|G|²`` per copy and weight, no
+        per-token transform); invariant tables sit on the trivial coordinates (``√|G|`` times the
+        per-copy value); the memory (the step token and ``T_z`` conditioning tokens, encoded in
+        the regular basis) is transformed once, before its spectral MLP (``num_cond_layers=0``;
+        a conditioning transformer encoder stays regular). Embedding dropout drops whole copies.
+        """
+        decoder = self.decoder
+        if not isinstance(decoder, eSpectralDecoder):  # an internal invariant
+            raise RuntimeError("internal error: called for the spectral execution only")
+        transform = decoder.transform_matrix()
+        t = transform.to(X.dtype)
+        n, c = self.group_order, self.num_copies
+        w_in = self.input_emb.dense_weight().view(c, n, -1)
+        w_in = torch.einsum("ga,cgi->cai", t, w_in).reshape(c * n, -1)
+        b_in = self.input_emb.dense_bias()
+        if b_in is not None:
+            b_in = (b_in.view(c, n) @ t).reshape(-1)
+        x = torch.nn.functional.linear(X, w_in, b_in)
+        if x_table is not None:
+            x = x + self._spectral_invariant(x_table.to(x.dtype))
+        x = copy_dropout(x, self.drop.p, self.training, c)
+        if not isinstance(self.cond_encoder, eSpectralMLP):
+            memory = to_spectral_basis(memory, transform)
+        x = decoder(
+            x,
+            memory,
+            memory_mask,
+            X_padding_mask,
+            mem_pad,
+            self.causal_attn,
+            x_pos,
+            mem_pos,
+        )
+        x = self.ln_f(x)
+        w_out = self.head.dense_weight()
+        w_out = (w_out.view(-1, c, n) @ t).reshape(w_out.shape[0], c * n)
+        out: Tensor = torch.nn.functional.linear(x, w_out, self.head.dense_bias())
+        return out
+
+    def _spectral_invariant(self, coeffs: Tensor) -> Tensor:
+        """Invariant coefficients ``(..., c)`` as spectral tokens: ``√|G| β`` on trivial coords."""
+        n = self.group_order
+        i = regular_spectral_basis(self.in_rep.group).trivial_index
+        scaled = coeffs.unsqueeze(-1) * math.sqrt(n)
+        zeros = coeffs.new_zeros(1).expand(*coeffs.shape, n - 1)
+        parts = (zeros[..., :i], scaled, zeros[..., i:])
+        return torch.cat(parts, dim=-1).flatten(-2)
+
+    def _convert_trunk(self, execution: Execution) -> None:
+        """Replace the trunk (decoder and final norm) by the other execution's, same function."""
+        if execution == self.execution:
+            return
+        if execution == "spectral":
+            if not isinstance(self.decoder, eTransformerDecoder):  # an internal invariant
+                raise RuntimeError("internal error: a regular model has a regular decoder")
+            self.decoder = eSpectralDecoder(self.decoder)
+            if isinstance(self.cond_encoder, eMLP):
+                self.cond_encoder = eSpectralMLP(self.cond_encoder)
+            self.ln_f = eSpectralNorm.from_regular(self.ln_f)
+        else:
+            decoder, ln_f = self.decoder, self.ln_f
+            if not isinstance(decoder, eSpectralDecoder) or not isinstance(
+                ln_f, eSpectralNorm
+            ):  # an internal invariant
+                raise RuntimeError("internal error: a spectral model has a spectral trunk")
+            self.decoder = decoder.regular_twin()
+            if isinstance(self.cond_encoder, eSpectralMLP):
+                self.cond_encoder = self.cond_encoder.to_regular()
+            self.ln_f = ln_f.to_regular()
+        self.execution = execution
+
+    def with_execution(self, execution: Execution) -> eCondTransformerRegressor:
+        """A new model computing the same function with ``execution`` (this one is unchanged).
+
+        ``"spectral"`` converts the trunk's weights into block-diagonal spectral coefficients,
+        ``"regular"`` synthesizes them back into group convolutions; outputs agree to rounding
+        (``1e-10`` in float64). Only the trunk's state-dict entries differ between executions;
+        load a state dict into a model of the execution it was saved from and convert then.
+
+        Args:
+            execution: ``"regular"`` or ``"spectral"``.
+
+        Returns:
+            A new model in this model's training mode.
+
+        Raises:
+            ValueError: If ``execution`` is unknown.
+        """
+        if not isinstance(execution, str) or execution not in EXECUTIONS:
+            raise ValueError(
+                f"{type(self).__name__}.with_execution expects one of {list(EXECUTIONS)}; "
+                f"got {execution!r}."
+            )
+        new = copy.deepcopy(self)
+        new._convert_trunk(execution)
+        new.config = dataclasses.replace(self.config, execution=execution)
+        return new.train(self.training)
 
     def export(self) -> PlainCondTransformer:
         """The same function as a :class:`PlainCondTransformer` of plain ``torch.nn`` modules.
@@ -474,9 +627,14 @@ class eCondTransformerRegressor(GenCondRegressor):
         step MLP's last layer gets each output row repeated ``|G|`` times, so the plain model has
         the structure of :class:`CondTransformerRegressor` and agrees with this one to rounding.
 
+        A spectral-execution model exports the same dense plain model (through its regular
+        twin, :meth:`with_execution`): it computes the same function.
+
         Returns:
             A new module (this one is left unchanged) in this model's training mode.
         """
+        if self.execution != "regular":
+            return self.with_execution("regular").export()
         sinusoid, first, act, last = self.step_emb
         if not isinstance(sinusoid, SinusoidalPosEmb):  # an internal invariant (python -O keeps it)
             raise RuntimeError("internal error: built so in __init__")

@@ -65,6 +65,12 @@ from ereps._serialize import (
     representation_from_dict,
     representation_to_dict,
 )
+from ereps._spectral import (
+    RegularSpectralBasis,
+    SpectralBlock,
+    regular_spectral_basis,
+    spectral_rep,
+)
 from ereps._statistics import (
     group_average,
     symmetric_covariance,
@@ -95,7 +101,9 @@ __all__ = [
     "InitScheme",
     "IrreducibleRepresentation",
     "IrrepId",
+    "RegularSpectralBasis",
     "Representation",
+    "SpectralBlock",
     "__version__",
     "act",
     "cache_dir",
@@ -126,11 +134,13 @@ __all__ = [
     "isotypic_slices",
     "octa_group",
     "regular_multiplicity",
+    "regular_spectral_basis",
     "rep_matrices",
     "rep_matrix",
     "representation_from_dict",
     "representation_to_dict",
     "sample_init",
+    "spectral_rep",
     "symmetric_covariance",
     "symmetric_mean",
     "whitening_transform",

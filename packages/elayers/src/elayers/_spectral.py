@@ -1,0 +1,1335 @@
+r"""Equivariant layers executed in the spectral (isotypic) basis of copies of the regular rep.
+
+Features are ``c`` regular copies written copy by copy in the basis of
+:func:`ereps.regular_spectral_basis`: ``x_spec = (I_c ⊗ T)^T x_reg`` with an orthogonal ``T``
+(``|G| × |G|``). There
+
+* an equivariant linear map is block diagonal by irrep type, one shared matrix ``M_k`` per type
+  applied to ``d_k / e_k`` rows (:class:`eSpectralLinear`): ``c_in c_out Σ_k d_k³/e_k``
+  multiply-adds per token instead of ``c_in c_out |G|²``;
+* inner products (attention logits) and norms (RMS/LayerNorm statistics) are unchanged, because
+  ``T`` is orthogonal; LayerNorm's mean over all ``c|G|`` features is a combination of the
+  trivial coordinates (one per copy, basis vector ``1/√|G|``), and per-copy scales and biases act
+  on the copy and on its trivial coordinate;
+* rotary embeddings rotate pairs of copies coordinate by coordinate, which commutes with a change
+  of basis inside copies: they apply unchanged;
+* only the pointwise activation of the feed-forward block needs the regular basis: one
+  ``|G| × |G|`` product per copy on each side of it.
+
+Every module here converts from and to its regular-basis counterpart (``from_regular`` /
+``to_regular``) with the same function, so a spectral model is built from a regular one's weights
+(and initialization distribution) and exported through it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from elayers._activation import apply_activation
+from elayers._attention import eMultiheadAttention
+from elayers._linear import eLinear
+from elayers._mlp import eMLP
+from elayers._module import eModule, transform_active
+from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._positional import attend
+from elayers._transformer import eTransformerDecoder, eTransformerDecoderLayer
+from ereps import (
+    Group,
+    InitScheme,
+    RegularSpectralBasis,
+    check_init_scheme,
+    group_order,
+    init_std,
+    regular_multiplicity,
+    regular_spectral_basis,
+    sample_init,
+    spectral_rep,
+)
+
+__all__ = [
+    "coord_major_to_runs",
+    "coord_outer_to_runs",
+    "copy_dropout",
+    "eSpectralDecoder",
+    "eSpectralDecoderLayer",
+    "eSpectralLinear",
+    "eSpectralMLP",
+    "eSpectralMultiheadAttention",
+    "eSpectralNorm",
+    "from_runs",
+    "head_runs_to_heads",
+    "heads_to_head_runs",
+    "heads_to_runs",
+    "runs_to_coord_major",
+    "runs_to_coord_outer",
+    "runs_to_heads",
+    "spectral_macs_per_token",
+    "to_regular_basis",
+    "to_runs",
+    "to_spectral_basis",
+]
+
+
+def to_spectral_basis(x: Tensor, transform: Tensor) -> Tensor:
+    """``(..., c·|G|)`` regular coordinates to spectral ones, copy by copy: ``x_c ↦ T^T x_c``."""
+    n = transform.shape[0]
+    shape = x.shape
+    out = x.reshape(-1, n) @ transform.to(x.dtype)
+    return out.view(shape)
+
+
+def to_regular_basis(x: Tensor, transform: Tensor) -> Tensor:
+    """``(..., c·|G|)`` spectral coordinates to regular ones, copy by copy: ``x_c ↦ T x_c``."""
+    n = transform.shape[0]
+    shape = x.shape
+    out = x.reshape(-1, n) @ transform.to(x.dtype).T
+    return out.view(shape)
+
+
+def _groups(basis: RegularSpectralBasis) -> list[tuple[int, int, int, int, int]]:
+    """Runs of blocks of one shape: ``(offset, count, rows, multiplicity, endo_dim)``."""
+    if basis.trivial_index != 0 or basis.blocks[0].size != 1:  # an internal invariant
+        raise RuntimeError("internal error: the trivial irrep is the first spectral coordinate")
+    runs: list[tuple[int, int, int, int, int]] = []
+    for b in basis.blocks:
+        key = (b.rows, b.multiplicity, b.endo_dim)
+        if runs and runs[-1][2:] == key and runs[-1][0] + runs[-1][1] * b.size == b.offset:
+            off, count = runs[-1][:2]
+            runs[-1] = (off, count + 1, *key)
+        else:
+            runs.append((b.offset, 1, *key))
+    return runs
+
+
+def _split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> Tensor:
+    """``x`` with axis ``dim`` split into ``sizes`` (a view, also of non-contiguous tensors)."""
+    dim = dim % x.ndim
+    return x.view(*x.shape[:dim], *sizes, *x.shape[dim + 1 :])
+
+
+def _check_copies(owner: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner} expects {name} to be an int >= 1; got {value!r}.")
+    return value
+
+
+Run = tuple[int, int, int, int, int]
+"""A run of blocks of one shape: ``(offset, count, rows, multiplicity, endo_dim)``."""
+
+
+def coord_major_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
+    """Coordinate-major spectral features ``(N, |G|, c)`` to the run layout.
+
+    Run ``r`` becomes ``(count_r, N, rows_r, f_r, c)`` (``f_r = m_r e_r``, the copies innermost):
+    there each equivariant map is one batched product without any copy, elementwise operations
+    and per-token reductions act on the runs directly, and moving between layouts copies
+    contiguous chunks of ``rows_r f_r c`` numbers.
+    """
+    _n_tok, _, _copies = y.shape
+    out = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = _split(y[:, off : off + count * rows * f], 1, (count, rows, f))
+        out.append(seg.transpose(0, 1).contiguous())
+    return out
+
+
+def runs_to_coord_major(parts: list[Tensor], runs: list[Run], order: int) -> Tensor:
+    """The inverse of :func:`coord_major_to_runs`: ``(N, |G|, c)``."""
+    _, n_tok, _, _, copies = parts[0].shape
+    out = parts[0].new_empty(n_tok, order, copies)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        _split(out[:, off : off + count * rows * f], 1, (count, rows, f)).copy_(
+            part.transpose(0, 1)
+        )
+    return out
+
+
+def runs_to_coord_outer(parts: list[Tensor], runs: list[Run], order: int) -> Tensor:
+    """Run-layout features as ``(|G|, N, c)``: the spectral coordinate outermost.
+
+    There a change of basis per copy is one matrix product ``T @ y.view(|G|, N c)``.
+    """
+    _, n_tok, _, _, copies = parts[0].shape
+    out = parts[0].new_empty(order, n_tok, copies)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        target = out[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
+        target.copy_(part.permute(0, 2, 3, 1, 4))
+    return out
+
+
+def coord_outer_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
+    """The inverse of :func:`runs_to_coord_outer` (views where ``rows · f = 1``)."""
+    _, n_tok, copies = y.shape
+    out = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = y[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
+        out.append(seg.permute(0, 3, 1, 2, 4).contiguous())
+    return out
+
+
+def to_runs(x: Tensor, runs: list[Run], copies: int, order: int) -> list[Tensor]:
+    """Copy-major spectral features ``(..., c·|G|)`` to the run layout.
+
+    See :func:`coord_major_to_runs`.
+    """
+    xs = x.reshape(-1, copies, order).transpose(1, 2)
+    return coord_major_to_runs(xs, runs)
+
+
+def from_runs(parts: list[Tensor], runs: list[Run], copies: int, order: int) -> Tensor:
+    """The inverse of :func:`to_runs`: ``(N, c·|G|)`` copy-major spectral features."""
+    y = runs_to_coord_major(parts, runs, order)
+    return y.transpose(1, 2).reshape(y.shape[0], copies * order)
+
+
+def runs_to_heads(
+    parts: list[Tensor],
+    runs: list[Run],
+    order: int,
+    batch: int,
+    heads: int,
+    start: int,
+    stop: int,
+) -> Tensor:
+    """Copies ``start:stop`` of run-layout features as attention heads ``(B, H, T, d)``.
+
+    Each head holds ``c_h = (stop - start) / H`` whole copies, laid out coordinate-major
+    ``(|G|, c_h)`` (logits and the attention output do not depend on the order of a head's
+    features, as long as queries and keys share it). One copy of the data.
+    """
+    n_tok = parts[0].shape[1]
+    t = n_tok // batch
+    c_h = (stop - start) // heads
+    out = parts[0].new_empty(batch, heads, t, order * c_h)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        sel = _split(_split(part[..., start:stop], 1, (batch, t)), -1, (heads, c_h))
+        target = out[..., off * c_h : (off + count * rows * f) * c_h]
+        # sel: (count, B, T, rows, f, H, c_h) -> (B, H, T, count, rows, f, c_h)
+        _split(target, -1, (count, rows, f, c_h)).copy_(sel.permute(1, 5, 2, 0, 3, 4, 6))
+    return out
+
+
+def heads_to_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
+    """Attention output ``(B, H, T, |G|·c_h)`` back to the run layout (``c = H·c_h``)."""
+    batch, heads, t, d = o.shape
+    c_h = d // order
+    parts = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = o[..., off * c_h : (off + count * rows * f) * c_h]
+        seg = _split(seg, -1, (count, rows, f, c_h))
+        # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, f, H, c_h)
+        part = seg.permute(3, 0, 2, 4, 5, 1, 6)
+        parts.append(part.reshape(count, batch * t, rows, f, heads * c_h))
+    return parts
+
+
+def head_runs_to_heads(
+    parts: list[Tensor], runs: list[Run], order: int, batch: int, index: int
+) -> Tensor:
+    """Slice ``index`` of head-major run features ``(count, N, rows, g, H, f, c_h)`` as heads.
+
+    ``(B, H, T, |G|·c_h)``, each head coordinate-major as in :func:`runs_to_heads`; the copy
+    moves chunks of ``f c_h`` numbers.
+    """
+    _, n_tok, _, _, heads, _, c_h = parts[0].shape
+    t = n_tok // batch
+    out = parts[0].new_empty(batch, heads, t, order * c_h)
+    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
+        f = m * e
+        sel = _split(part[:, :, :, index], 1, (batch, t))  # (count, B, T, rows, H, f, c_h)
+        target = out[..., off * c_h : (off + count * rows * f) * c_h]
+        _split(target, -1, (count, rows, f, c_h)).copy_(sel.permute(1, 4, 2, 0, 3, 5, 6))
+    return out
+
+
+def heads_to_head_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
+    """Attention output ``(B, H, T, |G|·c_h)`` to head-major ``(count, N, rows, H, f, c_h)``."""
+    batch, heads, t, d = o.shape
+    c_h = d // order
+    parts = []
+    for off, count, rows, m, e in runs:
+        f = m * e
+        seg = _split(o[..., off * c_h : (off + count * rows * f) * c_h], -1, (count, rows, f, c_h))
+        # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, H, f, c_h)
+        part = seg.permute(3, 0, 2, 4, 1, 5, 6)
+        parts.append(part.reshape(count, batch * t, rows, heads, f, c_h))
+    return parts
+
+
+def _copy_major_heads(x: Tensor, order: int) -> Tensor:
+    """Heads ``(…, |G|·c_h)`` coordinate-major to copy-major (what rotary embeddings take)."""
+    return _split(x, -1, (order, x.shape[-1] // order)).transpose(-1, -2).flatten(-2)
+
+
+def _records_grad(*tensors: Tensor) -> bool:
+    """Whether autograd (or a tracer/transform) would see an in-place update of ``tensors``."""
+    return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or transform_active()
+
+
+def _copy_mask(p: float, training: bool, n_tok: int, copies: int, like: Tensor) -> Tensor | None:
+    """A dropout mask of whole copies ``(1, N, 1, 1, c)`` (run layout), or ``None``."""
+    if not training or p == 0.0:
+        return None
+    ones = like.new_ones(n_tok, copies)
+    return F.dropout(ones, p, True).view(1, n_tok, 1, 1, copies)
+
+
+class eSpectralLinear(eModule):
+    r"""An equivariant affine map between ``c_in`` and ``c_out`` regular copies, spectral basis.
+
+    In the spectral basis (see the module docstring) the map is, for every irrep type ``k`` and
+    row ``b < d_k/e_k``, ``y_k[b] = M_k x_k[b]`` with
+    :math:`M_k = \big[\textstyle\sum_j a^{(k)}_{o i j} L^{(k)}_j\big]_{o,i}`, ``o < c_out m_k``,
+    ``i < c_in m_k``: ``c_in c_out Σ_k m_k² e_k = c_in c_out |G|`` parameters (as many as the
+    group convolution), and ``c_in c_out Σ_k d_k³/e_k`` multiply-adds per token. Blocks of equal
+    shape run as one batched product. The invariant bias ``β`` (one number per output copy) sits
+    on the trivial coordinate of each copy.
+
+    The parameters are orthonormal coefficients ``θ_k = √(d_k/|G|) a_k``: by Plancherel
+    ``‖w‖² = Σ_k (d_k/|G|) ‖a_k‖² = ‖θ‖²`` for the group-convolution kernel ``w`` of the same map,
+    so ``w ↦ θ`` is orthogonal. Hence gradient steps and weight decay on ``θ`` are those on ``w``
+    (up to rounding; Adam's per-coordinate scaling is not rotation invariant), and iid draws of
+    variance ``σ²`` (``σ`` from ``init_scheme`` and the dense fan-in/fan-out, as the regular
+    :class:`eLinear` draws ``w``) give the synthesized matrix the regular scheme's moments
+    (the same distribution for the normal schemes).
+
+    Args:
+        group: A finite escnn group.
+        in_copies: ``c_in``.
+        out_copies: ``c_out``.
+        bias: Whether to add the invariant bias.
+        init_scheme: ``xavier_uniform``, ``xavier_normal``, ``kaiming_uniform`` or
+            ``kaiming_normal``.
+
+    Raises:
+        ValueError: If a copy count is not a positive int or the scheme is unknown.
+    """
+
+    def __init__(
+        self,
+        group: Group,
+        in_copies: int,
+        out_copies: int,
+        bias: bool = True,
+        init_scheme: InitScheme = "xavier_normal",
+    ) -> None:
+        owner = type(self).__name__
+        c_in = _check_copies(owner, "in_copies", in_copies)
+        c_out = _check_copies(owner, "out_copies", out_copies)
+        self.init_scheme = check_init_scheme(init_scheme)
+        super().__init__(spectral_rep(group, c_in), spectral_rep(group, c_out))
+        basis = regular_spectral_basis(group)
+        self.c_in, self.c_out, self.order = c_in, c_out, basis.order
+        self.trivial_index = basis.trivial_index
+        self.groups = _groups(basis)
+        left = {b.offset: b.left_mult for b in basis.blocks}
+        # Parameters named weight_<run> on this module (decayed by the regressors' optimizer
+        # groups as eLinear.weight_params are).
+        for i, (off, count, _rows, m, e) in enumerate(self.groups):
+            self.register_parameter(
+                f"weight_{i}", nn.Parameter(torch.empty(count, c_out * m, c_in * m, e))
+            )
+            if e > 1:
+                self.register_exact_buffer(f"left_mult_{i}", left[off])
+        self.bias_coeffs = nn.Parameter(torch.zeros(c_out)) if bias else None
+        # Orthonormal coefficients: a_k = √(|G|/d_k) θ_k (see the class docstring).
+        dims = {b.offset: b.dim for b in basis.blocks}
+        self.run_scales = [math.sqrt(basis.order / dims[off]) for off, *_ in self.groups]
+        self.reset_parameters()
+
+    @property
+    def weight_blocks(self) -> list[nn.Parameter]:
+        """The block coefficients per run of equal blocks: ``(count, c_out m, c_in m, e)``."""
+        return [getattr(self, f"weight_{i}") for i in range(len(self.groups))]
+
+    @property
+    def num_weights(self) -> int:
+        """Number of free parameters of the linear map (``c_in · c_out · |G|``)."""
+        return sum(p.numel() for p in self.weight_blocks)
+
+    def block_matrices(self) -> list[Tensor]:
+        """Per run of equal blocks: ``(count, f c_in, f c_out)``, transposed ``M_k`` (``x M``).
+
+        Rows ``(μ, q, i)`` and columns ``(ν, p, o)``: multiplicity copy, algebra coordinate, then
+        regular copy (innermost, as in the run layout).
+        """
+        mats = []
+        for i, (_off, count, _rows, m, e) in enumerate(self.groups):
+            theta = self.weight_blocks[i]
+            a = (theta * self.run_scales[i]).view(count, self.c_out, m, self.c_in, m, e)
+            f = m * e
+            if e == 1:
+                # Mt[(μ, i), (ν, o)] = a[o, ν, i, μ]
+                mats.append(
+                    a[..., 0].permute(0, 4, 3, 2, 1).reshape(count, f * self.c_in, f * self.c_out)
+                )
+                continue
+            lm = getattr(self, f"left_mult_{i}").to(a.dtype)
+            # M[(o, ν, p), (i, μ, q)] = Σ_j a[o, ν, i, μ, j] L_j[p, q]; returned as its transpose
+            # (rows (μ, q, i), columns (ν, p, o)). A broadcast product summed over j: the tensors
+            # are small, and einsum's reordering into a matrix product costs more here.
+            ap = a.permute(0, 4, 3, 2, 1, 5).unsqueeze(2).unsqueeze(5)  # (n, μ, 1, i, ν, 1, o, j)
+            lp = lm.permute(2, 1, 0).view(1, 1, e, 1, 1, e, 1, e)  # (q, p, j)
+            full = (ap * lp).sum(dim=-1)
+            mats.append(full.reshape(count, f * self.c_in, f * self.c_out))
+        return mats
+
+    def dense_spectral_weight(self) -> Tensor:
+        """The whole map in the spectral basis, ``(c_out |G|, c_in |G|)`` (block sparse)."""
+        n = self.order
+        ref = self.weight_blocks[0]
+        w = torch.zeros(self.c_out, n, self.c_in, n, dtype=ref.dtype, device=ref.device)
+        for (off, count, rows, m, e), mat in zip(self.groups, self.block_matrices(), strict=True):
+            f = m * e
+            blk = mat.view(count, f, self.c_in, f, self.c_out)
+            for k in range(count):
+                start = off + k * rows * f
+                for b in range(rows):
+                    s = slice(start + b * f, start + (b + 1) * f)
+                    w[:, s, :, s] = blk[k].permute(3, 2, 1, 0)
+        return w.reshape(self.c_out * n, self.c_in * n)
+
+    def dense_regular_weight(self) -> Tensor:
+        """The same map in the regular basis: ``(I ⊗ T) W_spec (I ⊗ T)^T``."""
+        n = self.order
+        t = self.transform_matrix().to(self.weight_blocks[0].dtype)
+        w = self.dense_spectral_weight().view(self.c_out, n, self.c_in, n)
+        w = torch.einsum("ga,oaib,hb->ogih", t, w, t)
+        return w.reshape(self.c_out * n, self.c_in * n)
+
+    def transform_matrix(self) -> Tensor:
+        """``T`` (float64 ``(|G|, |G|)``), spectral basis vectors in regular coordinates."""
+        return regular_spectral_basis(self.in_rep.group).transform
+
+    def spectral_bias(self, dtype: torch.dtype) -> Tensor | None:
+        """The bias in the spectral basis ``(c_out |G|,)``: ``β_i`` on trivial coordinates."""
+        if self.bias_coeffs is None:
+            return None
+        out = torch.zeros(self.c_out, self.order, dtype=dtype, device=self.bias_coeffs.device)
+        out[:, self.trivial_index] = self.bias_coeffs.to(dtype)
+        return out.reshape(-1)
+
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
+        """Redraw the coefficients with the scheme's ``σ`` (see the class docstring); zero bias."""
+        scheme = check_init_scheme(scheme or self.init_scheme)
+        sigma = init_std(scheme, self.c_in * self.order, self.c_out * self.order)
+        with torch.no_grad():
+            for p in self.weight_blocks:
+                p.copy_(sample_init(scheme, tuple(p.shape), sigma, dtype=p.dtype, device=p.device))
+            if self.bias_coeffs is not None:
+                self.bias_coeffs.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the map on the last axis.
+
+        Args:
+            x: ``(..., c_in |G|)`` in the spectral basis.
+
+        Returns:
+            ``(..., c_out |G|)`` in the spectral basis.
+        """
+        self._check_input(x)
+        runs, n = self.groups, self.order
+        out = self.apply_runs(to_runs(x, runs, self.c_in, n), self.block_matrices(), 0, self.c_out)
+        return from_runs(out, runs, self.c_out, n).view(*x.shape[:-1], self.c_out * n)
+
+    def apply_runs(
+        self,
+        parts: list[Tensor],
+        mats: list[Tensor],
+        start: int,
+        stop: int,
+        *,
+        in_heads: int | None = None,
+        out_heads: tuple[int, int] | None = None,
+    ) -> list[Tensor]:
+        """Output copies ``start:stop`` of the map on run-layout features (see :func:`to_runs`).
+
+        One batched product per run, no copy of the data: ``(count, N, rows, f, c_in)`` in,
+        ``(count, N, rows, f, stop - start)`` out. With ``out_heads = (H, c_h)`` the output
+        copies are laid out head-major instead, ``(count, N, rows, g, H, f, c_h)`` with
+        ``stop - start = g H c_h``; with ``in_heads = H`` the input is
+        ``(count, N, rows, H, f, c_h)``. (Attention heads then gather chunks of ``f c_h``
+        numbers instead of ``c_h``; the weights are permuted instead of the data.)
+        """
+        c_out = stop - start
+        bias = None if self.bias_coeffs is None else self.bias_coeffs[start:stop]
+        out = []
+        for run, ((_off, count, rows, m, e), mat, part) in enumerate(
+            zip(self.groups, mats, parts, strict=True)
+        ):
+            f = m * e
+            n_tok = part.shape[1]
+            rows_in = f * self.c_in
+            if start != 0 or stop != self.c_out:
+                mat = _split(mat, -1, (f, self.c_out))[..., start:stop].flatten(-2)
+            if in_heads is not None:
+                # Rows (f, H, c_h) -> (H, f, c_h).
+                c_h = self.c_in // in_heads
+                mat = _split(mat, 1, (f, in_heads, c_h)).transpose(1, 2).reshape(mat.shape)
+            if out_heads is not None:
+                # Columns (f, g, H, c_h) -> (g, H, f, c_h).
+                c_h = out_heads[1]
+                cols = _split(mat, -1, (f, c_out // c_h, c_h)).transpose(-3, -2)
+                mat = cols.reshape(count, rows_in, f * c_out)
+            inp = part.reshape(count, n_tok * rows, rows_in)
+            if run == 0 and bias is not None:
+                # The trivial irrep: the first block of the first run (1-D, real, f = 1), whose
+                # columns are the copies in order in both layouts.
+                full = part.new_zeros(count, 1, f * c_out)
+                full[0, 0] = bias.to(part.dtype)
+                y = torch.baddbmm(full, inp, mat)
+            else:
+                y = torch.bmm(inp, mat)
+            if out_heads is None:
+                out.append(y.view(count, n_tok, rows, f, c_out))
+            else:
+                heads, c_h = out_heads
+                g = c_out // (heads * c_h)
+                out.append(y.view(count, n_tok, rows, g, heads, f, c_h))
+        return out
+
+    @classmethod
+    def from_regular(cls, linear: eLinear) -> eSpectralLinear:
+        """The same map as ``linear`` (between regular copies), parametrized spectrally."""
+        c_in = regular_multiplicity(linear.in_rep)
+        c_out = regular_multiplicity(linear.out_rep)
+        if c_in is None or c_out is None:
+            raise ValueError(
+                "eSpectralLinear.from_regular expects an eLinear between copies of the regular "
+                f"representation; got {linear.in_rep.name!r} -> {linear.out_rep.name!r}."
+            )
+        ref = linear.weight_params
+        new = cls(
+            linear.in_rep.group,
+            c_in,
+            c_out,
+            bias=linear.invariant_bias is not None,
+            init_scheme=linear.init_scheme,
+        ).to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            new.set_from_regular_weight(linear.weight)
+            if new.bias_coeffs is not None and linear.invariant_bias is not None:
+                new.bias_coeffs.copy_(linear.invariant_bias.coeffs)
+        return new.train(linear.training)
+
+    def set_from_regular_weight(self, weight: Tensor) -> None:
+        """Set the blocks from an equivariant ``(c_out |G|, c_in |G|)`` regular-basis matrix.
+
+        The projection ``a_{oij} = ⟨L_j, B_{oi}⟩_F / e`` of each ``e × e`` block onto the algebra
+        (exact for an equivariant matrix).
+        """
+        n = self.order
+        t = self.transform_matrix().to(weight.dtype)
+        w = weight.reshape(self.c_out, n, self.c_in, n)
+        ws = torch.einsum("ga,ogih,hb->oaib", t, w, t)
+        with torch.no_grad():
+            for i, (off, count, rows, m, e) in enumerate(self.groups):
+                f = m * e
+                p = self.weight_blocks[i]
+                for k in range(count):
+                    s = slice(off + k * rows * f, off + k * rows * f + f)  # row b = 0
+                    blk = ws[:, s, :, s].reshape(self.c_out, m, e, self.c_in, m, e)
+                    blk = blk.permute(0, 1, 3, 4, 2, 5).reshape(self.c_out * m, self.c_in * m, e, e)
+                    scale = self.run_scales[i]
+                    if e == 1:
+                        p[k].copy_(blk[..., 0] / scale)
+                    else:
+                        lm = getattr(self, f"left_mult_{i}").to(weight.dtype)
+                        p[k].copy_(torch.einsum("oipq,jpq->oij", blk, lm) / (e * scale))
+
+    def to_regular(self) -> eLinear:
+        """An :class:`eLinear` (group convolution) computing the same map in the regular basis."""
+        group = self.in_rep.group
+        reg = group.regular_representation
+        from ereps import direct_sum
+
+        ref = self.weight_blocks[0]
+        lin = eLinear(
+            direct_sum([reg] * self.c_in),
+            direct_sum([reg] * self.c_out),
+            bias=self.bias_coeffs is not None,
+            init_scheme=self.init_scheme,
+        ).to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            dense = self.dense_regular_weight()
+            flat = lin.weight_params.reshape(-1)
+            # Every kernel entry appears |G| times in the dense matrix; they are equal.
+            flat.zero_().index_add_(0, lin.flat_index, dense.reshape(-1))
+            flat.div_(self.order)
+            if lin.invariant_bias is not None and self.bias_coeffs is not None:
+                lin.invariant_bias.coeffs.copy_(self.bias_coeffs)
+        return lin.train(self.training)
+
+    def export(self) -> nn.Linear:
+        """``torch.nn.Linear`` with the dense spectral-basis matrix (same function, same basis)."""
+        with torch.no_grad():
+            w = self.dense_spectral_weight()
+            layer = nn.Linear(
+                w.shape[1],
+                w.shape[0],
+                bias=self.bias_coeffs is not None,
+                dtype=w.dtype,
+                device=w.device,
+            )
+            layer.weight.copy_(w)
+            b = self.spectral_bias(w.dtype)
+            if b is not None and layer.bias is not None:
+                layer.bias.copy_(b)
+        return layer.train(self.training)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.c_in} -> {self.c_out} copies of {self.in_rep.group.name} (spectral) | "
+            f"{self.num_weights} weights, bias={self.bias_coeffs is not None}"
+        )
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class eSpectralNorm(eModule):
+    r"""RMS or layer normalization of ``c`` regular copies in the spectral basis.
+
+    ``rms``: :math:`y = x / \sqrt{\overline{x^2} + \epsilon}` (the mean square over all ``c|G|``
+    coordinates is basis-free). ``layer``: first the mean over all regular coordinates is removed;
+    it is :math:`\mu = \tfrac{\sqrt{|G|}}{c|G|} \sum_i t_i` of the trivial coordinates ``t_i``,
+    and removing ``μ·1`` subtracts ``√|G| μ`` from every ``t_i``. Then a scale per copy (all its
+    coordinates) and a bias per copy (``√|G| β_i`` on its trivial coordinate, the constant
+    ``β_i`` in the regular basis), as the per-copy affine map of :class:`eRMSNorm` and
+    :class:`eLayerNorm`.
+
+    Args:
+        group: A finite escnn group.
+        copies: ``c``.
+        kind: ``"rms"`` or ``"layer"``.
+        eps: Added to the mean square.
+        bias: Whether the per-copy bias exists.
+    """
+
+    def __init__(self, group: Group, copies: int, kind: str, eps: float, bias: bool) -> None:
+        owner = type(self).__name__
+        c = _check_copies(owner, "copies", copies)
+        if kind not in ("rms", "layer"):
+            raise ValueError(f"{owner} expects kind 'rms' or 'layer'; got {kind!r}.")
+        rep = spectral_rep(group, c)
+        super().__init__(rep, rep)
+        self.kind, self.eps, self.copies = kind, float(eps), c
+        self.order = group_order(group)
+        self.trivial_index = regular_spectral_basis(group).trivial_index
+        self.copy_scale = nn.Parameter(torch.ones(c))
+        self.copy_bias = nn.Parameter(torch.zeros(c)) if bias else None
+
+    @classmethod
+    def from_regular(cls, norm: eModule) -> eSpectralNorm:
+        """The spectral twin of an :class:`eRMSNorm`/:class:`eLayerNorm` with per-copy affine."""
+        if not isinstance(norm, eRMSNorm | eLayerNorm) or norm.copy_scale is None:
+            raise ValueError(
+                "eSpectralNorm.from_regular expects an eRMSNorm or eLayerNorm on regular copies "
+                f"with affine='copy'; got {type(norm).__name__} ({norm!r})."
+            )
+        if isinstance(norm, eLayerNorm) and not norm.mean_centering:
+            raise ValueError("eSpectralNorm.from_regular: eLayerNorm must centre by the mean.")
+        kind = "layer" if isinstance(norm, eLayerNorm) else "rms"
+        new = cls(
+            norm.in_rep.group, norm.copy_scale.numel(), kind, norm.eps, norm.copy_bias is not None
+        )
+        new = new.to(device=norm.copy_scale.device, dtype=norm.copy_scale.dtype)
+        with torch.no_grad():
+            new.copy_scale.copy_(norm.copy_scale)
+            if new.copy_bias is not None and norm.copy_bias is not None:
+                new.copy_bias.copy_(norm.copy_bias)
+        return new.train(norm.training)
+
+    def to_regular(self) -> eRMSNorm | eLayerNorm:
+        """The regular-basis norm computing the same function."""
+        from ereps import direct_sum
+
+        rep = direct_sum([self.in_rep.group.regular_representation] * self.copies)
+        norm: eRMSNorm | eLayerNorm
+        if self.kind == "rms":
+            norm = eRMSNorm(rep, eps=self.eps, bias=self.copy_bias is not None)
+        else:
+            norm = eLayerNorm(rep, eps=self.eps, bias=self.copy_bias is not None)
+        norm = norm.to(device=self.copy_scale.device, dtype=self.copy_scale.dtype)
+        with torch.no_grad():
+            if norm.copy_scale is None:  # an internal invariant (python -O keeps it)
+                raise RuntimeError("internal error: regular copies get the per-copy affine map")
+            norm.copy_scale.copy_(self.copy_scale)
+            if norm.copy_bias is not None and self.copy_bias is not None:
+                norm.copy_bias.copy_(self.copy_bias)
+        return norm.train(self.training)
+
+    def reset_parameters(self, scheme: InitScheme | None = None) -> None:
+        """Reset the per-copy affine map to the identity."""
+        with torch.no_grad():
+            self.copy_scale.fill_(1.0)
+            if self.copy_bias is not None:
+                self.copy_bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``(..., c|G|)`` spectral features; same shape out."""
+        self._check_input(x)
+        n, c = self.order, self.copies
+        root = math.sqrt(n)
+        if self.kind == "layer":
+            x3 = _split(x, -1, (c, n))
+            t = x3[..., self.trivial_index]
+            shift = t.sum(dim=-1, keepdim=True) * (root * root / (c * n))  # √|G| μ per token
+            x3 = torch.cat(
+                (
+                    x3[..., : self.trivial_index],
+                    (t - shift).unsqueeze(-1),
+                    x3[..., self.trivial_index + 1 :],
+                ),
+                dim=-1,
+            )
+            x = x3.flatten(-2)
+        y = _split(F.rms_norm(x, (c * n,), eps=self.eps), -1, (c, n))
+        y = y * self.copy_scale.to(y.dtype).unsqueeze(-1)
+        if self.copy_bias is not None:
+            i = self.trivial_index
+            b = (self.copy_bias.to(y.dtype) * root).unsqueeze(-1)
+            y = torch.cat((y[..., :i], y[..., i : i + 1] + b, y[..., i + 1 :]), dim=-1)
+        return y.flatten(-2)
+
+    def forward_runs(self, parts: list[Tensor]) -> list[Tensor]:
+        """The norm on run-layout features (see :func:`to_runs`).
+
+        Per-token statistics summed over the runs, elementwise scaling, the trivial coordinates
+        at ``parts[0][0, :, 0, 0, :]``.
+        """
+        c, n = self.copies, self.order
+        first = parts[0]
+        n_tok = first.shape[1]
+        if self.kind == "layer":
+            # √|G| μ = mean of the trivial coordinates over copies; removed from each of them.
+            shift = first[0, :, 0, 0, :].mean(dim=-1)
+            onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
+            onehot[0] = 1.0
+            first = first - onehot * shift.view(1, n_tok, 1, 1, 1)
+            parts = [first, *parts[1:]]
+        # Contiguous reductions per run (last axis), then over the few blocks of the run.
+        square = sum(
+            (
+                torch.linalg.vecdot(
+                    p.view(p.shape[0], n_tok, -1), p.view(p.shape[0], n_tok, -1)
+                ).sum(dim=0)
+                for p in parts
+            ),
+            start=first.new_zeros(n_tok),
+        )
+        r = torch.rsqrt(square / (c * n) + self.eps)
+        factor = (r.unsqueeze(-1) * self.copy_scale.to(first.dtype)).view(1, n_tok, 1, 1, c)
+        out = [p * factor for p in parts]
+        if self.copy_bias is not None:
+            onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
+            onehot[0] = 1.0
+            b = (self.copy_bias.to(first.dtype) * math.sqrt(n)).view(1, 1, 1, 1, c)
+            out[0] = torch.addcmul(out[0], onehot, b)
+        return out
+
+    def export(self) -> nn.Module:
+        """A plain module computing this norm in the spectral basis (through the regular one)."""
+        from elayers._plain_spectral import Conjugated
+
+        return Conjugated(self.to_regular().export(), self.transform_matrix()).train(self.training)
+
+    def transform_matrix(self) -> Tensor:
+        """``T`` (float64)."""
+        return regular_spectral_basis(self.in_rep.group).transform
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def copy_dropout(x: Tensor, p: float, training: bool, copies: int) -> Tensor:
+    """Dropout of whole regular copies: equivariant in distribution in any basis inside copies.
+
+    (Elementwise dropout is equivariant in distribution only in a permutation basis.)
+    """
+    if not training or p == 0.0:
+        return x
+    x3 = _split(x, -1, (copies, x.shape[-1] // copies))
+    mask = F.dropout(torch.ones_like(x3[..., :1]), p, True)
+    return (x3 * mask).flatten(-2)
+
+
+class eSpectralMultiheadAttention(eModule):
+    """Multi-head attention of :class:`eMultiheadAttention` on spectral-basis tokens.
+
+    Heads take whole copies (contiguous in both bases), logits are inner products, hence equal in
+    both bases; rotary embeddings rotate pairs of copies coordinate by coordinate and relative
+    biases act on logits, both unchanged. Batch-first only.
+
+    Args:
+        attention: The regular-basis attention whose weights (and positional modules) to take.
+    """
+
+    def __init__(self, attention: eMultiheadAttention) -> None:
+        copies = regular_multiplicity(attention.in_rep)
+        if copies is None or not attention.batch_first:
+            raise ValueError(
+                "eSpectralMultiheadAttention expects a batch-first eMultiheadAttention on regular "
+                "copies."
+            )
+        group = attention.in_rep.group
+        rep = spectral_rep(group, copies)
+        super().__init__(rep, rep)
+        self.copies = copies
+        self.num_heads = attention.num_heads
+        self.embed_dim = attention.embed_dim
+        self.head_dim = attention.head_dim
+        self.dropout = attention.dropout
+        self.pos_encoding = attention.pos_encoding
+        self.in_proj = eSpectralLinear.from_regular(attention.in_proj)
+        self.out_proj = eSpectralLinear.from_regular(attention.out_proj)
+        self.rotary = copy.deepcopy(attention.rotary)
+        self.relative_bias = copy.deepcopy(attention.relative_bias)
+        self.train(attention.training)
+
+    def to_regular(self, like: eMultiheadAttention) -> eMultiheadAttention:
+        """A copy of ``like`` (same structure) with this module's weights."""
+        out = copy.deepcopy(like)
+        out.in_proj = self.in_proj.to_regular()
+        out.out_proj = self.out_proj.to_regular()
+        out.rotary = copy.deepcopy(self.rotary)
+        out.relative_bias = copy.deepcopy(self.relative_bias)
+        return out.train(self.training)
+
+    def forward_runs(
+        self,
+        query: list[Tensor],
+        key: list[Tensor] | None,
+        batch: int,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        query_pos: Tensor | None = None,
+        key_pos: Tensor | None = None,
+    ) -> list[Tensor]:
+        """Attention on run-layout tokens (see :func:`to_runs`); ``key=None`` for self-attention.
+
+        Args:
+            query: Run-layout queries of ``batch · L`` tokens.
+            key: Run-layout keys (= values) of ``batch · S`` tokens, or ``None`` (``query``).
+            batch: ``B``.
+            key_padding_mask: ``(B, S)``.
+            attn_mask: ``(L, S)`` or ``(B·H, L, S)``.
+            is_causal: Causal attention when ``attn_mask`` is ``None``.
+            query_pos: Positions of the queries (``pos_encoding`` only).
+            key_pos: Positions of the keys.
+
+        Returns:
+            Run-layout outputs of the queries' shape.
+        """
+        runs, n, c, h = self.in_proj.groups, self.in_proj.order, self.copies, self.num_heads
+        mats = self.in_proj.block_matrices()
+        if key is None:
+            qkv = self.in_proj.apply_runs(query, mats, 0, 3 * c, out_heads=(h, c // h))
+            q, k, v = (head_runs_to_heads(qkv, runs, n, batch, i) for i in range(3))
+        else:
+            qp = self.in_proj.apply_runs(query, mats, 0, c, out_heads=(h, c // h))
+            kv = self.in_proj.apply_runs(key, mats, c, 3 * c, out_heads=(h, c // h))
+            q = head_runs_to_heads(qp, runs, n, batch, 0)
+            k = head_runs_to_heads(kv, runs, n, batch, 0)
+            v = head_runs_to_heads(kv, runs, n, batch, 1)
+        if self.rotary is not None:
+            # Rotary embeddings pair whole copies: queries and keys copy-major (one gather).
+            q, k = _copy_major_heads(q, n), _copy_major_heads(k, n)
+        out, _ = attend(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=False,
+            rotary=self.rotary,
+            relative_bias=self.relative_bias,
+            query_pos=query_pos,
+            key_pos=key_pos,
+        )
+        return self.out_proj.apply_runs(
+            heads_to_head_runs(out, runs, n), self.out_proj.block_matrices(), 0, c, in_heads=h
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        query_pos: Tensor | None = None,
+        key_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Attend from ``query`` ``(B, L, E)`` to ``key`` (= value) ``(B, S, E)``; ``(B, L, E)``.
+
+        Spectral copy-major tokens; masks and positions as :class:`eMultiheadAttention`.
+        """
+        self._check_input(query, "query")
+        self._check_input(key, "key")
+        runs, n, c = self.in_proj.groups, self.in_proj.order, self.copies
+        qr = to_runs(query, runs, c, n)
+        kr = None if key is query else to_runs(key, runs, c, n)
+        out = self.forward_runs(
+            qr, kr, query.shape[0], key_padding_mask, attn_mask, is_causal, query_pos, key_pos
+        )
+        return from_runs(out, runs, c, n).view(query.shape)
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            query: Tensor,
+            key: Tensor,
+            key_padding_mask: Tensor | None = None,
+            attn_mask: Tensor | None = None,
+            is_causal: bool = False,
+            query_pos: Tensor | None = None,
+            key_pos: Tensor | None = None,
+        ) -> Tensor: ...
+
+
+class eSpectralDecoderLayer(eModule):
+    """:class:`eTransformerDecoderLayer` executed on spectral-basis tokens.
+
+    Self-attention, cross-attention and the feed-forward block with :class:`eSpectralLinear`
+    maps; the feed-forward's hidden features go to the regular basis (one ``|G| × |G|`` product
+    per copy) only around the pointwise activation and its dropout (elementwise there, as in the
+    regular layer). Residual dropout drops whole copies (see :func:`copy_dropout`); in eval the
+    layer computes exactly the regular layer's function in the spectral basis.
+
+    Args:
+        layer: The regular-basis layer whose weights to take.
+    """
+
+    def __init__(self, layer: eTransformerDecoderLayer) -> None:
+        copies = regular_multiplicity(layer.in_rep)
+        if copies is None:
+            raise ValueError("eSpectralDecoderLayer expects a layer on regular copies.")
+        group = layer.in_rep.group
+        rep = spectral_rep(group, copies)
+        super().__init__(rep, rep)
+        self.copies = copies
+        self.order = group_order(group)
+        self.norm_first = layer.norm_first
+        self.pos_encoding = layer.pos_encoding
+        self.self_attn = eSpectralMultiheadAttention(layer.self_attn)
+        self.multihead_attn = eSpectralMultiheadAttention(layer.multihead_attn)
+        self.linear1 = eSpectralLinear.from_regular(layer.ff.linear1)
+        self.linear2 = eSpectralLinear.from_regular(layer.ff.linear2)
+        self.activation = layer.ff.activation
+        self.activation_name = layer.ff.activation_name
+        self.ff_dropout = layer.ff.dropout.p
+        self.norm1 = eSpectralNorm.from_regular(layer.norm1)
+        self.norm2 = eSpectralNorm.from_regular(layer.norm2)
+        self.norm3 = eSpectralNorm.from_regular(layer.norm3)
+        self.p_residual = (layer.dropout1.p, layer.dropout2.p, layer.dropout3.p)
+        self.register_exact_buffer("transform", regular_spectral_basis(group).transform)
+        self.transform: Tensor
+        attn = layer.self_attn
+        # The regular layer's constructor arguments, to rebuild its structure (regular_twin).
+        self._regular_kwargs: dict[str, object] = {
+            "nhead": attn.num_heads,
+            "dim_feedforward": layer.ff.linear1.out_rep.size,
+            "dropout": layer.dropout1.p,
+            "activation": layer.ff.activation_name or layer.ff.activation,
+            "layer_norm_eps": layer.norm1.eps,
+            "batch_first": True,
+            "norm_first": layer.norm_first,
+            "norm_module": "layernorm" if isinstance(layer.norm1, eLayerNorm) else "rmsnorm",
+            "bias": attn.in_proj.invariant_bias is not None,
+            "init_scheme": attn.in_proj.init_scheme,
+            "pos_encoding": layer.pos_encoding,
+            "max_relative_distance": (
+                32 if attn.relative_bias is None else attn.relative_bias.max_distance
+            ),
+            "rope_base": 10000.0 if attn.rotary is None else attn.rotary.base,
+        }
+        self.train(layer.training)
+
+    def regular_like(self) -> eTransformerDecoderLayer:
+        """A freshly built regular layer of this layer's structure (the global RNG untouched)."""
+        from ereps import direct_sum
+
+        rep = direct_sum([self.in_rep.group.regular_representation] * self.copies)
+        with torch.random.fork_rng(devices=[]):
+            layer = eTransformerDecoderLayer(rep, **self._regular_kwargs)  # type: ignore[arg-type]
+        ref = self.linear1.weight_blocks[0]
+        return layer.to(device=ref.device, dtype=ref.dtype)
+
+    def regular_twin(self) -> eTransformerDecoderLayer:
+        """The regular-basis layer computing this layer's function (new weights, same values)."""
+        return self.to_regular(self.regular_like())
+
+    def export(self) -> nn.Module:
+        """A plain module: the regular twin's export between two changes of basis per copy."""
+        from elayers._plain_spectral import ConjugatedDecoder
+
+        with torch.no_grad():
+            inner = self.regular_twin().export()
+            plain = ConjugatedDecoder(inner, self.transform, self.pos_encoding is not None)
+        return plain.train(self.training)
+
+    def to_regular(self, like: eTransformerDecoderLayer) -> eTransformerDecoderLayer:
+        """A copy of ``like`` (same structure) with this layer's weights."""
+        out = copy.deepcopy(like)
+        out.self_attn = self.self_attn.to_regular(like.self_attn)
+        out.multihead_attn = self.multihead_attn.to_regular(like.multihead_attn)
+        out.ff.linear1 = self.linear1.to_regular()
+        out.ff.linear2 = self.linear2.to_regular()
+        out.norm1 = self.norm1.to_regular()
+        out.norm2 = self.norm2.to_regular()
+        out.norm3 = self.norm3.to_regular()
+        return out.train(self.training)
+
+    def _ff_runs(self, x: list[Tensor]) -> list[Tensor]:
+        lin1, lin2 = self.linear1, self.linear2
+        runs, n, hidden = lin1.groups, lin1.order, lin1.c_out
+        t = self.transform.to(x[0].dtype)
+        # Hidden features coordinate-outer (|G|, N, 4c): the change of basis is one matrix
+        # product, and the activation and dropout are pointwise in any layout.
+        h = runs_to_coord_outer(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, n)
+        shape = h.shape
+        h = (t @ h.view(n, -1)).view(shape)
+        h = apply_activation(self.activation, self.activation_name, h)
+        h = F.dropout(h, self.ff_dropout, self.training)
+        h = (t.T @ h.view(n, -1)).view(shape)
+        return lin2.apply_runs(coord_outer_to_runs(h, runs), lin2.block_matrices(), 0, self.copies)
+
+    def forward_runs(
+        self,
+        x: list[Tensor],
+        memory: list[Tensor],
+        batch: int,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The layer on run-layout tokens (see :func:`to_runs`); arguments as :meth:`forward`."""
+        c, train = self.copies, self.training
+        p1, p2, p3 = self.p_residual
+        n_tok = x[0].shape[1]
+
+        def residual(x: list[Tensor], update: list[Tensor], p: float) -> list[Tensor]:
+            mask = _copy_mask(p, train, n_tok, c, update[0])
+            if mask is None and not _records_grad(x[0], update[0]):
+                # The update is the fresh output of a block: reuse its memory (inference).
+                return [u.add_(a) for a, u in zip(x, update, strict=True)]
+            if mask is None:
+                return [a + u for a, u in zip(x, update, strict=True)]
+            return [torch.addcmul(a, u, mask) for a, u in zip(x, update, strict=True)]
+
+        def sa(y: list[Tensor]) -> list[Tensor]:
+            return self.self_attn.forward_runs(
+                y, None, batch, tgt_key_padding_mask, None, tgt_is_causal, tgt_pos, tgt_pos
+            )
+
+        def ca(y: list[Tensor]) -> list[Tensor]:
+            return self.multihead_attn.forward_runs(
+                y, memory, batch, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
+            )
+
+        if self.norm_first:
+            x = residual(x, sa(self.norm1.forward_runs(x)), p1)
+            x = residual(x, ca(self.norm2.forward_runs(x)), p2)
+            x = residual(x, self._ff_runs(self.norm3.forward_runs(x)), p3)
+        else:
+            x = self.norm1.forward_runs(residual(x, sa(x), p1))
+            x = self.norm2.forward_runs(residual(x, ca(x), p2))
+            x = self.norm3.forward_runs(residual(x, self._ff_runs(x), p3))
+        return x
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Run the layer on spectral tokens ``tgt`` ``(B, T, E)`` and ``memory`` ``(B, S, E)``.
+
+        Masks and positions as :class:`eTransformerDecoderLayer` (batch first; no ``tgt_mask``,
+        the regressors' self-attention masks are padding and ``tgt_is_causal``).
+        """
+        self._check_input(tgt, "tgt")
+        self._check_input(memory, "memory")
+        runs, n, c = self.linear1.groups, self.order, self.copies
+        out = self.forward_runs(
+            to_runs(tgt, runs, c, n),
+            to_runs(memory, runs, c, n),
+            tgt.shape[0],
+            memory_mask,
+            tgt_key_padding_mask,
+            memory_key_padding_mask,
+            tgt_is_causal,
+            tgt_pos,
+            memory_pos,
+        )
+        return from_runs(out, runs, c, n).view(tgt.shape)
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            tgt: Tensor,
+            memory: Tensor,
+            memory_mask: Tensor | None = None,
+            tgt_key_padding_mask: Tensor | None = None,
+            memory_key_padding_mask: Tensor | None = None,
+            tgt_is_causal: bool = False,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
+        ) -> Tensor: ...
+
+
+class eSpectralDecoder(eModule):
+    """A stack of :class:`eSpectralDecoderLayer` converted from an :class:`eTransformerDecoder`.
+
+    Args:
+        decoder: The regular-basis stack (without a final norm) whose weights to take.
+
+    Raises:
+        ValueError: If the stack has a final norm (the regressors keep theirs outside).
+    """
+
+    def __init__(self, decoder: eTransformerDecoder) -> None:
+        if decoder.norm is not None:
+            raise ValueError("eSpectralDecoder converts stacks without a final norm.")
+        first = decoder.layers[0]
+        if not isinstance(first, eTransformerDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: eTransformerDecoder holds decoder layers")
+        copies = regular_multiplicity(first.in_rep)
+        if copies is None:
+            raise ValueError("eSpectralDecoder expects layers on regular copies.")
+        rep = spectral_rep(first.in_rep.group, copies)
+        super().__init__(rep, rep)
+        self.layers = nn.ModuleList(
+            [eSpectralDecoderLayer(layer) for layer in decoder.layers]  # type: ignore[arg-type]
+        )
+        self.train(decoder.training)
+
+    def transform_matrix(self) -> Tensor:
+        """``T`` (float64, on the module's device): spectral basis vectors, regular coordinates."""
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        return first.transform
+
+    def regular_twin(self) -> eTransformerDecoder:
+        """The regular-basis stack computing this stack's function (new weights, same values)."""
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        with torch.random.fork_rng(devices=[]):
+            like = eTransformerDecoder(first.regular_like(), len(self.layers))
+        return self.to_regular(like)
+
+    def export(self) -> nn.Module:
+        """A plain module: the regular twin's export between two changes of basis per copy."""
+        from elayers._plain_spectral import ConjugatedDecoder
+
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        with torch.no_grad():
+            inner = self.regular_twin().export()
+            plain = ConjugatedDecoder(inner, first.transform, first.pos_encoding is not None)
+        return plain.train(self.training)
+
+    def to_regular(self, like: eTransformerDecoder) -> eTransformerDecoder:
+        """A copy of ``like`` (same structure) with this stack's weights."""
+        out = copy.deepcopy(like)
+        out.layers = nn.ModuleList(
+            [
+                _layer_to_regular(spec, reg)
+                for spec, reg in zip(self.layers, like.layers, strict=True)
+            ]
+        )
+        return out.train(self.training)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+    ) -> Tensor:
+        """Run every layer (arguments as :meth:`eSpectralDecoderLayer.forward`).
+
+        The tokens enter the run layout once and leave it once (see :func:`to_runs`).
+        """
+        self._check_input(tgt, "tgt")
+        self._check_input(memory, "memory")
+        first = self.layers[0]
+        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
+            raise RuntimeError("internal error: built from decoder layers")
+        runs, n, c = first.linear1.groups, first.order, first.copies
+        x = to_runs(tgt, runs, c, n)
+        mem = to_runs(memory, runs, c, n)
+        for layer in self.layers:
+            if not isinstance(layer, eSpectralDecoderLayer):  # an internal invariant
+                raise RuntimeError("internal error: built from decoder layers")
+            x = layer.forward_runs(
+                x,
+                mem,
+                tgt.shape[0],
+                memory_mask,
+                tgt_key_padding_mask,
+                memory_key_padding_mask,
+                tgt_is_causal,
+                tgt_pos,
+                memory_pos,
+            )
+        return from_runs(x, runs, c, n).view(tgt.shape)
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self,
+            tgt: Tensor,
+            memory: Tensor,
+            memory_mask: Tensor | None = None,
+            tgt_key_padding_mask: Tensor | None = None,
+            memory_key_padding_mask: Tensor | None = None,
+            tgt_is_causal: bool = False,
+            tgt_pos: Tensor | None = None,
+            memory_pos: Tensor | None = None,
+        ) -> Tensor: ...
+
+
+class eSpectralMLP(eModule):
+    """:class:`eMLP` between regular copies, executed on spectral-basis features.
+
+    Block-diagonal maps; each hidden layer goes to the regular basis (one ``|G| × |G|`` product
+    per copy) around its pointwise activation and dropout.
+
+    Args:
+        mlp: The regular-basis MLP (on copies of the regular representation) to convert.
+
+    Raises:
+        ValueError: If a representation of ``mlp`` is not copies of the regular one.
+    """
+
+    def __init__(self, mlp: eMLP) -> None:
+        layers = [layer for layer in mlp.layers if isinstance(layer, eLinear)]
+        copies = [regular_multiplicity(layers[0].in_rep)]
+        copies += [regular_multiplicity(layer.out_rep) for layer in layers]
+        if any(c is None for c in copies) or len(layers) != len(mlp.layers):
+            raise ValueError("eSpectralMLP expects an eMLP between copies of the regular rep.")
+        group = mlp.in_rep.group
+        c_in, c_out = copies[0], copies[-1]
+        if c_in is None or c_out is None:  # an internal invariant
+            raise RuntimeError("internal error: checked above")
+        super().__init__(spectral_rep(group, c_in), spectral_rep(group, c_out))
+        self.layers = nn.ModuleList([eSpectralLinear.from_regular(layer) for layer in layers])
+        self.activation = mlp.activation
+        self.activation_name = mlp.activation_name
+        self.dropout = mlp.dropout.p
+        self.register_exact_buffer("transform", regular_spectral_basis(group).transform)
+        self.transform: Tensor
+        self.train(mlp.training)
+
+    def to_regular(self) -> eMLP:
+        """The regular-basis MLP computing this module's function (new weights, same values)."""
+        from ereps import direct_sum
+
+        lins = [_spectral_linear(layer) for layer in self.layers]
+        reg = self.in_rep.group.regular_representation
+        n = lins[0].order
+        with torch.random.fork_rng(devices=[]):
+            out = eMLP(
+                direct_sum([reg] * lins[0].c_in),
+                direct_sum([reg] * lins[-1].c_out),
+                hidden_units=[layer.c_out * n for layer in lins[:-1]],
+                activation=self.activation_name or self.activation,
+                bias=lins[0].bias_coeffs is not None,
+                dropout=self.dropout,
+                init_scheme=lins[0].init_scheme,
+            )
+        out.layers = nn.ModuleList([layer.to_regular() for layer in lins])
+        return out.train(self.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the MLP to ``(..., c_in |G|)`` spectral features; ``(..., c_out |G|)`` out."""
+        self._check_input(x)
+        lead = x.shape[:-1]
+        *hidden, last = [_spectral_linear(layer) for layer in self.layers]
+        n = last.order
+        parts = to_runs(x, last.groups, hidden[0].c_in if hidden else last.c_in, n)
+        t = self.transform.to(x.dtype)
+        for layer in hidden:
+            h = layer.apply_runs(parts, layer.block_matrices(), 0, layer.c_out)
+            y = runs_to_coord_outer(h, layer.groups, n)
+            shape = y.shape
+            y = (t @ y.view(n, -1)).view(shape)
+            y = apply_activation(self.activation, self.activation_name, y)
+            y = F.dropout(y, self.dropout, self.training)
+            y = (t.T @ y.view(n, -1)).view(shape)
+            parts = coord_outer_to_runs(y, layer.groups)
+        out = last.apply_runs(parts, last.block_matrices(), 0, last.c_out)
+        return from_runs(out, last.groups, last.c_out, n).view(*lead, last.c_out * n)
+
+    def export(self) -> nn.Module:
+        """A plain module: the regular twin's export between two changes of basis per copy."""
+        from elayers._plain_spectral import Conjugated
+
+        with torch.no_grad():
+            plain = Conjugated(self.to_regular().export(), self.transform)
+        return plain.train(self.training)
+
+    if TYPE_CHECKING:
+
+        def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def _spectral_linear(layer: nn.Module) -> eSpectralLinear:
+    if not isinstance(layer, eSpectralLinear):  # an internal invariant
+        raise RuntimeError("internal error: built from eSpectralLinear layers")
+    return layer
+
+
+def _layer_to_regular(spec: nn.Module, reg: nn.Module) -> eTransformerDecoderLayer:
+    if not isinstance(spec, eSpectralDecoderLayer) or not isinstance(
+        reg, eTransformerDecoderLayer
+    ):  # an internal invariant
+        raise RuntimeError("internal error: stacks of decoder layers")
+    return spec.to_regular(reg)
+
+
+def spectral_macs_per_token(group: Group, copies_in: int, copies_out: int) -> tuple[int, int]:
+    """Multiply-adds per token of an equivariant map: ``(spectral, dense)``.
+
+    ``c_in c_out Σ_k d_k³/e_k`` and ``c_in c_out |G|²``.
+    """
+    basis = regular_spectral_basis(group)
+    pair = copies_in * copies_out
+    return pair * basis.macs_per_copy_pair(), pair * basis.order**2
