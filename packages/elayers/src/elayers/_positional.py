@@ -119,8 +119,11 @@ class RotaryEmbedding(nn.Module):
             dtype: dtype of the tensors to rotate.
 
         Returns:
-            ``(cos, sin)``, each ``(T, 2, P, 1)`` or ``(N, 1, T, 2, P, 1)``; ``sin`` carries the
-            signs of the rotation (``-sin`` for the first half, ``+sin`` for the second).
+            ``(cos, sin)``: ``cos`` ``(T, d)`` or ``(N, 1, T, d)``, the cosine of each
+            coordinate's angle (1 on a last odd block, which is not rotated); ``sin`` ``(T, P·b)``
+            or ``(N, 1, T, P·b)``, the sine for the coordinates of one half. One entry per
+            coordinate, so that :meth:`rotate` multiplies tensors whose last axes match (a
+            size-``b`` broadcast there runs several times slower).
         """
         # Angles in float64 for float64 inputs, float32 otherwise (bf16 angles are too coarse).
         ct = torch.float64 if dtype == torch.float64 else torch.float32
@@ -129,24 +132,29 @@ class RotaryEmbedding(nn.Module):
         angles = positions.to(ct).unsqueeze(-1) * freq  # (..., T, P)
         if angles.ndim == 3:
             angles = angles.unsqueeze(1)  # (N, 1, T, P): one table for all heads
-        # (..., T, 1, P, 1): broadcast over the two halves and over the coordinates of a block.
-        angles = angles.unsqueeze(-2).unsqueeze(-1)
-        cos, sin = angles.cos(), angles.sin()
-        signed = torch.cat((-sin, sin), dim=-3)
-        return cos.expand_as(signed).to(dtype), signed.to(dtype)
+        shape = (*angles.shape, self.block)
+        # (..., T, P·b): pair i's value on every coordinate of its block (a copy only for b > 1).
+        cos = angles.cos().unsqueeze(-1).expand(shape).flatten(-2)
+        sin = angles.sin().unsqueeze(-1).expand(shape).flatten(-2)
+        parts = [cos, cos]
+        tail = self.head_dim - 2 * self.num_pairs * self.block
+        if tail:
+            parts.append(cos.new_ones(*cos.shape[:-1], tail))
+        return torch.cat(parts, dim=-1).to(dtype), sin.to(dtype)
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Rotate ``x`` ``(N, H, T, d)`` with tables from :meth:`tables`.
 
-        ``[x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin]`` as ``x·cos + swap(x)·sin`` with signed
-        ``sin``: three passes over the data (a flip, a product and a fused multiply-add).
+        ``[x1, x2, rest] -> [x1 cos - x2 sin, x2 cos + x1 sin, rest]`` as ``x·cos`` (one pass,
+        ``cos = 1`` on the rest) and two fused multiply-adds into its halves (half a pass each):
+        no concatenation, no copy of swapped halves.
         """
         half = self.num_pairs * self.block
-        pairs = x[..., : 2 * half].view(*x.shape[:-1], 2, self.num_pairs, self.block)
-        out = torch.addcmul(pairs * cos, pairs.flip(-3), sin).flatten(-3)
-        if 2 * half == x.shape[-1]:
-            return out
-        return torch.cat((out, x[..., 2 * half :]), dim=-1)
+        x1, x2 = x[..., :half], x[..., half : 2 * half]
+        out = x * cos
+        out[..., :half].addcmul_(x2, sin, value=-1.0)
+        out[..., half : 2 * half].addcmul_(x1, sin)
+        return out
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` by the angles of ``positions``.
@@ -422,6 +430,8 @@ def multihead_attention(
         ``(output, weights)`` as :class:`torch.nn.MultiheadAttention`: output of the query's
         shape; weights ``(N, L, S)`` (averaged) or ``(N, H, L, S)``, or ``None``.
     """
+    # Which inputs are one tensor, before the transposes make new ones.
+    self_attention, shared_kv = query is key and key is value, key is value
     if not batch_first:
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))
     n, t_q, e = query.shape
@@ -429,9 +439,17 @@ def multihead_attention(
     h = num_heads
     d = e // h
     w, b = in_proj_weight, in_proj_bias
-    q = F.linear(query, w[:e], None if b is None else b[:e])
-    k = F.linear(key, w[e : 2 * e], None if b is None else b[e : 2 * e])
-    v = F.linear(value, w[2 * e :], None if b is None else b[2 * e :])
+    if self_attention:
+        # Self-attention: one matmul for q, k and v (as eMultiheadAttention and torch do).
+        q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
+    else:
+        # Row slices of the fused weight are views: no copy per call.
+        q = F.linear(query, w[:e], None if b is None else b[:e])
+        if shared_kv:
+            k, v = F.linear(key, w[e:], None if b is None else b[e:]).chunk(2, dim=-1)
+        else:
+            k = F.linear(key, w[e : 2 * e], None if b is None else b[e : 2 * e])
+            v = F.linear(value, w[2 * e :], None if b is None else b[2 * e :])
     q = q.reshape(n, t_q, h, d).transpose(1, 2)
     k = k.reshape(n, t_k, h, d).transpose(1, 2)
     v = v.reshape(n, t_k, h, d).transpose(1, 2)
