@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import torch
@@ -28,7 +29,10 @@ POS = [None, "rope", "relative"]
 MASKS = ["padding", "attn_mask", "per_head", "causal_padding"]
 
 
-def _perturbed(module: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _perturbed(module: M) -> M:
     torch.manual_seed(0)
     with torch.no_grad():
         for p in module.parameters():
