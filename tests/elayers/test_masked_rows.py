@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -227,3 +229,50 @@ def test_torch_export_keeps_empty_rows_finite_with_a_dynamic_batch(pos: str | No
     got = program.module()(query5, kv5, pad5)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:# The axis name:UserWarning")
+def test_onnx_of_exported_attention_keeps_empty_rows_finite(tmp_path: Path) -> None:
+    # Without pos_encoding the export is torch's MultiheadAttention class: the ONNX program must
+    # carry the empty-row value too (the positional attention is covered through the regressors).
+    pytest.importorskip("onnxscript", reason="ONNX export needs the 'deploy' dependency group")
+    ort = pytest.importorskip("onnxruntime", reason="needs the 'deploy' dependency group")
+    rep = C.rep(KEY, SPEC)
+    source = _perturbed(eMultiheadAttention(rep, HEADS))
+    plain = elayers.export(source)
+
+    class Call(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, query: Tensor, kv: Tensor, pad: Tensor) -> Tensor:
+            out: Tensor = self.inner(query, kv, kv, key_padding_mask=pad, need_weights=False)[0]
+            return out
+
+    gen = torch.Generator().manual_seed(6)
+    query = torch.randn(N, T_Q, rep.size, generator=gen)
+    kv = torch.randn(N, T_K, rep.size, generator=gen)
+    kwargs, _ = _masks("padding", T_Q, T_K)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    path = tmp_path / "attention.onnx"
+    torch.onnx.export(
+        Call(plain).eval(),
+        (query, kv, kwargs["key_padding_mask"]),
+        f=str(path),
+        dynamo=True,
+        dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+        verbose=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    query5 = torch.randn(5, T_Q, rep.size, generator=gen)
+    kv5 = torch.randn(5, T_K, rep.size, generator=gen)
+    pad5 = torch.rand(5, T_K, generator=gen) < 0.3
+    pad5[[1, 4]] = True
+    with torch.no_grad():
+        expected, _ = source(query5, kv5, kv5, key_padding_mask=pad5)
+    inputs = (query5, kv5, pad5)
+    (got,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
+    assert np.isfinite(got).all()
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-5, atol=1e-5)
