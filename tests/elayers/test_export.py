@@ -469,4 +469,9 @@ def test_torch_export_with_dynamic_batch_and_blocked_reload(name: str, tmp_path:
 
 def test_plain_files_import_nothing_but_torch() -> None:
     root = Path(elayers.__file__).parent
-    assert X.runtime_imports(root / "_plain.py") <= {"__future__", "torch", "typing"}
+    assert X.runtime_imports(root / "_plain.py") <= {"__future__", "torch", "typing", "elayers"}
+    # Its one import from the package is the torch-only attention (checked in
+    # test_export_positional.py).
+    source = (root / "_plain.py").read_text()
+    assert source.count("from elayers") == 1
+    assert "from elayers._positional import multihead_attention" in source

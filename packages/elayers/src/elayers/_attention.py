@@ -86,7 +86,10 @@ class eMultiheadAttention(eModule):
     the values transform by :math:`P_g`, and the output projection is equivariant:
     ``MHA(ρ(g)Q, ρ(g)K, ρ(g)V) = ρ(g) MHA(Q, K, V)``. The call follows
     :class:`torch.nn.MultiheadAttention` (masks with ``True`` = not allowed, or additive floats),
-    except that a query whose keys are all masked gets a zero attention output (torch: NaN).
+    except that a query whose keys are all masked (in a head) gets a zero attention output there:
+    where that holds for every head its output row is the output projection's bias, and its
+    attention weights are zero (torch: NaN on some of its paths). :meth:`export` and
+    :func:`elayers.frozen` give the same values.
 
     *Positions* (``pos_encoding``; token positions ``query_pos``/``key_pos`` default to
     ``0..T-1``):

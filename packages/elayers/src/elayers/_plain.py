@@ -1,11 +1,14 @@
 """Plain PyTorch modules of exported models where ``torch.nn`` has no exact equivalent.
 
-This file imports nothing but torch at run time (a test checks it): exported models hold
-``torch.nn`` classes and the classes below only, never an escnn, ``ereps`` or equivariant object.
-The three transformer classes are ``torch.nn`` layers that also accept ``is_causal=True`` without a
-mask (the equivariant layers do; torch's own treat ``is_causal`` as a hint about a given mask), and
-the encoder layer takes torch's fused inference kernel only when its norms are ``LayerNorm`` (the
-kernel computes layer norms whatever the norm modules are).
+This file imports nothing but torch and its torch-only sibling ``elayers._positional`` at run
+time (a test checks it): exported models hold ``torch.nn`` classes and the classes below only,
+never an escnn, ``ereps`` or equivariant object. The three transformer classes are ``torch.nn``
+layers that also accept ``is_causal=True`` without a mask (the equivariant layers do; torch's own
+treat ``is_causal`` as a hint about a given mask) and give a query whose keys are all masked a
+zero attention output, as the equivariant attention does (torch: NaN on some paths); the encoder
+layer takes torch's fused inference kernel only when its norms are ``LayerNorm`` (the kernel
+computes layer norms whatever the norm modules are) and no mask is given (the kernel returns NaN
+for an empty row).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+# The shared attention of the plain layers: a torch-only sibling file (imports only torch).
+from elayers._positional import multihead_attention
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -109,7 +115,21 @@ class Pointwise(nn.Module):
 
 
 class MultiheadAttention(nn.MultiheadAttention):
-    """:class:`torch.nn.MultiheadAttention` that builds the causal mask for ``is_causal=True``."""
+    """:class:`torch.nn.MultiheadAttention` with the empty-row value of the equivariant attention.
+
+    Two differences from torch's module, both what the equivariant attention does:
+
+    - ``is_causal=True`` without ``attn_mask`` builds the causal mask (torch treats the flag as a
+      hint about a given mask);
+    - a query whose keys are all masked gets a zero attention output, so its row of the output is
+      ``out_proj.bias`` and its attention weights are zero (torch returns NaN there on some of its
+      paths, and a NaN poisons later layers even under a zero weight). Batched calls with a mask
+      therefore run :func:`elayers._positional.multihead_attention` (the same parameters, SDPA);
+      calls without a mask, or with the causal mask alone (no row of it is empty), run torch's
+      forward, fused inference path included. Unbatched inputs (``(L, E)``) and the options the
+      exported equivariant attention never has (``kdim``/``vdim``, ``add_bias_kv``,
+      ``add_zero_attn``) keep torch's forward.
+    """
 
     def forward(
         self,
@@ -123,6 +143,30 @@ class MultiheadAttention(nn.MultiheadAttention):
         is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """As :meth:`torch.nn.MultiheadAttention.forward`; ``is_causal`` needs no mask."""
+        masked = key_padding_mask is not None or attn_mask is not None
+        if (
+            masked
+            and query.dim() == 3
+            and self.in_proj_weight is not None
+            and self.bias_k is None
+            and not self.add_zero_attn
+        ):
+            return multihead_attention(
+                query,
+                key,
+                value,
+                in_proj_weight=self.in_proj_weight,
+                in_proj_bias=self.in_proj_bias,
+                out_proj=self.out_proj,
+                num_heads=self.num_heads,
+                batch_first=self.batch_first,
+                dropout_p=self.dropout if self.training else 0.0,
+                key_padding_mask=key_padding_mask,
+                need_weights=need_weights,
+                attn_mask=attn_mask,
+                average_attn_weights=average_attn_weights,
+                is_causal=is_causal,
+            )
         if is_causal and attn_mask is None:
             axis = 1 if self.batch_first else 0
             attn_mask = causal_mask(query.shape[axis], key.shape[axis], query.device)
@@ -141,9 +185,11 @@ class MultiheadAttention(nn.MultiheadAttention):
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):
     """:class:`torch.nn.TransformerEncoderLayer` with any norm modules and a maskless ``is_causal``.
 
-    With ``torch.nn.LayerNorm`` norms this is torch's layer, fused inference path included; with
-    other norms (``torch.nn.RMSNorm``) it runs torch's composite path, since the fused kernel would
-    compute layer norms.
+    With ``torch.nn.LayerNorm`` norms and no mask (or only ``is_causal``) this is torch's layer,
+    fused inference path included; with other norms (``torch.nn.RMSNorm``) it runs torch's
+    composite path, since the fused kernel would compute layer norms, and so it does with a mask,
+    since the kernel returns NaN for a query whose keys are all masked (the composite path's
+    attention gives it a zero attention output, as the equivariant layer does).
     """
 
     def forward(
@@ -154,10 +200,13 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
         is_causal: bool = False,
     ) -> Tensor:
         """As :meth:`torch.nn.TransformerEncoderLayer.forward`; ``is_causal`` needs no mask."""
+        # Torch's fused kernel returns NaN for a query whose keys are all masked: it runs only
+        # where no row can be empty (no mask, or the causal one, which keeps each query's key).
+        fused = src_mask is None and src_key_padding_mask is None
         if is_causal and src_mask is None:
             length = src.shape[1 if self.self_attn.batch_first else 0]
             src_mask = causal_mask(length, length, src.device)
-        if type(self.norm1) is nn.LayerNorm and type(self.norm2) is nn.LayerNorm:
+        if fused and type(self.norm1) is nn.LayerNorm and type(self.norm2) is nn.LayerNorm:
             out: Tensor = super().forward(src, src_mask, src_key_padding_mask, is_causal)
             return out
         x = src

@@ -22,6 +22,7 @@ __all__ = [
     "check_pos_encoding",
     "check_positions",
     "merge_masks",
+    "multihead_attention",
 ]
 
 #: Positional encodings an attention module applies itself (``None``: none, as torch's).
@@ -118,8 +119,11 @@ class RotaryEmbedding(nn.Module):
             dtype: dtype of the tensors to rotate.
 
         Returns:
-            ``(cos, sin)``, each ``(T, 2, P, 1)`` or ``(N, 1, T, 2, P, 1)``; ``sin`` carries the
-            signs of the rotation (``-sin`` for the first half, ``+sin`` for the second).
+            ``(cos, sin)``: ``cos`` ``(T, d)`` or ``(N, 1, T, d)``, the cosine of each
+            coordinate's angle (1 on a last odd block, which is not rotated); ``sin`` ``(T, P·b)``
+            or ``(N, 1, T, P·b)``, the sine for the coordinates of one half. One entry per
+            coordinate, so that :meth:`rotate` multiplies tensors whose last axes match (a
+            size-``b`` broadcast there runs several times slower).
         """
         # Angles in float64 for float64 inputs, float32 otherwise (bf16 angles are too coarse).
         ct = torch.float64 if dtype == torch.float64 else torch.float32
@@ -128,24 +132,29 @@ class RotaryEmbedding(nn.Module):
         angles = positions.to(ct).unsqueeze(-1) * freq  # (..., T, P)
         if angles.ndim == 3:
             angles = angles.unsqueeze(1)  # (N, 1, T, P): one table for all heads
-        # (..., T, 1, P, 1): broadcast over the two halves and over the coordinates of a block.
-        angles = angles.unsqueeze(-2).unsqueeze(-1)
-        cos, sin = angles.cos(), angles.sin()
-        signed = torch.cat((-sin, sin), dim=-3)
-        return cos.expand_as(signed).to(dtype), signed.to(dtype)
+        shape = (*angles.shape, self.block)
+        # (..., T, P·b): pair i's value on every coordinate of its block (a copy only for b > 1).
+        cos = angles.cos().unsqueeze(-1).expand(shape).flatten(-2)
+        sin = angles.sin().unsqueeze(-1).expand(shape).flatten(-2)
+        parts = [cos, cos]
+        tail = self.head_dim - 2 * self.num_pairs * self.block
+        if tail:
+            parts.append(cos.new_ones(*cos.shape[:-1], tail))
+        return torch.cat(parts, dim=-1).to(dtype), sin.to(dtype)
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Rotate ``x`` ``(N, H, T, d)`` with tables from :meth:`tables`.
 
-        ``[x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin]`` as ``x·cos + swap(x)·sin`` with signed
-        ``sin``: three passes over the data (a flip, a product and a fused multiply-add).
+        ``[x1, x2, rest] -> [x1 cos - x2 sin, x2 cos + x1 sin, rest]`` as ``x·cos`` (one pass,
+        ``cos = 1`` on the rest) and two fused multiply-adds into its halves (half a pass each):
+        no concatenation, no copy of swapped halves.
         """
         half = self.num_pairs * self.block
-        pairs = x[..., : 2 * half].view(*x.shape[:-1], 2, self.num_pairs, self.block)
-        out = torch.addcmul(pairs * cos, pairs.flip(-3), sin).flatten(-3)
-        if 2 * half == x.shape[-1]:
-            return out
-        return torch.cat((out, x[..., 2 * half :]), dim=-1)
+        x1, x2 = x[..., :half], x[..., half : 2 * half]
+        out = x * cos
+        out[..., :half].addcmul_(x2, sin, value=-1.0)
+        out[..., half : 2 * half].addcmul_(x1, sin)
+        return out
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` by the angles of ``positions``.
@@ -368,6 +377,102 @@ def attend(
     return out, weights
 
 
+def multihead_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    in_proj_weight: Tensor,
+    in_proj_bias: Tensor | None,
+    out_proj: nn.Linear,
+    num_heads: int,
+    batch_first: bool,
+    dropout_p: float,
+    key_padding_mask: Tensor | None,
+    need_weights: bool,
+    attn_mask: Tensor | None,
+    average_attn_weights: bool,
+    is_causal: bool,
+    rotary: RotaryEmbedding | None = None,
+    relative_bias: RelativePositionBias | None = None,
+    query_pos: Tensor | None = None,
+    key_pos: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Multi-head attention with torch's parameter layout, through :func:`attend`.
+
+    The forward of :class:`PositionalMultiheadAttention`, and of the plain
+    ``elayers._plain.MultiheadAttention`` when a mask is given (so that a query whose keys are all
+    masked gets the zero attention output, as in :class:`elayers.eMultiheadAttention`).
+
+    Args:
+        query: ``(N, L, E)`` if ``batch_first`` else ``(L, N, E)``.
+        key: ``(N, S, E)`` (or ``(S, N, E)``).
+        value: Same shape as ``key``.
+        in_proj_weight: ``(3E, E)``, rows ``[W_q; W_k; W_v]``.
+        in_proj_bias: ``(3E,)`` or ``None``.
+        out_proj: The output projection ``E -> E``.
+        num_heads: ``H``; heads are contiguous slices of ``E / H`` coordinates.
+        batch_first: The layout of the inputs and the output.
+        dropout_p: Dropout probability on the attention weights (0 in eval).
+        key_padding_mask: ``(N, S)``, bool (``True`` = padding) or additive.
+        need_weights: Whether to return the attention weights.
+        attn_mask: ``(L, S)`` or ``(N·H, L, S)``, bool (``True`` forbids) or additive.
+        average_attn_weights: Average the returned weights over heads.
+        is_causal: Causal mask when ``attn_mask`` is ``None``.
+        rotary: Rotary embedding of the projected queries and keys.
+        relative_bias: Relative-position bias of the logits.
+        query_pos: ``(L,)`` or ``(N, L)`` integer positions (default ``0..L-1``).
+        key_pos: ``(S,)`` or ``(N, S)`` integer positions (default ``0..S-1``).
+
+    Returns:
+        ``(output, weights)`` as :class:`torch.nn.MultiheadAttention`: output of the query's
+        shape; weights ``(N, L, S)`` (averaged) or ``(N, H, L, S)``, or ``None``.
+    """
+    # Which inputs are one tensor, before the transposes make new ones.
+    self_attention, shared_kv = query is key and key is value, key is value
+    if not batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    n, t_q, e = query.shape
+    t_k = key.shape[1]
+    h = num_heads
+    d = e // h
+    w, b = in_proj_weight, in_proj_bias
+    if self_attention:
+        # Self-attention: one matmul for q, k and v (as eMultiheadAttention and torch do).
+        q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
+    else:
+        # Row slices of the fused weight are views: no copy per call.
+        q = F.linear(query, w[:e], None if b is None else b[:e])
+        if shared_kv:
+            k, v = F.linear(key, w[e:], None if b is None else b[e:]).chunk(2, dim=-1)
+        else:
+            k = F.linear(key, w[e : 2 * e], None if b is None else b[e : 2 * e])
+            v = F.linear(value, w[2 * e :], None if b is None else b[2 * e :])
+    q = q.reshape(n, t_q, h, d).transpose(1, 2)
+    k = k.reshape(n, t_k, h, d).transpose(1, 2)
+    v = v.reshape(n, t_k, h, d).transpose(1, 2)
+    out, weights = attend(
+        q,
+        k,
+        v,
+        attn_mask=attn_mask,
+        key_padding_mask=key_padding_mask,
+        is_causal=is_causal,
+        dropout_p=dropout_p,
+        need_weights=need_weights,
+        rotary=rotary,
+        relative_bias=relative_bias,
+        query_pos=query_pos,
+        key_pos=key_pos,
+    )
+    out = out_proj(out.transpose(1, 2).reshape(n, t_q, e))
+    if not batch_first:
+        out = out.transpose(0, 1)
+    if weights is not None and average_attn_weights:
+        weights = weights.mean(dim=1)
+    return out, weights
+
+
 class PositionalMultiheadAttention(nn.Module):
     """Plain multi-head attention with rotary or relative positions (and torch's call).
 
@@ -474,40 +579,29 @@ class PositionalMultiheadAttention(nn.Module):
         Returns:
             ``(output, weights)`` as :class:`torch.nn.MultiheadAttention`.
         """
-        if not self.batch_first:
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        n, t_q, e = query.shape
-        t_k = key.shape[1]
-        check_positions(query_pos, "query_pos", n, t_q)
-        check_positions(key_pos, "key_pos", n, t_k)
-        h, d = self.num_heads, self.head_dim
-        w, b = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(query, w[:e], None if b is None else b[:e])
-        k = F.linear(key, w[e : 2 * e], None if b is None else b[e : 2 * e])
-        v = F.linear(value, w[2 * e :], None if b is None else b[2 * e :])
-        q = q.reshape(n, t_q, h, d).transpose(1, 2)
-        k = k.reshape(n, t_k, h, d).transpose(1, 2)
-        v = v.reshape(n, t_k, h, d).transpose(1, 2)
-        out, weights = attend(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
-            is_causal=is_causal,
+        batch, time = (0, 1) if self.batch_first else (1, 0)
+        check_positions(query_pos, "query_pos", query.shape[batch], query.shape[time])
+        check_positions(key_pos, "key_pos", key.shape[batch], key.shape[time])
+        return multihead_attention(
+            query,
+            key,
+            value,
+            in_proj_weight=self.in_proj_weight,
+            in_proj_bias=self.in_proj_bias,
+            out_proj=self.out_proj,
+            num_heads=self.num_heads,
+            batch_first=self.batch_first,
             dropout_p=self.dropout if self.training else 0.0,
+            key_padding_mask=key_padding_mask,
             need_weights=need_weights,
+            attn_mask=attn_mask,
+            average_attn_weights=average_attn_weights,
+            is_causal=is_causal,
             rotary=self.rotary,
             relative_bias=self.relative_bias,
             query_pos=query_pos,
             key_pos=key_pos,
         )
-        out = self.out_proj(out.transpose(1, 2).reshape(n, t_q, e))
-        if not self.batch_first:
-            out = out.transpose(0, 1)
-        if weights is not None and average_attn_weights:
-            weights = weights.mean(dim=1)
-        return out, weights
 
     def extra_repr(self) -> str:
         return (
