@@ -85,7 +85,8 @@ def test_bad_input_is_refused_naming_what_was_expected() -> None:
 
 
 def _c4_irrep_dict() -> dict[str, Any]:
-    return _json(representation_to_dict(eg.cyclic_group(4).irrep(1)))
+    data: dict[str, Any] = _json(representation_to_dict(eg.cyclic_group(4).irrep(1)))
+    return data
 
 
 def _edit(path: tuple[str, ...], value: Any) -> Any:
