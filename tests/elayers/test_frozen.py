@@ -198,3 +198,52 @@ def test_a_pre_hook_registered_inside_the_scope_runs() -> None:
         handle.remove()
         model(x)
     assert seen == [1]
+
+
+@pytest.mark.parametrize("kind", ["fused", "foreach"])
+def test_an_optimizer_step_inside_the_scope_is_seen_fused_ones_included(kind: str) -> None:
+    """Fused steps write the parameters without bumping their version counters."""
+    model = _model()
+    x = C.seeded_randn(2, 5, 16, dtype=torch.float32)
+    with torch.no_grad():
+        expected = model(x)
+    other = nn.Parameter(torch.zeros(3))
+    with elayers.frozen(model):
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), expected)
+        # A step of an optimizer holding none of the model's parameters changes nothing.
+        other.grad = torch.ones(3)
+        torch.optim.AdamW([other], lr=0.1, **{kind: True}).step()  # type: ignore[arg-type]
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), expected)
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        version = next(model.parameters())._version
+        torch.optim.AdamW(model.parameters(), lr=0.1, **{kind: True}).step()  # type: ignore[arg-type]
+        if kind == "fused":
+            assert next(model.parameters())._version == version  # invisible to the counter
+        with (
+            torch.no_grad(),
+            pytest.raises(RuntimeError, match=r"an optimizer stepped its parameters inside"),
+        ):
+            model(x)
+    with torch.no_grad():
+        assert float((model(x) - expected).abs().max()) > 1e-3  # the step did change the model
+
+
+def test_a_submodule_replaced_inside_the_scope_is_seen() -> None:
+    """A layer swapped in holds parameters no entry knew: the twin would run the old layer."""
+    model = _model()
+    x = C.seeded_randn(2, 5, 16, dtype=torch.float32)
+    mlp = model[1]
+    assert isinstance(mlp, eMLP)
+    replacement = copy.deepcopy(mlp.layers[0])
+    C.perturb_(replacement, scale=0.5)
+    with torch.no_grad(), elayers.frozen(model):
+        model(x)
+        mlp.layers[0] = replacement  # inside the frozen eMLP
+        with pytest.raises(RuntimeError, match=r"a submodule was replaced, added or removed"):
+            model(x)
+        model[1] = copy.deepcopy(mlp)  # a whole frozen module replaced: it runs itself
+        with torch.no_grad():
+            model(x)

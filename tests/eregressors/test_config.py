@@ -268,3 +268,10 @@ def test_the_configuration_has_exactly_the_constructors_arguments(kind: str) -> 
     arguments = list(inspect.signature(model_type.__init__).parameters)[1:]
     assert sorted(arguments) == sorted(f.name for f in dataclasses.fields(CONFIG_TYPES[kind]))
     assert model_type.config_type is CONFIG_TYPES[kind]
+
+
+def test_a_bad_representation_dictionary_is_refused_naming_its_field() -> None:
+    data = json.loads(json.dumps(BUILDERS["equivariant"]().config.to_dict()))
+    data["cond_rep"]["irreps"] = [[7, 7]]
+    with pytest.raises(ValueError, match=r"from_dict: field 'cond_rep': .*irrep ids of D4"):
+        config_from_dict(data)

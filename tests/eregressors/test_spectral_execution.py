@@ -179,3 +179,22 @@ def test_the_configuration_records_the_execution_and_rebuilds_it() -> None:
     x, k, z = _inputs(model)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x, k, z), spectral(x, k, z), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kw", CONFIGS, ids=["default", "layernorm-causal", "rope", "relative"])
+def test_an_empty_batch_gives_an_empty_output_as_the_regular_execution_does(
+    kw: dict[str, Any],
+) -> None:
+    """B = 0 (with masks, in training too): the run layout merges B and T, and used to fail."""
+    spectral = _model("D6", execution="spectral", **kw).train()
+    X, k, Z = (v[:0] for v in _inputs(spectral))
+    masks = {
+        "X_padding_mask": torch.zeros(0, 5, dtype=torch.bool),
+        "Z_padding_mask": torch.zeros(0, 3, dtype=torch.bool),
+    }
+    out = spectral(X, k, Z, **masks)
+    expected = spectral.with_execution("regular").train()(X, k, Z, **masks)
+    assert out.shape == expected.shape == (0, 5, spectral.out_dim)
+    out.sum().backward()  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        assert spectral.eval()(X, k, Z).shape == (0, 5, spectral.out_dim)

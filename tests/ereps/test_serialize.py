@@ -82,3 +82,59 @@ def test_bad_input_is_refused_naming_what_was_expected() -> None:
         representation_from_dict({"name": "regular"})
     with pytest.raises(ValueError, match="cyclic, dihedral, octahedral or icosahedral"):
         group_to_dict(eg.so2_group())
+
+
+def _c4_irrep_dict() -> dict[str, Any]:
+    data: dict[str, Any] = _json(representation_to_dict(eg.cyclic_group(4).irrep(1)))
+    return data
+
+
+def _edit(path: tuple[str, ...], value: Any) -> Any:
+    data = _c4_irrep_dict()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return data
+
+
+# Each was answered by escnn with a KeyError, a TypeError or a bare assert (stripped by python -O,
+# which then built a wrong representation): refused here with a ValueError naming the key.
+BAD_REPRESENTATIONS = [
+    pytest.param(("group", "group"), "Foo", r"'group' to be one of \['CyclicGroup'", id="family"),
+    pytest.param(("group", "keys"), {"M": 4}, r"'keys' of a CyclicGroup to be \{'N'", id="keys"),
+    pytest.param(("group", "keys"), 4, r"'keys' of a CyclicGroup", id="keys-int"),
+    pytest.param(("group", "keys", "N"), "4", "'N' to be a positive int; got '4'", id="N-str"),
+    pytest.param(("group", "keys", "N"), -1, "'N' to be a positive int; got -1", id="N-neg"),
+    pytest.param(
+        ("group",),
+        {"direct_product": [{"group": "CyclicGroup", "keys": {"N": 2}}]},
+        "'direct_product' to be a list of two",
+        id="product-of-one",
+    ),
+    pytest.param(
+        ("irreps",), [[5]], r"irrep ids of C4 \(one of \[\[0\], \[1\], \[2\]\]\)", id="id"
+    ),
+    pytest.param(("irreps",), 3, "'irreps' to be a non-empty list", id="irreps-int"),
+    pytest.param(
+        ("change_of_basis",), [[1.0]], r"finite 2x2 matrix .* shape \(1, 1\)", id="Q-shape"
+    ),
+    pytest.param(("change_of_basis",), "abc", "'change_of_basis' to be a 2x2 matrix", id="Q-str"),
+    pytest.param(
+        ("change_of_basis",), [[2.0, 0.0], [0.0, 1.0]], "inverse of 'change_of_basis'", id="Q-inv"
+    ),
+    pytest.param(("supported_nonlinearities",), 5, "list of str; got 5", id="nonlinearities"),
+    pytest.param(("registered",), "no", "'registered' to be a bool; got 'no'", id="registered"),
+    pytest.param(("name",), 5, "'name' to be a str; got 5", id="name"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_REPRESENTATIONS)
+def test_bad_dictionaries_are_refused_with_a_value_error_naming_the_key(
+    path: tuple[str, ...], value: Any, message: str
+) -> None:
+    data = _edit(path, value)
+    if path[0] != "group" and path != ("name",):
+        data["name"] = "ereps-serialize-bad"  # no clash with the group's own irrep_1
+    with pytest.raises(ValueError, match=message):
+        representation_from_dict(data)

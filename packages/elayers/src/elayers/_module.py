@@ -50,13 +50,16 @@ class FrozenTwin:
     """
 
     __slots__ = (
+        "children",
         "count",
         "entries",
         "hook_dicts",
         "module",
+        "module_dicts",
         "param_dicts",
         "params",
         "ptrs",
+        "stepped",
         "training",
         "twin",
         "versioned",
@@ -79,11 +82,19 @@ class FrozenTwin:
         self.param_dicts = [m._parameters for m in module.modules() if m._parameters]
         self.entries = [v for d in self.param_dicts for v in d.values()]
         self.count = len(self.entries)
+        # The same for the submodule dicts: a submodule (a layer of a ModuleList, ...) replaced
+        # inside the scope brings parameters that no entry above holds, and the twin would run
+        # the old one's weights.
+        self.module_dicts = [m._modules for m in module.modules() if m._modules]
+        self.children = [v for d in self.module_dicts for v in d.values()]
         self.params: list[Tensor] = [p for p in self.entries if p is not None]
         # Inference tensors have no version counter (only identity and address are checked).
         self.versioned = [p for p in self.params if not p.is_inference()]
         self.versions = list(map(_VERSION, self.versioned))
         self.ptrs = list(map(Tensor.data_ptr, self.params))
+        # Set by the scope's optimizer-step hook: fused optimizer steps (``fused=True``) write
+        # the parameters in place without bumping their version counters.
+        self.stepped = False
 
     def usable(self) -> bool:
         """Whether the twin computes this call.
@@ -107,12 +118,29 @@ class FrozenTwin:
         # after a forward has evicted the tree's objects from the caches, so the fewer objects
         # and bytecodes it touches, the less it costs (a few microseconds for a whole model).
         if (
-            list(map(_VERSION, self.versioned)) == self.versions
+            not self.stepped
+            and list(map(_VERSION, self.versioned)) == self.versions
             and list(map(Tensor.data_ptr, self.params)) == self.ptrs
             and sum(map(len, self.param_dicts)) == self.count
             and all(map(operator.is_, _values(self.param_dicts), self.entries))
+            and sum(map(len, self.module_dicts)) == len(self.children)
+            and all(map(operator.is_, _values(self.module_dicts), self.children))
         ):
             return
+        if self.stepped:
+            raise RuntimeError(
+                f"{type(self.module).__name__}: an optimizer stepped its parameters inside "
+                "elayers.frozen(); the weights were built on entry and would be stale. Step "
+                "outside the scope (or re-enter it after the step)."
+            )
+        if sum(map(len, self.module_dicts)) != len(self.children) or not all(
+            map(operator.is_, _values(self.module_dicts), self.children)
+        ):
+            raise RuntimeError(
+                f"{type(self.module).__name__}: a submodule was replaced, added or removed inside "
+                "elayers.frozen(); the weights were built on entry and would be stale. Change "
+                "the model outside the scope (or re-enter it after the change)."
+            )
         entry_version = {id(p): v for p, v in zip(self.versioned, self.versions, strict=True)}
         entry_ptr = {id(p): ptr for p, ptr in zip(self.params, self.ptrs, strict=True)}
         held = iter(self.entries)
@@ -142,7 +170,7 @@ class FrozenTwin:
         )
 
 
-def _values(dicts: list[dict[str, nn.Parameter | None]]) -> Iterator[nn.Parameter | None]:
+def _values(dicts: list[dict[str, Any]]) -> Iterator[Any]:
     """The values of ``dicts``, one after the other."""
     return itertools.chain.from_iterable(map(dict.values, dicts))
 

@@ -724,12 +724,7 @@ class eSpectralNorm(eModule):
             parts = [first, *parts[1:]]
         # Contiguous reductions per run (last axis), then over the few blocks of the run.
         square = sum(
-            (
-                torch.linalg.vecdot(
-                    p.view(p.shape[0], n_tok, -1), p.view(p.shape[0], n_tok, -1)
-                ).sum(dim=0)
-                for p in parts
-            ),
+            (torch.linalg.vecdot(p.flatten(2), p.flatten(2)).sum(dim=0) for p in parts),
             start=first.new_zeros(n_tok),
         )
         r = torch.rsqrt(square / (c * n) + self.eps)
@@ -885,6 +880,10 @@ class eSpectralMultiheadAttention(eModule):
         """
         self._check_input(query, "query")
         self._check_input(key, "key")
+        if query.shape[0] == 0:
+            # An empty batch: the run layout merges (B, T) into N = B·T and could not split
+            # N = 0 back (nor check the masks against it); the output is as empty as the input.
+            return query.clone()
         runs, n, c = self.in_proj.groups, self.in_proj.order, self.copies
         qr = to_runs(query, runs, c, n)
         kr = None if key is query else to_runs(key, runs, c, n)
@@ -1008,10 +1007,10 @@ class eSpectralDecoderLayer(eModule):
         # product, and the activation and dropout are pointwise in any layout.
         h = runs_to_coord_outer(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, n)
         shape = h.shape
-        h = (t @ h.view(n, -1)).view(shape)
+        h = (t @ h.flatten(1)).view(shape)
         h = apply_activation(self.activation, self.activation_name, h)
         h = F.dropout(h, self.ff_dropout, self.training)
-        h = (t.T @ h.view(n, -1)).view(shape)
+        h = (t.T @ h.flatten(1)).view(shape)
         return lin2.apply_runs(coord_outer_to_runs(h, runs), lin2.block_matrices(), 0, self.copies)
 
     def forward_runs(
@@ -1078,6 +1077,10 @@ class eSpectralDecoderLayer(eModule):
         """
         self._check_input(tgt, "tgt")
         self._check_input(memory, "memory")
+        if tgt.shape[0] == 0:
+            # An empty batch: the run layout merges (B, T) into N = B·T and could not split
+            # N = 0 back (nor check the masks against it); the output is as empty as the input.
+            return tgt.clone()
         runs, n, c = self.linear1.groups, self.order, self.copies
         out = self.forward_runs(
             to_runs(tgt, runs, c, n),
@@ -1189,6 +1192,10 @@ class eSpectralDecoder(eModule):
         """
         self._check_input(tgt, "tgt")
         self._check_input(memory, "memory")
+        if tgt.shape[0] == 0:
+            # An empty batch: the run layout merges (B, T) into N = B·T and could not split
+            # N = 0 back (nor check the masks against it); the output is as empty as the input.
+            return tgt.clone()
         first = self.layers[0]
         if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
             raise RuntimeError("internal error: built from decoder layers")
@@ -1290,10 +1297,10 @@ class eSpectralMLP(eModule):
             h = layer.apply_runs(parts, layer.block_matrices(), 0, layer.c_out)
             y = runs_to_coord_outer(h, layer.groups, n)
             shape = y.shape
-            y = (t @ y.view(n, -1)).view(shape)
+            y = (t @ y.flatten(1)).view(shape)
             y = apply_activation(self.activation, self.activation_name, y)
             y = F.dropout(y, self.dropout, self.training)
-            y = (t.T @ y.view(n, -1)).view(shape)
+            y = (t.T @ y.flatten(1)).view(shape)
             parts = coord_outer_to_runs(y, layer.groups)
         out = last.apply_runs(parts, last.block_matrices(), 0, last.c_out)
         return from_runs(out, last.groups, last.c_out, n).view(*lead, last.c_out * n)

@@ -276,7 +276,10 @@ class _Serializable:
             if name == "model":
                 continue
             if name in _REP_FIELDS and isinstance(value, Mapping):
-                value = representation_from_dict(value)
+                try:
+                    value = representation_from_dict(value)
+                except ValueError as error:  # which field's dictionary was bad
+                    raise ValueError(f"{owner}: field {name!r}: {error}") from error
             elif name == "down_dims" and isinstance(value, list):
                 value = tuple(value)
             fields[name] = value

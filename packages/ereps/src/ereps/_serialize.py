@@ -32,6 +32,20 @@ from ereps._pickling import _direct_product, _group_from_keys, _representation
 __all__ = ["group_from_dict", "group_to_dict", "representation_from_dict", "representation_to_dict"]
 
 
+# The constructor arguments of each supported family (escnn's ``_keys``), all positive ints.
+_GROUP_KEYS: dict[str, tuple[str, ...]] = {
+    "CyclicGroup": ("N",),
+    "DihedralGroup": ("N",),
+    "Octahedral": (),
+    "Icosahedral": (),
+}
+
+
+def _expected_text(keys: tuple[str, ...]) -> str:
+    """``'N': <positive int>`` for the keys of a group family (error messages)."""
+    return ", ".join(f"{k!r}: <positive int>" for k in keys)
+
+
 def _plain(value: Any) -> Any:
     """Irrep ids and constructor keys (nested tuples of ints, ...) as JSON values."""
     if isinstance(value, (tuple, list)):
@@ -90,19 +104,48 @@ def group_from_dict(data: Mapping[str, Any]) -> Group:
     """The group described by :func:`group_to_dict`'s dictionary (escnn's cached object).
 
     Raises:
-        ValueError: If ``data`` is not such a dictionary.
+        ValueError: If ``data`` is not such a dictionary (another family, other constructor
+            arguments than the family's, a direct product of other than two groups).
     """
     if not isinstance(data, Mapping):
         raise ValueError(f"group_from_dict expects a dictionary; got {type(data).__name__}.")
     if "direct_product" in data:
-        first, second = data["direct_product"]
-        return _direct_product(group_from_dict(first), group_from_dict(second), data.get("name"))
+        factors, name = data["direct_product"], data.get("name")
+        if not isinstance(factors, list) or len(factors) != 2:
+            raise ValueError(
+                "group_from_dict expects 'direct_product' to be a list of two group dictionaries; "
+                f"got {factors!r}."
+            )
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"group_from_dict expects 'name' to be a str or None; got {name!r}.")
+        return _direct_product(group_from_dict(factors[0]), group_from_dict(factors[1]), name)
     if "group" not in data or "keys" not in data:
         raise ValueError(
             "group_from_dict expects the keys 'group' and 'keys' (or 'direct_product'); got "
             f"{sorted(data)}."
         )
-    return _group_from_keys(str(data["group"]), dict(data["keys"]))
+    class_name, keys = data["group"], data["keys"]
+    # Checked here: escnn's constructors answer bad arguments with a KeyError, a TypeError or a
+    # bare assert (which python -O strips, building a wrong group).
+    if not isinstance(class_name, str) or class_name not in _GROUP_KEYS:
+        raise ValueError(
+            f"group_from_dict expects 'group' to be one of {sorted(_GROUP_KEYS)}; got "
+            f"{class_name!r}."
+        )
+    expected = _GROUP_KEYS[class_name]
+    if not isinstance(keys, Mapping) or set(keys) != set(expected):
+        raise ValueError(
+            f"group_from_dict expects the 'keys' of a {class_name} to be "
+            f"{{{_expected_text(expected)}}}; got {keys!r}."
+        )
+    for key in expected:
+        value = keys[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"group_from_dict expects the {class_name}'s {key!r} to be a positive int; got "
+                f"{value!r}."
+            )
+    return _group_from_keys(class_name, dict(keys))
 
 
 def representation_to_dict(rep: Representation) -> dict[str, Any]:
@@ -141,23 +184,62 @@ def representation_from_dict(data: Mapping[str, Any]) -> Representation:
         basis); the group's own object when the group holds one of that name.
 
     Raises:
-        ValueError: If ``data`` misses a key, or the group already holds a different
-            representation of that name.
+        ValueError: If ``data`` misses a key or holds an invalid value (a group of another
+            family, an unknown irrep id, a change of basis of the wrong shape or not inverse to
+            ``change_of_basis_inv``), or the group already holds a different representation of
+            that name.
     """
     keys = ("group", "name", "irreps", "change_of_basis", "change_of_basis_inv")
     if not isinstance(data, Mapping) or any(k not in data for k in keys):
         got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
         raise ValueError(f"representation_from_dict expects the keys {list(keys)}; got {got}.")
+    group = group_from_dict(data["group"])
+    name, irreps, registered = data["name"], data["irreps"], data.get("registered", False)
+    nonlinearities = data.get("supported_nonlinearities", [])
+    if not isinstance(name, str):
+        raise ValueError(f"representation_from_dict expects 'name' to be a str; got {name!r}.")
+    if not isinstance(registered, bool):
+        raise ValueError(
+            f"representation_from_dict expects 'registered' to be a bool; got {registered!r}."
+        )
+    if not isinstance(nonlinearities, list) or not all(isinstance(n, str) for n in nonlinearities):
+        raise ValueError(
+            "representation_from_dict expects 'supported_nonlinearities' to be a list of str; got "
+            f"{nonlinearities!r}."
+        )
+    # Checked here, before escnn: it answers bad irreps and matrices with bare asserts, which
+    # python -O strips (a wrong representation would be built).
+    sizes = {tuple(i.id): i.size for i in group.irreps()}
+    ids = [_tuples(i) for i in irreps] if isinstance(irreps, list) else None
+    if not ids or any(not isinstance(i, tuple) or i not in sizes for i in ids):
+        raise ValueError(
+            f"representation_from_dict expects 'irreps' to be a non-empty list of irrep ids of "
+            f"{group.name} (one of {[list(i) for i in sizes]}); got {irreps!r}."
+        )
+    size = sum(sizes[i] for i in ids)
+    matrices = []
+    for key in ("change_of_basis", "change_of_basis_inv"):
+        try:
+            matrix = np.asarray(data[key], dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"representation_from_dict expects {key!r} to be a {size}x{size} matrix of "
+                f"floats; got {data[key]!r:.80}."
+            ) from error
+        if matrix.shape != (size, size) or not np.all(np.isfinite(matrix)):
+            raise ValueError(
+                f"representation_from_dict expects {key!r} to be a finite {size}x{size} matrix "
+                f"(the irreps' total size); got shape {matrix.shape}."
+            )
+        matrices.append(matrix)
+    if not np.allclose(matrices[0] @ matrices[1], np.eye(size)):
+        raise ValueError(
+            "representation_from_dict expects 'change_of_basis_inv' to be the inverse of "
+            "'change_of_basis'; their product is not the identity."
+        )
     try:
         return _representation(
-            group_from_dict(data["group"]),
-            str(data["name"]),
-            [_tuples(i) for i in data["irreps"]],
-            np.asarray(data["change_of_basis"], dtype=np.float64),
-            np.asarray(data["change_of_basis_inv"], dtype=np.float64),
-            list(data.get("supported_nonlinearities", [])),
-            {},
-            bool(data.get("registered", False)),
+            group, name, ids, matrices[0], matrices[1], nonlinearities, {}, registered
         )
     except pickle.UnpicklingError as error:  # a name clash, reported as bad data
         raise ValueError(f"representation_from_dict: {error}") from error
