@@ -156,9 +156,16 @@ def test_other_threads_see_the_scope_and_errors_name_the_argument() -> None:
 
 
 def test_each_kind_of_edit_alone_is_seen_and_named() -> None:
-    """Version, address and identity are each checked: one edit of one kind is enough."""
+    """Versions, the first address and the dict sizes are polled, assignments are seen as they
+    happen: one edit of one kind is enough."""
     x = C.seeded_randn(2, 5, 16, dtype=torch.float32)
-    for edit in ("in_place", "replaced", "removed", "data_assigned"):
+    cases = {
+        "in_place": r"parameter '{name}' of eLinear changed inside",
+        "replaced": r"parameter '{name}' of eLinear changed inside",
+        "deleted": r"a parameter or submodule was deleted or added inside",
+        "converted": r"its parameters \(moved or converted: \.to\(\), .*\) changed inside",
+    }
+    for edit, message in cases.items():
         model = _model()
         layer = model[1]
         assert isinstance(layer, eMLP)
@@ -172,16 +179,16 @@ def test_each_kind_of_edit_alone_is_seen_and_named() -> None:
                 # Same values, another Parameter object: neither version nor address of the old
                 # one changes.
                 setattr(owner, name, nn.Parameter(param.detach().clone()))
-            elif edit == "removed":
-                setattr(owner, name, None)
+            elif edit == "deleted":
+                delattr(owner, name)
             else:
                 version = param._version
-                param.data = param.detach().clone()
+                model.double()  # moves every parameter: seen at the first one's address
                 assert param._version == version  # invisible to the version counter
-            with pytest.raises(
-                RuntimeError, match=rf"parameter '{name}' of eLinear changed inside"
-            ):
+                x = x.double()
+            with pytest.raises(RuntimeError, match=message.format(name=name)):
                 model(x)
+        x = x.float()
 
 
 def test_a_pre_hook_registered_inside_the_scope_runs() -> None:

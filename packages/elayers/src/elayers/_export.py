@@ -9,9 +9,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from elayers._module import FrozenTwin, eModule, frozen_registry
+from elayers._module import FrozenTwin, eModule, frozen_registry, watch_frozen
 from elayers._records import drop_guards
 
 __all__ = ["Exportable", "export", "frozen"]
@@ -122,12 +121,12 @@ def frozen(module: _T) -> Iterator[_T]:
                 x = x + dt * ema_model(x, k, z)
 
     As with :func:`torch.nn.utils.parametrize.cached`, **parameters must not change inside the
-    scope**. A change that the parameters' version counters or addresses reveal (an optimizer
-    step, an in-place update, ``load_state_dict``, ``.to()``), a step of any optimizer holding
-    them (fused ones included, which bump no version counter) and a submodule replaced inside the
-    scope raise ``RuntimeError`` at the next forward instead of using old weights; an edit
-    through ``.data`` cannot be seen. After the scope
-    forwards synthesize from the current parameters again.
+    scope**. An in-place edit (an optimizer or EMA step, ``load_state_dict``), a step of any
+    optimizer holding them (fused ones included, which bump no version counter), ``.to()``, and
+    a parameter or submodule assigned, added or deleted raise ``RuntimeError`` at the next
+    forward instead of using old weights; an edit through ``.data`` and a parameter set to
+    ``None`` cannot be seen. After the scope forwards synthesize from the current parameters
+    again.
 
     The twin runs only for calls it computes exactly as the module would: in the training mode of
     entry (eval, normally), where autograd does not track the parameters (under
@@ -169,18 +168,12 @@ def frozen(module: _T) -> Iterator[_T]:
         mine = {key: entry for key, entry in entries.items() if key not in registry}
         registry.update(mine)
 
-    def mark_stepped(optimizer: torch.optim.Optimizer, *_: Any) -> None:
-        # Fused optimizer steps (fused=True) bump no version counter: seen here instead.
-        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        for entry in mine.values():
-            if any(id(p) in stepped for p in entry.params):
-                entry.stepped = True
-
-    hook = register_optimizer_step_pre_hook(mark_stepped)
+    handles = watch_frozen(mine)
     try:
         yield module
     finally:
-        hook.remove()
+        for handle in handles:
+            handle.remove()
         with lock:
             for key, entry in mine.items():
                 if registry.get(key) is entry:

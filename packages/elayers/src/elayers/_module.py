@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import operator
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import (
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.hooks import RemovableHandle
 
 from elayers._records import RECORD_FORMAT, guard_loading, record_problem, rep_record
 from ereps import ExactBuffersModule, InitScheme, Representation
@@ -21,6 +26,7 @@ __all__ = [
     "frozen_registry",
     "frozen_twin",
     "transform_active",
+    "watch_frozen",
 ]
 
 
@@ -41,25 +47,37 @@ def transform_active() -> bool:
 class FrozenTwin:
     """The plain twin of one module inside an :func:`elayers.frozen` scope.
 
-    Built once on entry (the module's :meth:`eModule.export`); every use first checks that the
-    module's parameters (its whole subtree) are still the same tensors at the same version and
-    address, and raises instead of computing with old weights when an edit was detected (an
-    in-place update, an optimizer step, ``load_state_dict``, ``.to()``). That is a guard against
-    misuse, not a cache policy: edits through ``.data`` bypass version counters, which is why
-    parameters must not change inside the scope at all.
+    Built once on entry (the module's :meth:`eModule.export`). Every use first checks, cheaply,
+    that the module's subtree was not edited since entry, and raises instead of computing with old
+    weights when it was. That is a guard against misuse, not a cache policy (parameters must not
+    change inside the scope at all):
+
+    * polled at every use: the version counters of all parameters (in-place edits: optimizer
+      steps, EMA updates, ``load_state_dict``), the address of the first parameter (``.to()``,
+      ``.double()``, ... move every parameter) and the sizes of the parameter and submodule dicts
+      (one deleted or added);
+    * seen when they happen (:func:`elayers.frozen` registers torch's global hooks for the scope
+      and calls :meth:`mark`): a parameter or submodule assigned (``module.weight = ...``,
+      ``load_state_dict(assign=True)``, ``layers[0] = ...``) and a step of an optimizer holding
+      the parameters (fused steps bump no version counter).
+
+    Not seen: edits through ``.data`` (no version counter), and a parameter set to ``None`` (torch
+    calls no hook for it).
     """
 
     __slots__ = (
-        "children",
-        "count",
-        "entries",
+        "changed",
+        "first_ptr",
         "hook_dicts",
         "module",
+        "module_count",
         "module_dicts",
+        "module_ids",
+        "names",
+        "param_count",
         "param_dicts",
         "params",
-        "ptrs",
-        "stepped",
+        "submodules",
         "training",
         "twin",
         "versioned",
@@ -70,31 +88,38 @@ class FrozenTwin:
         self.module = module
         self.twin = twin
         self.training = module.training
+        # Kept so that their ids, which the registration hooks look up, stay theirs.
+        self.submodules = list(module.modules())
+        self.module_ids = frozenset(map(id, self.submodules))
         # The hook dicts of the submodules whose hooks the twin would skip (the module's own run
         # around the twin). The dict objects themselves are kept: registering a hook adds to
         # them, so a call reads their lengths instead of walking every submodule again.
         self.hook_dicts: list[Mapping[int, Any]] = []
-        for m in list(module.modules())[1:]:
+        for m in self.submodules[1:]:
             self.hook_dicts += [m._forward_hooks, m._forward_pre_hooks]
-        # Every submodule's parameter dict and, in its order, what it held on entry (``None``
-        # entries included): one identity pass over the dicts' values sees a parameter replaced,
-        # removed or added, without a lookup by name.
-        self.param_dicts = [m._parameters for m in module.modules() if m._parameters]
-        self.entries = [v for d in self.param_dicts for v in d.values()]
-        self.count = len(self.entries)
-        # The same for the submodule dicts: a submodule (a layer of a ModuleList, ...) replaced
-        # inside the scope brings parameters that no entry above holds, and the twin would run
-        # the old one's weights.
-        self.module_dicts = [m._modules for m in module.modules() if m._modules]
-        self.children = [v for d in self.module_dicts for v in d.values()]
-        self.params: list[Tensor] = [p for p in self.entries if p is not None]
-        # Inference tensors have no version counter (only identity and address are checked).
+        self.param_dicts = [m._parameters for m in self.submodules if m._parameters]
+        self.param_count = sum(map(len, self.param_dicts))
+        self.module_dicts = [m._modules for m in self.submodules if m._modules]
+        self.module_count = sum(map(len, self.module_dicts))
+        named = [
+            (f"{type(m).__name__}", name, p)
+            for m in self.submodules
+            for name, p in m._parameters.items()
+            if p is not None
+        ]
+        self.names = [(owner, name) for owner, name, _ in named]
+        self.params: list[Tensor] = [p for _, _, p in named]
+        # Inference tensors have no version counter.
         self.versioned = [p for p in self.params if not p.is_inference()]
         self.versions = list(map(_VERSION, self.versioned))
-        self.ptrs = list(map(Tensor.data_ptr, self.params))
-        # Set by the scope's optimizer-step hook: fused optimizer steps (``fused=True``) write
-        # the parameters in place without bumping their version counters.
-        self.stepped = False
+        self.first_ptr = self.params[0].data_ptr() if self.params else 0
+        # Set by mark(): what an event of the scope's hooks saw, for the error message.
+        self.changed: str | None = None
+
+    def mark(self, what: str) -> None:
+        """Record an edit seen by one of the scope's hooks; the next use raises with ``what``."""
+        if self.changed is None:
+            self.changed = what
 
     def usable(self) -> bool:
         """Whether the twin computes this call.
@@ -113,66 +138,71 @@ class FrozenTwin:
         return not any(self.hook_dicts)
 
     def check(self) -> None:
-        """Raise ``RuntimeError`` if a parameter was replaced or edited since entry."""
-        # One C-level pass per property (map, not a Python loop): every call runs this right
-        # after a forward has evicted the tree's objects from the caches, so the fewer objects
-        # and bytecodes it touches, the less it costs (a few microseconds for a whole model).
+        """Raise ``RuntimeError`` if the subtree was edited since entry (see the class)."""
+        # A handful of C-level passes: every call runs this right after a forward has evicted
+        # the tree's objects from the caches, so each object it touches costs a cache miss.
         if (
-            not self.stepped
+            self.changed is None
             and list(map(_VERSION, self.versioned)) == self.versions
-            and list(map(Tensor.data_ptr, self.params)) == self.ptrs
-            and sum(map(len, self.param_dicts)) == self.count
-            and all(map(operator.is_, _values(self.param_dicts), self.entries))
-            and sum(map(len, self.module_dicts)) == len(self.children)
-            and all(map(operator.is_, _values(self.module_dicts), self.children))
+            and (not self.params or self.params[0].data_ptr() == self.first_ptr)
+            and sum(map(len, self.param_dicts)) == self.param_count
+            and sum(map(len, self.module_dicts)) == self.module_count
         ):
             return
-        if self.stepped:
-            raise RuntimeError(
-                f"{type(self.module).__name__}: an optimizer stepped its parameters inside "
-                "elayers.frozen(); the weights were built on entry and would be stale. Step "
-                "outside the scope (or re-enter it after the step)."
-            )
-        if sum(map(len, self.module_dicts)) != len(self.children) or not all(
-            map(operator.is_, _values(self.module_dicts), self.children)
-        ):
-            raise RuntimeError(
-                f"{type(self.module).__name__}: a submodule was replaced, added or removed inside "
-                "elayers.frozen(); the weights were built on entry and would be stale. Change "
-                "the model outside the scope (or re-enter it after the change)."
-            )
-        entry_version = {id(p): v for p, v in zip(self.versioned, self.versions, strict=True)}
-        entry_ptr = {id(p): ptr for p, ptr in zip(self.params, self.ptrs, strict=True)}
-        held = iter(self.entries)
-        for owner in self.module.modules():
-            if not owner._parameters:
-                continue
-            for name, p in owner._parameters.items():
-                old = next(held, None)
-                edited = p is not old or (
-                    p is not None
-                    and (
-                        (id(p) in entry_version and p._version != entry_version[id(p)])
-                        or p.data_ptr() != entry_ptr[id(p)]
-                    )
-                )
-                if edited:
-                    raise RuntimeError(
-                        f"{type(self.module).__name__}: parameter {name!r} of "
-                        f"{type(owner).__name__} changed inside elayers.frozen(); the weights "
-                        "were built on entry and would be stale. Edit parameters outside the "
-                        "scope (or re-enter it after the edit)."
-                    )
+        what = self.changed if self.changed is not None else self._polled_change()
         raise RuntimeError(
-            f"{type(self.module).__name__}: its parameters changed inside elayers.frozen() (one "
-            "was removed or added); the weights were built on entry and would be stale. Edit "
-            "parameters outside the scope (or re-enter it after the edit)."
+            f"{type(self.module).__name__}: {what} inside elayers.frozen(); the weights were "
+            "built on entry and would be stale. Change the model outside the scope (or "
+            "re-enter it after the change)."
         )
 
+    def _polled_change(self) -> str:
+        """What the polls of :meth:`check` saw, for its error message."""
+        entry_version = {id(p): v for p, v in zip(self.versioned, self.versions, strict=True)}
+        for (owner, name), p in zip(self.names, self.params, strict=True):
+            if id(p) in entry_version and p._version != entry_version[id(p)]:
+                return f"parameter {name!r} of {owner} changed"
+        if self.params and self.params[0].data_ptr() != self.first_ptr:
+            return "its parameters (moved or converted: .to(), .double(), ...) changed"
+        return "a parameter or submodule was deleted or added"
 
-def _values(dicts: list[dict[str, Any]]) -> Iterator[Any]:
-    """The values of ``dicts``, one after the other."""
-    return itertools.chain.from_iterable(map(dict.values, dicts))
+
+def watch_frozen(entries: Mapping[int, FrozenTwin]) -> list[RemovableHandle]:
+    """Register torch's global hooks that :class:`FrozenTwin` relies on for ``entries``.
+
+    Parameter and submodule assignments (``module.weight = ...``, ``load_state_dict(assign=True)``,
+    ``layers[0] = ...``) and optimizer steps are seen when they happen, instead of being polled at
+    every forward. The caller removes the handles when its scope ends.
+    """
+    twins = list(entries.values())
+    if not twins:
+        return []
+
+    def on_parameter(module: nn.Module, name: str, param: object) -> None:
+        for twin in twins:
+            if id(module) in twin.module_ids:
+                twin.mark(f"parameter {name!r} of {type(module).__name__} changed")
+
+    def on_module(module: nn.Module, name: str, submodule: object) -> None:
+        for twin in twins:
+            if id(module) in twin.module_ids:
+                twin.mark(
+                    f"a submodule was replaced, added or removed ({type(module).__name__}, "
+                    f"{name!r})"
+                )
+
+    def on_step(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        # Fused optimizer steps (fused=True) bump no version counter: seen here instead.
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for twin in twins:
+            if any(id(p) in stepped for p in twin.params):
+                twin.mark("an optimizer stepped its parameters")
+
+    return [
+        register_module_parameter_registration_hook(on_parameter),
+        register_module_module_registration_hook(on_module),
+        register_optimizer_step_pre_hook(on_step),
+    ]
 
 
 _VERSION = operator.attrgetter("_version")
