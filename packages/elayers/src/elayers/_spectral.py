@@ -368,22 +368,23 @@ class eSpectralLinear(eModule):
         mats = []
         for i, (_off, count, _rows, m, e) in enumerate(self.groups):
             theta = self.weight_blocks[i]
-            a = (theta * self.run_scales[i]).view(count, self.c_out, m, self.c_in, m, e)
             f = m * e
             if e == 1:
                 # Mt[(μ, i), (ν, o)] = a[o, ν, i, μ]
-                mats.append(
-                    a[..., 0].permute(0, 4, 3, 2, 1).reshape(count, f * self.c_in, f * self.c_out)
-                )
+                a = (theta * self.run_scales[i]).view(count, self.c_out, m, self.c_in, m)
+                mats.append(a.permute(0, 4, 3, 2, 1).reshape(count, f * self.c_in, f * self.c_out))
                 continue
-            lm = getattr(self, f"left_mult_{i}").to(a.dtype)
+            lm = getattr(self, f"left_mult_{i}").to(theta.dtype)
             # M[(o, ν, p), (i, μ, q)] = Σ_j a[o, ν, i, μ, j] L_j[p, q]; returned as its transpose
-            # (rows (μ, q, i), columns (ν, p, o)). A broadcast product summed over j: the tensors
-            # are small, and einsum's reordering into a matrix product costs more here.
-            ap = a.permute(0, 4, 3, 2, 1, 5).unsqueeze(2).unsqueeze(5)  # (n, μ, 1, i, ν, 1, o, j)
-            lp = lm.permute(2, 1, 0).view(1, 1, e, 1, 1, e, 1, e)  # (q, p, j)
-            full = (ap * lp).sum(dim=-1)
-            mats.append(full.reshape(count, f * self.c_in, f * self.c_out))
+            # (rows (μ, q, i), columns (ν, p, o)). One matrix product over j with the scaled
+            # L_j^T flattened to (j, (q, p)), then one permuting copy: cheaper than a broadcast
+            # product summed over j (measured: 1.06 -> 0.60 ms forward + backward, C8 16 -> 64).
+            lr = (lm.transpose(1, 2) * self.run_scales[i]).reshape(e, e * e)
+            full = (theta.reshape(-1, e) @ lr).view(count, self.c_out, m, self.c_in, m, e, e)
+            # (n, o, ν, i, μ, q, p) -> (n, μ, q, i, ν, p, o)
+            mats.append(
+                full.permute(0, 4, 5, 3, 2, 6, 1).reshape(count, f * self.c_in, f * self.c_out)
+            )
         return mats
 
     def dense_spectral_weight(self) -> Tensor:
