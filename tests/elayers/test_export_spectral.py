@@ -51,6 +51,7 @@ def _seeded(*shape: int, seed: int) -> Tensor:
 
 def _build(name: str) -> tuple[eModule, Inputs]:
     """A float32 spectral module in eval mode and a function of the batch size giving inputs."""
+    group: Group
     if name == "linear":
         group = eg.cyclic_group(8)
         linear = eSpectralLinear(group, 3, 2)

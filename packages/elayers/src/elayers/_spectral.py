@@ -180,8 +180,10 @@ def coord_outer_to_runs(
         f = m * e
         seg = y[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
         seg = seg.permute(0, 3, 1, 2, 4)
-        fresh = out is None or seg.is_contiguous()
-        parts.append(seg.contiguous() if fresh else out[i].copy_(seg))
+        if out is None or seg.is_contiguous():
+            parts.append(seg.contiguous())
+        else:
+            parts.append(out[i].copy_(seg))
     return parts
 
 
