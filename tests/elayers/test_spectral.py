@@ -231,6 +231,22 @@ def test_decoder_layer_matches_the_regular_layer(name: str, kw: dict[str, object
     )
 
 
+@pytest.mark.parametrize("name", FAST)
+def test_decoder_layer_inference_path_matches_the_autograd_path(name: str) -> None:
+    """The no-grad feed-forward (reused buffers, in-place activation) computes the same values."""
+    group = _group(name)
+    n = regular_spectral_basis(group).order
+    spectral = eSpectralDecoderLayer(_decoder_layer(group, 3, 1)).eval()
+    tgt = torch.randn(2, 5, 3 * n, dtype=torch.float64)
+    mem = torch.randn(2, 4, 3 * n, dtype=torch.float64)
+    recorded = spectral(tgt, mem)
+    assert recorded.requires_grad  # the autograd path ran
+    with torch.no_grad():
+        inferred = spectral(tgt, mem)
+    assert not inferred.requires_grad
+    assert torch.allclose(inferred, recorded.detach(), atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["C8", "D6"])
 def test_decoder_stack_matches_and_is_equivariant(name: str) -> None:
     group = _group(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import escnn.group as eg
@@ -198,3 +199,37 @@ def test_an_empty_batch_gives_an_empty_output_as_the_regular_execution_does(
     out.sum().backward()  # type: ignore[no-untyped-call]
     with torch.no_grad():
         assert spectral.eval()(X, k, Z).shape == (0, 5, spectral.out_dim)
+
+
+# Inputs sharing the batch axis share its name: the exporter says so and keeps one.
+@pytest.mark.filterwarnings("ignore:# The axis name:UserWarning")
+def test_spectral_model_export_traces_and_runs_in_onnx_runtime(tmp_path: Path) -> None:
+    """A spectral-execution model's plain export through torch.export and ONNX (float32, 1e-5)."""
+    pytest.importorskip("onnxscript", reason="ONNX export needs the 'deploy' dependency group")
+    ort = pytest.importorskip("onnxruntime", reason="needs the 'deploy' dependency group")
+    torch.manual_seed(2)
+    model = _model("C8", execution="spectral").float()
+    plain = elayers.export(model)
+
+    def inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(batch)
+        assert model.cond_dim is not None
+        x = torch.randn(batch, 5, model.in_dim, generator=g)
+        z = torch.randn(batch, 3, model.cond_dim, generator=g)
+        return x, torch.randint(0, 1000, (batch,), generator=g).float(), z
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    shapes = ({0: batch}, {0: batch}, {0: batch})
+    program = torch.export.export(plain, inputs(2), dynamic_shapes=shapes)
+    path = tmp_path / "spectral.onnx"
+    torch.onnx.export(plain, inputs(2), f=str(path), dynamo=True, dynamic_shapes=shapes)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    for b in (1, 7):
+        args = inputs(b)
+        with torch.no_grad():
+            expected = model(*args)
+            traced = program.module()(*args)
+        (got,) = session.run(None, dict(zip(names, (a.numpy() for a in args), strict=True)))
+        torch.testing.assert_close(traced, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-5, atol=1e-5)

@@ -166,15 +166,25 @@ def runs_to_coord_outer(parts: list[Tensor], runs: list[Run], order: int) -> Ten
     return out
 
 
-def coord_outer_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
-    """The inverse of :func:`runs_to_coord_outer` (views where ``rows · f = 1``)."""
+def coord_outer_to_runs(
+    y: Tensor, runs: list[Run], out: list[Tensor] | None = None
+) -> list[Tensor]:
+    """The inverse of :func:`runs_to_coord_outer` (views where ``rows · f = 1``).
+
+    With ``out`` (contiguous run-layout tensors of the right shapes, not recorded by autograd)
+    the runs are written there instead of into new tensors.
+    """
     _, n_tok, copies = y.shape
-    out = []
-    for off, count, rows, m, e in runs:
+    parts = []
+    for i, (off, count, rows, m, e) in enumerate(runs):
         f = m * e
         seg = y[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
-        out.append(seg.permute(0, 3, 1, 2, 4).contiguous())
-    return out
+        seg = seg.permute(0, 3, 1, 2, 4)
+        if out is None or seg.is_contiguous():
+            parts.append(seg.contiguous())
+        else:
+            parts.append(out[i].copy_(seg))
+    return parts
 
 
 def to_runs(x: Tensor, runs: list[Run], copies: int, order: int) -> list[Tensor]:
@@ -368,22 +378,23 @@ class eSpectralLinear(eModule):
         mats = []
         for i, (_off, count, _rows, m, e) in enumerate(self.groups):
             theta = self.weight_blocks[i]
-            a = (theta * self.run_scales[i]).view(count, self.c_out, m, self.c_in, m, e)
             f = m * e
             if e == 1:
                 # Mt[(μ, i), (ν, o)] = a[o, ν, i, μ]
-                mats.append(
-                    a[..., 0].permute(0, 4, 3, 2, 1).reshape(count, f * self.c_in, f * self.c_out)
-                )
+                a = (theta * self.run_scales[i]).view(count, self.c_out, m, self.c_in, m)
+                mats.append(a.permute(0, 4, 3, 2, 1).reshape(count, f * self.c_in, f * self.c_out))
                 continue
-            lm = getattr(self, f"left_mult_{i}").to(a.dtype)
+            lm = getattr(self, f"left_mult_{i}").to(theta.dtype)
             # M[(o, ν, p), (i, μ, q)] = Σ_j a[o, ν, i, μ, j] L_j[p, q]; returned as its transpose
-            # (rows (μ, q, i), columns (ν, p, o)). A broadcast product summed over j: the tensors
-            # are small, and einsum's reordering into a matrix product costs more here.
-            ap = a.permute(0, 4, 3, 2, 1, 5).unsqueeze(2).unsqueeze(5)  # (n, μ, 1, i, ν, 1, o, j)
-            lp = lm.permute(2, 1, 0).view(1, 1, e, 1, 1, e, 1, e)  # (q, p, j)
-            full = (ap * lp).sum(dim=-1)
-            mats.append(full.reshape(count, f * self.c_in, f * self.c_out))
+            # (rows (μ, q, i), columns (ν, p, o)). One matrix product over j with the scaled
+            # L_j^T flattened to (j, (q, p)), then one permuting copy: cheaper than a broadcast
+            # product summed over j (measured: 1.06 -> 0.60 ms forward + backward, C8 16 -> 64).
+            lr = (lm.transpose(1, 2) * self.run_scales[i]).reshape(e, e * e)
+            full = (theta.reshape(-1, e) @ lr).view(count, self.c_out, m, self.c_in, m, e, e)
+            # (n, o, ν, i, μ, q, p) -> (n, μ, q, i, ν, p, o)
+            mats.append(
+                full.permute(0, 4, 5, 3, 2, 6, 1).reshape(count, f * self.c_in, f * self.c_out)
+            )
         return mats
 
     def dense_spectral_weight(self) -> Tensor:
@@ -1005,13 +1016,27 @@ class eSpectralDecoderLayer(eModule):
         t = self.transform.to(x[0].dtype)
         # Hidden features coordinate-outer (|G|, N, 4c): the change of basis is one matrix
         # product, and the activation and dropout are pointwise in any layout.
-        h = runs_to_coord_outer(lin1.apply_runs(x, lin1.block_matrices(), 0, hidden), runs, n)
+        parts = lin1.apply_runs(x, lin1.block_matrices(), 0, hidden)
+        h = runs_to_coord_outer(parts, runs, n)
         shape = h.shape
-        h = (t @ h.flatten(1)).view(shape)
-        h = apply_activation(self.activation, self.activation_name, h)
-        h = F.dropout(h, self.ff_dropout, self.training)
-        h = (t.T @ h.flatten(1)).view(shape)
-        return lin2.apply_runs(coord_outer_to_runs(h, runs), lin2.block_matrices(), 0, self.copies)
+        if _records_grad(h):
+            h = (t @ h.flatten(1)).view(shape)
+            h = apply_activation(self.activation, self.activation_name, h)
+            h = F.dropout(h, self.ff_dropout, self.training)
+            h = (t.T @ h.flatten(1)).view(shape)
+            back = coord_outer_to_runs(h, runs)
+        else:
+            # Inference: the way back writes into the buffers of the way out, which are free by
+            # then. Fresh multi-megabyte tensors are fresh mappings from the allocator, whose
+            # pages fault on first touch on every call (measured in the model, C8:128: the second
+            # change of basis 1.3-1.5 ms into a fresh tensor, 0.4 ms into a reused one).
+            reg = (t @ h.flatten(1)).view(shape)
+            reg = apply_activation(self.activation, self.activation_name, reg)
+            if self.training and self.ff_dropout > 0.0:
+                reg = F.dropout(reg, self.ff_dropout, True, inplace=True)
+            torch.mm(t.T, reg.flatten(1), out=h.flatten(1))
+            back = coord_outer_to_runs(h, runs, out=parts)
+        return lin2.apply_runs(back, lin2.block_matrices(), 0, self.copies)
 
     def forward_runs(
         self,
