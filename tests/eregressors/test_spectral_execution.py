@@ -233,3 +233,38 @@ def test_spectral_model_export_traces_and_runs_in_onnx_runtime(tmp_path: Path) -
         (got,) = session.run(None, dict(zip(names, (a.numpy() for a in args), strict=True)))
         torch.testing.assert_close(traced, expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_state_dict_of_the_other_execution_is_refused_saying_how_to_convert() -> None:
+    regular = _model("C8")
+    spectral = regular.with_execution("spectral")
+    before = {k: v.clone() for k, v in spectral.state_dict().items() if torch.is_tensor(v)}
+    with pytest.raises(ValueError, match=r"saved from a model with execution='regular'.*"):
+        spectral.load_state_dict(regular.state_dict())
+    after = spectral.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing was loaded
+    with pytest.raises(ValueError, match=r"with_execution\('regular'\)"):
+        regular.load_state_dict(spectral.state_dict())
+    # The path the message names.
+    rebuilt = _model("C8", randomize=False)
+    rebuilt.load_state_dict(regular.state_dict())
+    x, k, z = _inputs(regular)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            rebuilt.with_execution("spectral")(x, k, z), spectral(x, k, z), rtol=1e-10, atol=1e-10
+        )
+
+
+def test_with_execution_keeps_frozen_parts_frozen_and_refuses_partly_frozen_ones() -> None:
+    model = _model("C8")
+    model.decoder.requires_grad_(False)
+    spectral = model.with_execution("spectral")
+    assert not any(p.requires_grad for p in spectral.decoder.parameters())
+    assert all(p.requires_grad for p in spectral.ln_f.parameters())
+    back = spectral.with_execution("regular")
+    assert not any(p.requires_grad for p in back.decoder.parameters())
+    assert all(p.requires_grad for p in back.head.parameters())
+    model.decoder.requires_grad_(True)
+    next(model.decoder.parameters()).requires_grad_(False)
+    with pytest.raises(ValueError, match="partly frozen 'decoder'"):
+        model.with_execution("spectral")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from torch.nn.modules.module import _IncompatibleKeys
 
 from elayers import (
     NormModule,
@@ -572,6 +573,7 @@ class eCondTransformerRegressor(GenCondRegressor):
         """Replace the trunk (decoder and final norm) by the other execution's, same function."""
         if execution == self.execution:
             return
+        frozen_parts = _frozen_parts(self)
         if execution == "spectral":
             if not isinstance(self.decoder, eTransformerDecoder):  # an internal invariant
                 raise RuntimeError("internal error: a regular model has a regular decoder")
@@ -589,7 +591,32 @@ class eCondTransformerRegressor(GenCondRegressor):
             if isinstance(self.cond_encoder, eSpectralMLP):
                 self.cond_encoder = self.cond_encoder.to_regular()
             self.ln_f = ln_f.to_regular()
+        for name in frozen_parts:
+            getattr(self, name).requires_grad_(False)
         self.execution = execution
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
+        """Load as ``torch.nn.Module.load_state_dict`` does; a refused load changes nothing.
+
+        A state dict saved from the other execution (its trunk holds spectral blocks where this
+        model holds group convolutions, or the reverse) is refused with a message saying so and
+        how to convert: build the model with the execution the state dict was saved from, load,
+        then :meth:`with_execution`.
+        """
+        saved = _saved_execution(state_dict)
+        if saved is not None and saved != self.execution:
+            raise ValueError(
+                f"{type(self).__name__}: the state dict was saved from a model with "
+                f"execution={saved!r}, this one has execution={self.execution!r}; nothing was "
+                f"loaded. Build the model with execution={saved!r}, load the state dict, then "
+                f"convert with .with_execution({self.execution!r})."
+            )
+        result: _IncompatibleKeys = super().load_state_dict(
+            state_dict, strict=strict, assign=assign
+        )
+        return result
 
     def with_execution(self, execution: Execution) -> eCondTransformerRegressor:
         """A new model computing the same function with ``execution`` (this one is unchanged).
@@ -795,3 +822,52 @@ class eCondTransformerRegressor(GenCondRegressor):
             f"cond_horizon={self.cond_horizon}, causal_attn={self.causal_attn}, "
             f"norm_module={self.norm_module!r}, pos_encoding={self.pos_encoding!r}"
         )
+
+
+# The parts of the trunk that with_execution replaces (their parameters change form).
+_CONVERTED = ("decoder", "cond_encoder", "ln_f")
+
+
+def _frozen_parts(model: torch.nn.Module) -> list[str]:
+    """The converted parts whose parameters are all frozen (``requires_grad=False``).
+
+    A part's parameters change form in a conversion, so a frozen part stays frozen as a whole;
+    a part frozen only in places has no counterpart in the other parametrization and is refused.
+
+    Raises:
+        ValueError: If a part has frozen and trainable parameters.
+    """
+    frozen: list[str] = []
+    for name in _CONVERTED:
+        flags = {p.requires_grad for p in getattr(model, name).parameters()}
+        if flags == {False}:
+            frozen.append(name)
+        elif len(flags) > 1:
+            raise ValueError(
+                f"{type(model).__name__}.with_execution converts {name!r} into another "
+                f"parametrization, where a partly frozen {name!r} (some parameters with "
+                "requires_grad=False) has no counterpart. Unfreeze it before converting and "
+                "freeze the converted model's parts as needed."
+            )
+    return frozen
+
+
+def _saved_execution(state_dict: Mapping[str, Any]) -> Execution | None:
+    """The execution a state dict of this model was saved from, by its trunk's parameter names.
+
+    Spectral linear maps hold ``weight_<k>`` blocks and ``bias_coeffs``; regular ones hold
+    ``weight_params`` and ``invariant_bias.coeffs``. ``None`` when the trunk holds neither (a
+    partial state dict).
+    """
+    spectral = regular = False
+    for key in state_dict:
+        if not key.startswith("decoder."):  # always converted (a cond encoder stack is not)
+            continue
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "weight_params":
+            regular = True
+        elif leaf == "bias_coeffs" or (leaf.startswith("weight_") and leaf[7:].isdigit()):
+            spectral = True
+    if spectral == regular:
+        return None
+    return "spectral" if spectral else "regular"
