@@ -36,8 +36,7 @@ class Conjugated(nn.Module):
         return out
 
     if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+        __call__ = forward
 
 
 def _change(x: Tensor, t: Tensor) -> Tensor:
@@ -93,15 +92,4 @@ class ConjugatedDecoder(nn.Module):
         return _change(y, self.transform)
 
     if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            tgt: Tensor,
-            memory: Tensor,
-            memory_mask: Tensor | None = None,
-            tgt_key_padding_mask: Tensor | None = None,
-            memory_key_padding_mask: Tensor | None = None,
-            tgt_is_causal: bool = False,
-            tgt_pos: Tensor | None = None,
-            memory_pos: Tensor | None = None,
-        ) -> Tensor: ...
+        __call__ = forward

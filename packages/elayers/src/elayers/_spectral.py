@@ -608,8 +608,7 @@ class eSpectralLinear(eModule):
         )
 
     if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+        __call__ = forward
 
 
 class eSpectralNorm(eModule):
@@ -759,8 +758,7 @@ class eSpectralNorm(eModule):
         return regular_spectral_basis(self.in_rep.group).transform
 
     if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+        __call__ = forward
 
 
 def copy_dropout(x: Tensor, p: float, training: bool, copies: int) -> Tensor:
@@ -904,17 +902,7 @@ class eSpectralMultiheadAttention(eModule):
         return from_runs(out, runs, c, n).view(query.shape)
 
     if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            query: Tensor,
-            key: Tensor,
-            key_padding_mask: Tensor | None = None,
-            attn_mask: Tensor | None = None,
-            is_causal: bool = False,
-            query_pos: Tensor | None = None,
-            key_pos: Tensor | None = None,
-        ) -> Tensor: ...
+        __call__ = forward
 
 
 class eSpectralDecoderLayer(eModule):
@@ -1121,18 +1109,7 @@ class eSpectralDecoderLayer(eModule):
         return from_runs(out, runs, c, n).view(tgt.shape)
 
     if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            tgt: Tensor,
-            memory: Tensor,
-            memory_mask: Tensor | None = None,
-            tgt_key_padding_mask: Tensor | None = None,
-            memory_key_padding_mask: Tensor | None = None,
-            tgt_is_causal: bool = False,
-            tgt_pos: Tensor | None = None,
-            memory_pos: Tensor | None = None,
-        ) -> Tensor: ...
+        __call__ = forward
 
 
 class eSpectralDecoder(eModule):
@@ -1244,18 +1221,7 @@ class eSpectralDecoder(eModule):
         return from_runs(x, runs, c, n).view(tgt.shape)
 
     if TYPE_CHECKING:
-
-        def __call__(
-            self,
-            tgt: Tensor,
-            memory: Tensor,
-            memory_mask: Tensor | None = None,
-            tgt_key_padding_mask: Tensor | None = None,
-            memory_key_padding_mask: Tensor | None = None,
-            tgt_is_causal: bool = False,
-            tgt_pos: Tensor | None = None,
-            memory_pos: Tensor | None = None,
-        ) -> Tensor: ...
+        __call__ = forward
 
 
 class eSpectralMLP(eModule):
@@ -1339,8 +1305,7 @@ class eSpectralMLP(eModule):
         return plain.train(self.training)
 
     if TYPE_CHECKING:
-
-        def __call__(self, x: Tensor) -> Tensor: ...
+        __call__ = forward
 
 
 def _spectral_linear(layer: nn.Module) -> eSpectralLinear:
