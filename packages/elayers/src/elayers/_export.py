@@ -123,10 +123,11 @@ def frozen(module: _T) -> Iterator[_T]:
     As with :func:`torch.nn.utils.parametrize.cached`, **parameters must not change inside the
     scope**. An in-place edit (an optimizer or EMA step, ``load_state_dict``), a step of any
     optimizer holding them (fused ones included, which bump no version counter), ``.to()``, and
-    a parameter or submodule assigned, added or deleted raise ``RuntimeError`` at the next
-    forward instead of using old weights; an edit through ``.data`` and a parameter set to
-    ``None`` cannot be seen. After the scope forwards synthesize from the current parameters
-    again.
+    a parameter or submodule assigned or added raise ``RuntimeError`` at the next forward instead
+    of using old weights; an edit through ``.data``, a parameter set to ``None`` and a parameter
+    or submodule deleted cannot be seen (each forward polls only what an optimizer or EMA step
+    can change: at batch 1 every read of a parameter costs). After the scope forwards
+    synthesize from the current parameters again.
 
     The twin runs only for calls it computes exactly as the module would: in the training mode of
     entry (eval, normally), where autograd does not track the parameters (under

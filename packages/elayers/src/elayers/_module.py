@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 from torch.nn.modules.module import (
     register_module_module_registration_hook,
     register_module_parameter_registration_hook,
@@ -53,29 +54,31 @@ class FrozenTwin:
     change inside the scope at all):
 
     * polled at every use: the version counters of all parameters (in-place edits: optimizer
-      steps, EMA updates, ``load_state_dict``), the address of the first parameter (``.to()``,
-      ``.double()``, ... move every parameter) and the sizes of the parameter and submodule dicts
-      (one deleted or added);
+      steps, EMA updates, ``load_state_dict``) and the address of the first parameter (``.to()``,
+      ``.double()``, ... move every parameter);
     * seen when they happen (:func:`elayers.frozen` registers torch's global hooks for the scope
       and calls :meth:`mark`): a parameter or submodule assigned (``module.weight = ...``,
       ``load_state_dict(assign=True)``, ``layers[0] = ...``) and a step of an optimizer holding
-      the parameters (fused steps bump no version counter).
+      the parameters (fused steps bump no version counter);
+    * forward hooks: registering any hook anywhere creates a ``RemovableHandle``, whose class
+      counter is read at every use; only when it moved are the submodules' hook dicts read again.
 
-    Not seen: edits through ``.data`` (no version counter), and a parameter set to ``None`` (torch
-    calls no hook for it).
+    Every use runs right after a forward has evicted the tree's objects from the caches, so each
+    object read costs a cache miss (about 1 µs a parameter on a loaded machine): the polls are
+    kept to what an optimizer or EMA step can change. Not seen: edits through ``.data`` (no
+    version counter), a parameter set to ``None`` (torch calls no hook for it), and a parameter
+    or submodule deleted (``del module.weight``).
     """
 
     __slots__ = (
         "changed",
         "first_ptr",
+        "handles_seen",
         "hook_dicts",
+        "hooked",
         "module",
-        "module_count",
-        "module_dicts",
         "module_ids",
         "names",
-        "param_count",
-        "param_dicts",
         "params",
         "submodules",
         "training",
@@ -92,15 +95,12 @@ class FrozenTwin:
         self.submodules = list(module.modules())
         self.module_ids = frozenset(map(id, self.submodules))
         # The hook dicts of the submodules whose hooks the twin would skip (the module's own run
-        # around the twin). The dict objects themselves are kept: registering a hook adds to
-        # them, so a call reads their lengths instead of walking every submodule again.
+        # around the twin). The dict objects themselves are kept: registering a hook adds to them.
         self.hook_dicts: list[Mapping[int, Any]] = []
         for m in self.submodules[1:]:
             self.hook_dicts += [m._forward_hooks, m._forward_pre_hooks]
-        self.param_dicts = [m._parameters for m in self.submodules if m._parameters]
-        self.param_count = sum(map(len, self.param_dicts))
-        self.module_dicts = [m._modules for m in self.submodules if m._modules]
-        self.module_count = sum(map(len, self.module_dicts))
+        self.handles_seen = _handles_made()
+        self.hooked = any(self.hook_dicts)
         named = [
             (f"{type(m).__name__}", name, p)
             for m in self.submodules
@@ -131,22 +131,22 @@ class FrozenTwin:
             return False
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.params):
             return False
-        from torch.nn.modules import module as torch_module
-
         if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
             return False
-        return not any(self.hook_dicts)
+        made = _handles_made()
+        if made < 0 or made != self.handles_seen:
+            # A hook was registered somewhere since the last look: read the dicts again.
+            self.handles_seen = made
+            self.hooked = any(self.hook_dicts)
+        return not self.hooked
 
     def check(self) -> None:
         """Raise ``RuntimeError`` if the subtree was edited since entry (see the class)."""
-        # A handful of C-level passes: every call runs this right after a forward has evicted
-        # the tree's objects from the caches, so each object it touches costs a cache miss.
+        # Two C-level passes: the version counters are the cost (one cache miss or more each).
         if (
             self.changed is None
             and list(map(_VERSION, self.versioned)) == self.versions
             and (not self.params or self.params[0].data_ptr() == self.first_ptr)
-            and sum(map(len, self.param_dicts)) == self.param_count
-            and sum(map(len, self.module_dicts)) == self.module_count
         ):
             return
         what = self.changed if self.changed is not None else self._polled_change()
@@ -164,7 +164,7 @@ class FrozenTwin:
                 return f"parameter {name!r} of {owner} changed"
         if self.params and self.params[0].data_ptr() != self.first_ptr:
             return "its parameters (moved or converted: .to(), .double(), ...) changed"
-        return "a parameter or submodule was deleted or added"
+        raise RuntimeError("FrozenTwin._polled_change called without a change")
 
 
 def watch_frozen(entries: Mapping[int, FrozenTwin]) -> list[RemovableHandle]:
@@ -206,6 +206,16 @@ def watch_frozen(entries: Mapping[int, FrozenTwin]) -> list[RemovableHandle]:
 
 
 _VERSION = operator.attrgetter("_version")
+
+
+def _handles_made() -> int:
+    """How many ``RemovableHandle``s (one per hook registered anywhere) torch has made so far.
+
+    ``-1`` (always different from a count) if this torch has no such counter: the hook dicts are
+    then read at every use.
+    """
+    made = getattr(RemovableHandle, "next_id", None)
+    return made if isinstance(made, int) else -1
 
 
 # Modules inside an active frozen() scope, by id: a forward looks itself up here. Kept outside

@@ -449,6 +449,21 @@ class PlainCondTransformer(nn.Module):
                     f"{name} expects {arg} as a bool tensor of the batch and length of its "
                     f"sequence; got {tuple(mask.shape)} of dtype {mask.dtype}."
                 )
+        return self._run(X, step, Z, X_padding_mask, Z_padding_mask)
+
+    def _run(
+        self,
+        X: Tensor,
+        step: Tensor,
+        Z: Tensor | None,
+        X_padding_mask: Tensor | None,
+        Z_padding_mask: Tensor | None,
+    ) -> Tensor:
+        """:meth:`forward` after validation (``step`` a ``(B,)`` float tensor).
+
+        The source regressor's forward runs this inside ``elayers.frozen``: it has validated the
+        same inputs already, more thoroughly.
+        """
         return run_trunk(
             self,
             X,
