@@ -98,13 +98,21 @@ def test_frozen_hands_masks_to_the_twin(kind: str, monkeypatch: pytest.MonkeyPat
     model = _model(kind, "rope", True, True, 1)
     x, k, z, xm, zm = _data(4, torch.float32)
     seen: list[tuple[Tensor | None, Tensor | None]] = []
-    original = PlainCondTransformer.forward
+    # The frozen regressor runs its twin's trunk after its own validation.
+    original = PlainCondTransformer._run
 
-    def spy(self: PlainCondTransformer, *args: Any, **kwargs: Any) -> Tensor:
-        seen.append((kwargs.get("X_padding_mask"), kwargs.get("Z_padding_mask")))
-        return original(self, *args, **kwargs)
+    def spy(
+        self: PlainCondTransformer,
+        X: Tensor,
+        step: Tensor,
+        Z: Tensor | None,
+        X_padding_mask: Tensor | None,
+        Z_padding_mask: Tensor | None,
+    ) -> Tensor:
+        seen.append((X_padding_mask, Z_padding_mask))
+        return original(self, X, step, Z, X_padding_mask, Z_padding_mask)
 
-    monkeypatch.setattr(PlainCondTransformer, "forward", spy)
+    monkeypatch.setattr(PlainCondTransformer, "_run", spy)
     with torch.no_grad():
         expected = model(x, k, z, X_padding_mask=xm, Z_padding_mask=zm)
         with elayers.frozen(model):
