@@ -10,20 +10,22 @@ from torch import Tensor, nn
 
 from elayers._checks import check_bool
 from elayers._module import eModule, frozen_twin
+from elayers._parametrization import (
+    GroupConvParametrization,
+    HomBasisParametrization,
+    weight_parametrization,
+)
 from elayers._plain import Bias
 from ereps import (
     GroupHomomorphismBasis,
     InitScheme,
     Representation,
-    cayley_index,
     check_init_scheme,
     check_orthogonal,
     check_representation,
     check_same_group,
     group_order,
-    init_std,
     regular_multiplicity,
-    sample_init,
 )
 
 __all__ = ["InvariantBias", "eLinear", "invariant_bias_or_none", "plain_linear", "trivial_columns"]
@@ -55,18 +57,6 @@ def plain_linear(weight: Tensor, bias: Tensor | None, training: bool) -> nn.Line
                 raise RuntimeError("internal error: built with bias=True just above")
             layer.bias.copy_(bias)
     return layer.train(training)
-
-
-def _group_conv_index(cayley: Tensor, c_out: int, c_in: int) -> Tensor:
-    """Flat index ``I`` with ``W = w.reshape(-1)[I].view(c_out·|G|, c_in·|G|)`` for kernels ``w``.
-
-    ``W[(i, a), (j, b)] = w[i, j, T[a, b]]``, where ``T[a, b] = index(g_a⁻¹ g_b)``.
-    """
-    n = cayley.shape[0]
-    i = torch.arange(c_out).view(c_out, 1, 1, 1)
-    j = torch.arange(c_in).view(1, 1, c_in, 1)
-    index = (i * c_in + j) * n + cayley.view(1, n, 1, n)
-    return index.reshape(-1)
 
 
 class InvariantBias(eModule):
@@ -169,12 +159,16 @@ class eLinear(eModule):
     .. math::
         \rho_{out}(g)\, W = W \rho_{in}(g) \quad \forall g \in G.
 
-    ``W`` is learned through its coefficients in a basis of :math:`\mathrm{Hom}_G`:
+    ``W`` is learned through its coefficients ``weight_params`` in the parametrization that
+    :func:`elayers.weight_parametrization` picks (``self.parametrization``, see
+    :class:`elayers.WeightParametrization`):
 
-    * between copies of the regular representation, ``W`` is a group convolution: block
-      ``(i, j)`` is ``W_ij[a, b] = w_ij(g_a⁻¹ g_b)``, read from the Cayley table with one gather
+    * between copies of the regular representation, a group convolution
+      (:class:`elayers.GroupConvParametrization`): block ``(i, j)`` is
+      ``W_ij[a, b] = w_ij(g_a⁻¹ g_b)``, read from the Cayley table with one gather
       (``c_out · c_in · |G|`` parameters, no change of basis);
-    * otherwise, through the isotypic basis of :class:`ereps.GroupHomomorphismBasis`.
+    * otherwise, the isotypic basis of :class:`ereps.GroupHomomorphismBasis`
+      (:class:`elayers.HomBasisParametrization`).
 
     ``weight`` and ``bias`` are the dense tensors, and ``forward(x) == F.linear(x, weight, bias)``.
 
@@ -210,25 +204,17 @@ class eLinear(eModule):
         check_bool("eLinear", "bias", bias)
         self.init_scheme = check_init_scheme(init_scheme)
         super().__init__(in_rep, out_rep)
-        group = in_rep.group
-        c_in, c_out = regular_multiplicity(in_rep), regular_multiplicity(out_rep)
-        self.basis: GroupHomomorphismBasis | None = None
-        if c_in is not None and c_out is not None:
-            self.c_in, self.c_out, self.order = c_in, c_out, group_order(group)
-            self.register_constant(
-                "flat_index", _group_conv_index(cayley_index(group), c_out, c_in)
+        self.parametrization: GroupConvParametrization | HomBasisParametrization = (
+            weight_parametrization(in_rep, out_rep)
+        )
+        if self.parametrization.num_weights == 0:
+            raise ValueError(
+                f"eLinear: Hom_G({in_rep.name}, {out_rep.name}) is zero-dimensional (the two "
+                f"representations share no irrep: in {in_rep.irreps}, out {out_rep.irreps}), "
+                "so the only equivariant linear map is 0."
             )
-            self.flat_index: Tensor
-            self.weight_params = nn.Parameter(torch.empty(c_out, c_in, self.order))
-        else:
-            self.basis = GroupHomomorphismBasis(in_rep, out_rep)
-            if self.basis.dim == 0:
-                raise ValueError(
-                    f"eLinear: Hom_G({in_rep.name}, {out_rep.name}) is zero-dimensional (the two "
-                    f"representations share no irrep: in {in_rep.irreps}, out {out_rep.irreps}), "
-                    "so the only equivariant linear map is 0."
-                )
-            self.weight_params = nn.Parameter(torch.empty(self.basis.dim))
+        (shape,) = self.parametrization.shapes
+        self.weight_params = nn.Parameter(torch.empty(shape))
         self.invariant_bias = invariant_bias_or_none(out_rep, bias)
         self.reset_parameters()
 
@@ -236,6 +222,21 @@ class eLinear(eModule):
     def num_weights(self) -> int:
         """Number of free parameters of ``W``."""
         return self.weight_params.numel()
+
+    @property
+    def basis(self) -> GroupHomomorphismBasis | None:
+        """The ``Hom_G`` basis of the coefficients, or ``None`` for a group convolution."""
+        return self.parametrization.basis
+
+    @property
+    def flat_index(self) -> Tensor:
+        """The gather index of a group convolution (see :class:`GroupConvParametrization`).
+
+        Raises:
+            AttributeError: If ``W`` is not parametrized as a group convolution.
+        """
+        index: Tensor = getattr(self.parametrization, "flat_index")  # noqa: B009
+        return index
 
     @property
     def weight(self) -> Tensor:
@@ -264,11 +265,7 @@ class eLinear(eModule):
             return plain_linear(self._synthesize(), bias, self.training)
 
     def _synthesize(self) -> Tensor:
-        if self.basis is None:
-            # One gather straight into the dense layout: no change of basis, no copy.
-            w = self.weight_params.reshape(-1).index_select(0, self.flat_index)
-            return w.view(self.out_rep.size, self.in_rep.size)
-        return self.basis(self.weight_params)
+        return self.parametrization.synthesize((self.weight_params,))
 
     @property
     def bias(self) -> Tensor | None:
@@ -280,11 +277,10 @@ class eLinear(eModule):
         scheme = check_init_scheme(scheme or self.init_scheme)
         p = self.weight_params
         with torch.no_grad():
-            if self.basis is None:
-                std = init_std(scheme, self.in_rep.size, self.out_rep.size)
-                p.copy_(sample_init(scheme, tuple(p.shape), std, dtype=p.dtype, device=p.device))
-            else:
-                p.copy_(self.basis.initialize_params(scheme, dtype=p.dtype, device=p.device))
+            (coefficients,) = self.parametrization.initialize(
+                scheme, dtype=p.dtype, device=p.device
+            )
+            p.copy_(coefficients)
         if self.invariant_bias is not None:
             self.invariant_bias.reset_parameters()
 
@@ -305,9 +301,9 @@ class eLinear(eModule):
         return F.linear(x, self.dense_weight(), self.dense_bias())
 
     def extra_repr(self) -> str:
-        kind = "group conv" if self.basis is None else "isotypic basis"
         return (
-            f"{self.in_rep.name} -> {self.out_rep.name} | {self.num_weights} weights, {kind}, "
+            f"{self.in_rep.name} -> {self.out_rep.name} | {self.num_weights} weights, "
+            f"{self.parametrization.kind}, "
             f"bias={self.invariant_bias is not None}"
         )
 
