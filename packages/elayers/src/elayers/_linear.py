@@ -265,7 +265,8 @@ class eLinear(eModule):
             return plain_linear(self._synthesize(), bias, self.training)
 
     def _synthesize(self) -> Tensor:
-        return self.parametrization.synthesize((self.weight_params,))
+        # Unchecked: weight_params has the parametrization's shape by construction.
+        return self.parametrization.synthesize_unchecked((self.weight_params,))
 
     @property
     def bias(self) -> Tensor | None:

@@ -13,7 +13,8 @@ learned through free coefficients. Which coordinates are best depends on the rep
   ``(count, c_out m, c_in m, e)`` per run, orthonormal Fourier coefficients.
 
 All three implement :class:`WeightParametrization`: ``shapes`` (of the coefficient tensors),
-``num_weights``, ``synthesize(coefficients)`` (the dense matrix in the parametrization's own basis),
+``num_weights``, ``synthesize(coefficients)`` (the dense matrix in the parametrization's own basis;
+``synthesize_unchecked`` for the owning layer's forward),
 ``coefficients_of(weight)`` (its inverse on ``Hom_G``) and ``initialize(scheme, ...)``. They hold
 no parameters: the owning module keeps its parameters under the names its state dict always had
 and passes them in, so checkpoints are unaffected by the choice. Constants (index tables, bases)
@@ -167,10 +168,23 @@ class WeightParametrization(ExactBuffersModule, abc.ABC):
     def check_coefficients(self, coefficients: Sequence[Tensor]) -> None:
         """Raise unless ``coefficients`` are tensors of :attr:`shapes`.
 
+        Layers call it at every forward, so the accepted case costs a few comparisons; the
+        message is built only on failure.
+
         Raises:
             TypeError: If it is not a list or tuple of tensors.
             ValueError: If their number or a shape is wrong.
         """
+        if type(coefficients) in (list, tuple) and len(coefficients) == len(self.shapes):
+            for c, shape in zip(coefficients, self.shapes, strict=True):
+                if not isinstance(c, Tensor) or c.shape != shape:
+                    break
+            else:
+                return
+        self._refuse_coefficients(coefficients)
+
+    def _refuse_coefficients(self, coefficients: object) -> None:
+        """Raise the error that :meth:`check_coefficients` found."""
         owner = type(self).__name__
         if not isinstance(coefficients, (list, tuple)):
             raise TypeError(
@@ -192,6 +206,7 @@ class WeightParametrization(ExactBuffersModule, abc.ABC):
                 raise ValueError(
                     f"{owner} expects coefficients[{i}] of shape {shape}; got {tuple(c.shape)}."
                 )
+        raise RuntimeError("internal error: _refuse_coefficients found nothing to refuse")
 
     def check_weight(self, weight: Tensor) -> None:
         """Raise unless ``weight`` is a ``(out_size, in_size)`` tensor."""
@@ -204,7 +219,6 @@ class WeightParametrization(ExactBuffersModule, abc.ABC):
                 f"{tuple(weight.shape)}."
             )
 
-    @abc.abstractmethod
     def synthesize(self, coefficients: Sequence[Tensor]) -> Tensor:
         """The dense equivariant matrix in the parametrization's basis.
 
@@ -213,6 +227,21 @@ class WeightParametrization(ExactBuffersModule, abc.ABC):
 
         Returns:
             Tensor of shape ``(out_size, in_size)``, linear and differentiable in the coefficients.
+
+        Raises:
+            TypeError: If ``coefficients`` is not a list or tuple of tensors.
+            ValueError: If their number or a shape is wrong.
+        """
+        self.check_coefficients(coefficients)
+        return self.synthesize_unchecked(coefficients)
+
+    @abc.abstractmethod
+    def synthesize_unchecked(self, coefficients: Sequence[Tensor]) -> Tensor:
+        """:meth:`synthesize` without the validation of ``coefficients``.
+
+        For the forward of the layer that owns the coefficients (its parameters, which have
+        :attr:`shapes` by construction): the validation is a few Python comparisons, which a
+        batch-1 forward of a small layer notices (a few percent).
         """
 
     @abc.abstractmethod
@@ -325,9 +354,9 @@ class GroupConvParametrization(WeightParametrization):
         )
         self.flat_index: Tensor
 
-    def synthesize(self, coefficients: Sequence[Tensor]) -> Tensor:
+    def synthesize_unchecked(self, coefficients: Sequence[Tensor]) -> Tensor:
         """``W = w.reshape(-1)[flat_index]`` as ``(c_out |G|, c_in |G|)`` (see the class)."""
-        self.check_coefficients(coefficients)
+        # One gather straight into the dense layout: no change of basis, no copy.
         w = coefficients[0].reshape(-1).index_select(0, self.flat_index)
         return w.view(self.out_size, self.in_size)
 
@@ -382,9 +411,8 @@ class HomBasisParametrization(WeightParametrization):
             raise RuntimeError("internal error: HomBasisParametrization without its basis")
         return self.basis
 
-    def synthesize(self, coefficients: Sequence[Tensor]) -> Tensor:
+    def synthesize_unchecked(self, coefficients: Sequence[Tensor]) -> Tensor:
         """``W = Σ_r θ_r B_r``, ``(out_rep.size, in_rep.size)``."""
-        self.check_coefficients(coefficients)
         out: Tensor = self._hom_basis()(coefficients[0])
         return out
 
@@ -394,43 +422,13 @@ class HomBasisParametrization(WeightParametrization):
         return [self._hom_basis().coefficients(weight)]
 
     def coefficient_std(self, scheme: InitScheme) -> float:
-        """``σ · √(out · in / dim)`` (see the class); 0 when ``dim = 0``."""
+        """``σ · √(out · in / dim)`` (see the class; the draw of ``initialize_params``)."""
         scheme = check_init_scheme(scheme)
         dim = self.shapes[0][0]
         if dim == 0:
             return 0.0
         sigma = init_std(scheme, self.in_size, self.out_size)
         return sigma * math.sqrt(self.in_size * self.out_size / dim)
-
-    def initialize(
-        self,
-        scheme: InitScheme,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
-    ) -> list[Tensor]:
-        """Draw ``θ`` (see the class; the draw of :meth:`GroupHomomorphismBasis.initialize_params`).
-
-        Args:
-            scheme: An initialization scheme.
-            dtype: Floating-point dtype of the coefficients.
-            device: Device of the coefficients.
-            generator: Random generator.
-
-        Returns:
-            ``[θ]`` of shape ``(dim,)``.
-
-        Raises:
-            ValueError: If the scheme is unknown or ``dtype`` is not floating point.
-            TypeError: If ``dtype`` or ``device`` is of the wrong kind.
-        """
-        owner = f"{type(self).__name__}.initialize"
-        scheme = check_init_scheme(scheme)
-        dtype = _check_floating_dtype(owner, dtype)
-        dev = _check_device(owner, device)
-        basis = self._hom_basis()
-        return [basis.initialize_params(scheme, dtype=dtype, device=dev, generator=generator)]
 
 
 @final
@@ -533,7 +531,7 @@ class SpectralBlockParametrization(WeightParametrization):
             )
         return mats
 
-    def synthesize(self, coefficients: Sequence[Tensor]) -> Tensor:
+    def synthesize_unchecked(self, coefficients: Sequence[Tensor]) -> Tensor:
         """The whole map in the spectral basis, ``(c_out |G|, c_in |G|)`` (block sparse).
 
         Rows ``(o, coordinate)`` and columns ``(i, coordinate)``: copy-major, as
