@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import escnn.group as eg
 import numpy as np
@@ -23,7 +24,7 @@ from elayers import (
 from ereps import INIT_SCHEMES, Group, InitScheme, Representation, direct_sum, spectral_rep
 from tests.elayers import _cases as C
 
-GROUPS = {
+GROUPS: dict[str, Callable[[], Group]] = {
     "C2": lambda: eg.cyclic_group(2),
     "C5": lambda: eg.cyclic_group(5),
     "D4": lambda: C.group("D4"),
