@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import pickle
 from collections.abc import Callable
 
 import escnn.group as eg
@@ -379,3 +381,23 @@ def test_bad_arguments_raise_naming_them() -> None:
         p.initialize("xavier_normal", device=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"device to be a torch\.device or a device string"):
         p.initialize("xavier_normal", device="gpu-ish")
+
+
+def test_linear_parametrization_attribute_is_its_submodule() -> None:
+    # eLinear also keeps its parametrization in __dict__ (a fast lookup): the two must stay one.
+    reps = (_reg("C5", 1), _reg("C5", 2))
+    layer = eLinear(*reps)
+    assert layer.parametrization is layer.get_submodule("parametrization")
+    copied = copy.deepcopy(layer)
+    assert copied.parametrization is copied.get_submodule("parametrization")
+    assert copied.parametrization is not layer.parametrization
+    restored = pickle.loads(pickle.dumps(layer))
+    assert restored.parametrization is restored.get_submodule("parametrization")
+    torch.testing.assert_close(restored.weight, layer.weight, rtol=0, atol=0)
+    other = GroupConvParametrization(*reps)
+    layer.parametrization = other
+    assert layer.parametrization is other
+    assert layer.get_submodule("parametrization") is other
+    layer.to("meta")
+    assert layer.flat_index.device.type == "meta"
+    assert layer.weight.device.type == "meta"
