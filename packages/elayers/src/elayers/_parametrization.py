@@ -168,8 +168,8 @@ class WeightParametrization(ExactBuffersModule, abc.ABC):
     def check_coefficients(self, coefficients: Sequence[Tensor]) -> None:
         """Raise unless ``coefficients`` are tensors of :attr:`shapes`.
 
-        Layers call it at every forward, so the accepted case costs a few comparisons; the
-        message is built only on failure.
+        The spectral layers call it at every forward (through :meth:`block_matrices`), so the
+        accepted case costs a few comparisons; the message is built only on failure.
 
         Raises:
             TypeError: If it is not a list or tuple of tensors.
@@ -212,7 +212,9 @@ class WeightParametrization(ExactBuffersModule, abc.ABC):
         """Raise unless ``weight`` is a ``(out_size, in_size)`` tensor."""
         owner = type(self).__name__
         if not isinstance(weight, Tensor):
-            raise TypeError(f"{owner} expects weight to be a torch.Tensor; got {type(weight)}.")
+            raise TypeError(
+                f"{owner} expects weight to be a torch.Tensor; got {type(weight).__name__}."
+            )
         if tuple(weight.shape) != (self.out_size, self.in_size):
             raise ValueError(
                 f"{owner} expects weight of shape ({self.out_size}, {self.in_size}); got "
@@ -468,7 +470,9 @@ class SpectralBlockParametrization(WeightParametrization):
     def __init__(self, group: Group, in_copies: int, out_copies: int) -> None:
         owner = type(self).__name__
         if not isinstance(group, Group):
-            raise TypeError(f"{owner} expects group to be an escnn group; got {type(group)}.")
+            raise TypeError(
+                f"{owner} expects group to be an escnn group; got {type(group).__name__}."
+            )
         if group.continuous:
             raise ValueError(f"{owner} expects a finite group; got {group.name!r}.")
         c_in = _check_copies(owner, "in_copies", in_copies)
