@@ -14,6 +14,9 @@ from torch import Tensor
 from typing_extensions import assert_type
 
 from elayers import (
+    GroupConvParametrization,
+    HomBasisParametrization,
+    WeightParametrization,
     eLinear,
     eMLP,
     eMultiheadAttention,
@@ -21,6 +24,7 @@ from elayers import (
     eTransformerEncoderLayer,
     export,
     frozen,
+    weight_parametrization,
 )
 from eregressors import (
     CondTransformerRegressor,
@@ -60,6 +64,13 @@ def main() -> None:
     linear = eLinear(rho, embed)
     assert_type(linear(torch.randn(3, rho.size)), Tensor)
     assert_type(linear.weight, Tensor)
+    # The weight parametrizations: one interface, the factory's two kinds.
+    assert_type(linear.parametrization, WeightParametrization)
+    param = weight_parametrization(rho, embed)
+    assert_type(param, GroupConvParametrization | HomBasisParametrization)
+    assert_type(param.initialize("xavier_normal"), list[Tensor])
+    assert_type(param.synthesize(param.initialize("xavier_normal")), Tensor)
+    assert_type(param.num_weights, int)
     assert_type(eMLP(rho, rho, [16])(torch.randn(2, rho.size)), Tensor)
     assert_type(eRMSNorm(embed)(torch.randn(2, embed.size)), Tensor)
     attention = eMultiheadAttention(embed, num_heads=2)

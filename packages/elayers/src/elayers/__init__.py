@@ -22,6 +22,13 @@ from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
 from elayers._module import eModule, frozen_twin
 from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._parametrization import (
+    GroupConvParametrization,
+    HomBasisParametrization,
+    SpectralBlockParametrization,
+    WeightParametrization,
+    weight_parametrization,
+)
 from elayers._plain_transformer import (
     PositionalTransformerDecoder,
     PositionalTransformerDecoderLayer,
@@ -71,6 +78,8 @@ __all__ = [
     "Activation",
     "AttentionPosEncoding",
     "Exportable",
+    "GroupConvParametrization",
+    "HomBasisParametrization",
     "InvariantBias",
     "NormModule",
     "PaddingMode",
@@ -81,6 +90,8 @@ __all__ = [
     "PositionalTransformerEncoderLayer",
     "RelativePositionBias",
     "RotaryEmbedding",
+    "SpectralBlockParametrization",
+    "WeightParametrization",
     "__version__",
     "copy_dropout",
     "eAffine",
@@ -112,4 +123,5 @@ __all__ = [
     "to_regular_basis",
     "to_spectral_basis",
     "valid_head_counts",
+    "weight_parametrization",
 ]
