@@ -17,11 +17,21 @@ from elayers._activation import ACTIVATIONS, Activation
 from elayers._affine import eAffine
 from elayers._attention import eMultiheadAttention, valid_head_counts
 from elayers._conv import PaddingMode, eConv1d, eConvTranspose1d, eGroupNorm
-from elayers._export import Exportable, export, frozen
+from elayers._export import EXPORT_FORMS, Exportable, ExportForm, export, frozen
 from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
 from elayers._module import eModule, frozen_twin
 from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._plain_spectral import (
+    ChangeOfBasis,
+    PlainSpectralDecoder,
+    PlainSpectralDecoderLayer,
+    PlainSpectralLinear,
+    PlainSpectralMLP,
+    PlainSpectralMultiheadAttention,
+    PlainSpectralNorm,
+    ThenChangeOfBasis,
+)
 from elayers._plain_transformer import (
     PositionalTransformerDecoder,
     PositionalTransformerDecoderLayer,
@@ -67,13 +77,22 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "ACTIVATIONS",
     "ATTENTION_POS_ENCODINGS",
+    "EXPORT_FORMS",
     "NORM_MODULES",
     "Activation",
     "AttentionPosEncoding",
+    "ChangeOfBasis",
+    "ExportForm",
     "Exportable",
     "InvariantBias",
     "NormModule",
     "PaddingMode",
+    "PlainSpectralDecoder",
+    "PlainSpectralDecoderLayer",
+    "PlainSpectralLinear",
+    "PlainSpectralMLP",
+    "PlainSpectralMultiheadAttention",
+    "PlainSpectralNorm",
     "PositionalMultiheadAttention",
     "PositionalTransformerDecoder",
     "PositionalTransformerDecoderLayer",
@@ -81,6 +100,7 @@ __all__ = [
     "PositionalTransformerEncoderLayer",
     "RelativePositionBias",
     "RotaryEmbedding",
+    "ThenChangeOfBasis",
     "__version__",
     "copy_dropout",
     "eAffine",

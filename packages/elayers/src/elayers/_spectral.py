@@ -30,12 +30,20 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from elayers._activation import apply_activation
+from elayers._activation import apply_activation, plain_activation
 from elayers._attention import eMultiheadAttention
 from elayers._linear import eLinear
 from elayers._mlp import eMLP
 from elayers._module import eModule
 from elayers._norm import eLayerNorm, eRMSNorm
+from elayers._plain_spectral import (
+    PlainSpectralDecoder,
+    PlainSpectralDecoderLayer,
+    PlainSpectralLinear,
+    PlainSpectralMLP,
+    PlainSpectralMultiheadAttention,
+    PlainSpectralNorm,
+)
 from elayers._spectral_ops import (
     apply_runs,
     attention_runs,
@@ -383,6 +391,24 @@ class eSpectralLinear(eModule):
                 layer.bias.copy_(b)
         return layer.train(self.training)
 
+    def export_spectral(self) -> PlainSpectralLinear:
+        """The spectral plain form: a :class:`PlainSpectralLinear` holding this map's blocks.
+
+        The blocks of :meth:`block_matrices` (detached copies) applied by the same batched
+        products as :meth:`forward`: the same function in the same basis, ``c_in c_out Σ_k
+        d_k³/e_k`` multiply-adds per token (:meth:`export` gives the dense ``torch.nn.Linear``).
+        """
+        with torch.no_grad():
+            plain = PlainSpectralLinear(
+                self.groups,
+                self.c_in,
+                self.c_out,
+                self.order,
+                self.block_matrices(),
+                self.bias_coeffs,
+            )
+        return plain.train(self.training)
+
     def extra_repr(self) -> str:
         return (
             f"{self.c_in} -> {self.c_out} copies of {self.in_rep.group.name} (spectral) | "
@@ -504,6 +530,20 @@ class eSpectralNorm(eModule):
 
         return Conjugated(self.to_regular().export(), self.transform_matrix()).train(self.training)
 
+    def export_spectral(self) -> PlainSpectralNorm:
+        """The spectral plain form: a :class:`PlainSpectralNorm` with this norm's affine map."""
+        with torch.no_grad():
+            plain = PlainSpectralNorm(
+                self.kind,
+                self.eps,
+                self.copies,
+                self.order,
+                self.trivial_index,
+                self.copy_scale,
+                self.copy_bias,
+            )
+        return plain.train(self.training)
+
     def transform_matrix(self) -> Tensor:
         """``T`` (float64)."""
         return regular_spectral_basis(self.in_rep.group).transform
@@ -553,6 +593,19 @@ class eSpectralMultiheadAttention(eModule):
         out.rotary = copy.deepcopy(self.rotary)
         out.relative_bias = copy.deepcopy(self.relative_bias)
         return out.train(self.training)
+
+    def export_spectral(self) -> PlainSpectralMultiheadAttention:
+        """The spectral plain form: block-diagonal projections, the same heads and positions."""
+        with torch.no_grad():
+            plain = PlainSpectralMultiheadAttention(
+                self.in_proj.export_spectral(),
+                self.out_proj.export_spectral(),
+                self.num_heads,
+                self.dropout,
+                self.rotary,
+                self.relative_bias,
+            )
+        return plain.train(self.training)
 
     def forward_runs(
         self,
@@ -711,6 +764,31 @@ class eSpectralDecoderLayer(eModule):
         with torch.no_grad():
             inner = self.regular_twin().export()
             plain = ConjugatedDecoder(inner, self.transform, self.pos_encoding is not None)
+        return plain.train(self.training)
+
+    def export_spectral(self) -> PlainSpectralDecoderLayer:
+        """The spectral plain form: a :class:`PlainSpectralDecoderLayer` with this layer's blocks.
+
+        It runs the same functions as :meth:`forward` (block products, the feed-forward's two
+        constant changes of basis), with the activation as a ``torch.nn`` module.
+        """
+        with torch.no_grad():
+            plain = PlainSpectralDecoderLayer(
+                self.self_attn.export_spectral(),
+                self.multihead_attn.export_spectral(),
+                self.linear1.export_spectral(),
+                self.linear2.export_spectral(),
+                (
+                    self.norm1.export_spectral(),
+                    self.norm2.export_spectral(),
+                    self.norm3.export_spectral(),
+                ),
+                plain_activation(self.activation, self.activation_name),
+                self.ff_dropout,
+                self.p_residual,
+                self.norm_first,
+                self.transform,
+            )
         return plain.train(self.training)
 
     def to_regular(self, like: eTransformerDecoderLayer) -> eTransformerDecoderLayer:
@@ -872,6 +950,11 @@ class eSpectralDecoder(eModule):
             plain = ConjugatedDecoder(inner, first.transform, first.pos_encoding is not None)
         return plain.train(self.training)
 
+    def export_spectral(self) -> PlainSpectralDecoder:
+        """The spectral plain form: a :class:`PlainSpectralDecoder` of the layers' exports."""
+        layers = [_spectral_layer(layer).export_spectral() for layer in self.layers]
+        return PlainSpectralDecoder(layers).train(self.training)
+
     def to_regular(self, like: eTransformerDecoder) -> eTransformerDecoder:
         """A copy of ``like`` (same structure) with this stack's weights."""
         out = copy.deepcopy(like)
@@ -1008,6 +1091,17 @@ class eSpectralMLP(eModule):
             plain = Conjugated(self.to_regular().export(), self.transform)
         return plain.train(self.training)
 
+    def export_spectral(self) -> PlainSpectralMLP:
+        """The spectral plain form: a :class:`PlainSpectralMLP` with this MLP's blocks."""
+        with torch.no_grad():
+            plain = PlainSpectralMLP(
+                [_spectral_linear(layer).export_spectral() for layer in self.layers],
+                plain_activation(self.activation, self.activation_name),
+                self.dropout,
+                self.transform,
+            )
+        return plain.train(self.training)
+
     if TYPE_CHECKING:
         __call__ = forward
 
@@ -1015,6 +1109,12 @@ class eSpectralMLP(eModule):
 def _spectral_linear(layer: nn.Module) -> eSpectralLinear:
     if not isinstance(layer, eSpectralLinear):  # an internal invariant
         raise RuntimeError("internal error: built from eSpectralLinear layers")
+    return layer
+
+
+def _spectral_layer(layer: nn.Module) -> eSpectralDecoderLayer:
+    if not isinstance(layer, eSpectralDecoderLayer):  # an internal invariant
+        raise RuntimeError("internal error: built from decoder layers")
     return layer
 
 
