@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
 from elayers._positional import RelativePositionBias, RotaryEmbedding
@@ -137,7 +138,9 @@ class ConjugatedDecoder(nn.Module):
 
 
 def _tensor_clone(t: Tensor) -> Tensor:
-    return t.detach().clone()
+    # Contiguous copies: a synthesized block can be a permuted view, and torch.export.save
+    # warns about (and may mis-store) parameters that do not cover their storage.
+    return t.detach().clone(memory_format=torch.contiguous_format)
 
 
 class PlainSpectralLinear(nn.Module):
@@ -174,7 +177,7 @@ class PlainSpectralLinear(nn.Module):
                 f"PlainSpectralLinear expects one block tensor per run ({len(groups)}); got "
                 f"{len(blocks)}."
             )
-        self.groups: list[Run] = [tuple(run) for run in groups]  # type: ignore[misc]
+        self.groups: list[Run] = list(groups)
         self.c_in, self.c_out, self.order = c_in, c_out, order
         for i, block in enumerate(blocks):
             self.register_parameter(f"block_{i}", nn.Parameter(_tensor_clone(block)))
