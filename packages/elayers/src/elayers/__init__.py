@@ -5,8 +5,9 @@ Every module maps features transforming by ``in_rep`` (on the last axis) to feat
 and ``eGroupNorm`` follow their torch counterparts instead: channels first, ``(B, rep.size, T)``.
 
 Inference is explicit: :func:`export` turns any module tree into plain PyTorch (``torch.nn``
-layers, for ``torch.export``, ONNX and machines without escnn), and :func:`frozen` evaluates in
-place with the dense weights built once for the scope.
+layers, for ``torch.export``, ONNX and machines without escnn; ``form="spectral"`` keeps the
+spectral execution's block-diagonal computation, the ``PlainSpectral*`` modules), and
+:func:`frozen` evaluates in place with the dense weights built once for the scope.
 """
 
 from __future__ import annotations
