@@ -461,3 +461,33 @@ def test_spectral_export_runs_in_onnx_runtime(name: str, tmp_path: Path) -> None
         with torch.no_grad():
             expected = _wrapped(name, source)(*args)
         assert X.relative_error(torch.from_numpy(got), expected) <= 1e-5
+
+
+def test_bad_inputs_of_the_plain_modules_are_refused_naming_the_argument() -> None:
+    group = _group("C8")
+    linear = eSpectralLinear(group, 3, 2).export_spectral()
+    with pytest.raises(
+        ValueError, match=r"PlainSpectralLinear expects x of shape \(\.\.\., 24\); got \(4, 16\)"
+    ):
+        linear(torch.randn(4, 16))
+    blocks = linear.block_matrices()
+    with pytest.raises(ValueError, match=r"blocks\[1\] of shape"):
+        PlainSpectralLinear(linear.groups, 3, 2, 8, [blocks[0], blocks[1][:, :-1]], None)
+    with pytest.raises(ValueError, match="one block tensor per run"):
+        PlainSpectralLinear(linear.groups, 3, 2, 8, blocks[:1], None)
+    with pytest.raises(ValueError, match=r"bias of shape \(2,\); got \(3,\)"):
+        PlainSpectralLinear(linear.groups, 3, 2, 8, blocks, torch.zeros(3))
+    with pytest.raises(ValueError, match=r"scale of shape \(3,\)"):
+        PlainSpectralNorm("rms", 1e-5, 3, 8, 0, torch.ones(2), None)
+    with pytest.raises(ValueError, match="kind 'rms' or 'layer'"):
+        PlainSpectralNorm("batch", 1e-5, 3, 8, 0, torch.ones(3), None)
+    decoder = eSpectralDecoder(eTransformerDecoder(_decoder_layer(group, None, True, "rmsnorm"), 1))
+    plain = decoder.export_spectral()
+    tgt, memory = _decoder_inputs(group, torch.float32)
+    with pytest.raises(ValueError, match=r"memory of shape \(B, T, 32\); got \(3, 4, 31\)"):
+        plain(tgt, memory[..., :-1])
+    with pytest.raises(ValueError, match=r"tgt of shape \(B, T, 32\); got \(5, 32\)"):
+        plain(tgt[0], memory)
+    mlp = eSpectralMLP(eMLP(_regular(group, 2), _regular(group, 2), [32])).export_spectral()
+    with pytest.raises(ValueError, match=r"PlainSpectralMLP expects x of shape \(\.\.\., 16\)"):
+        mlp(torch.randn(2, 8))

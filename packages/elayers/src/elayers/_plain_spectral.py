@@ -137,6 +137,25 @@ class ConjugatedDecoder(nn.Module):
         __call__ = forward
 
 
+def _check_features(owner: str, name: str, x: Tensor, size: int) -> None:
+    """Raise unless ``x`` is a tensor of at least one axis whose last axis has ``size`` entries."""
+    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != size:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{owner} expects {name} of shape (..., {size}); got {got}.")
+
+
+def _check_shape(owner: str, name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
+    if t is not None and tuple(t.shape) != shape:
+        raise ValueError(f"{owner} expects {name} of shape {shape}; got {tuple(t.shape)}.")
+
+
+def _check_tokens(owner: str, name: str, x: Tensor, size: int) -> None:
+    """Raise unless ``x`` is batch-first tokens ``(B, T, size)``."""
+    if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != size:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{owner} expects {name} of shape (B, T, {size}); got {got}.")
+
+
 def _tensor_clone(t: Tensor) -> Tensor:
     # Contiguous copies: a synthesized block can be a permuted view, and torch.export.save
     # warns about (and may mis-store) parameters that do not cover their storage.
@@ -172,11 +191,14 @@ class PlainSpectralLinear(nn.Module):
         bias: Tensor | None,
     ) -> None:
         super().__init__()
+        owner = type(self).__name__
         if len(blocks) != len(groups):
             raise ValueError(
-                f"PlainSpectralLinear expects one block tensor per run ({len(groups)}); got "
-                f"{len(blocks)}."
+                f"{owner} expects one block tensor per run ({len(groups)}); got {len(blocks)}."
             )
+        for i, ((_off, count, _rows, m, e), block) in enumerate(zip(groups, blocks, strict=True)):
+            _check_shape(owner, f"blocks[{i}]", block, (count, m * e * c_in, m * e * c_out))
+        _check_shape(owner, "bias", bias, (c_out,))
         self.groups: list[Run] = list(groups)
         self.c_in, self.c_out, self.order = c_in, c_out, order
         for i, block in enumerate(blocks):
@@ -188,7 +210,12 @@ class PlainSpectralLinear(nn.Module):
         return [getattr(self, f"block_{i}") for i in range(len(self.groups))]
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(..., c_in |G|)`` spectral features to ``(..., c_out |G|)``."""
+        """``(..., c_in |G|)`` spectral features to ``(..., c_out |G|)``.
+
+        Raises:
+            ValueError: If the last axis of ``x`` is not ``c_in |G|``.
+        """
+        _check_features(type(self).__name__, "x", x, self.c_in * self.order)
         return linear_tokens(self, x, self.block_matrices(), self.order)
 
     def extra_repr(self) -> str:
@@ -229,13 +256,20 @@ class PlainSpectralNorm(nn.Module):
         super().__init__()
         if kind not in ("rms", "layer"):
             raise ValueError(f"PlainSpectralNorm expects kind 'rms' or 'layer'; got {kind!r}.")
+        _check_shape("PlainSpectralNorm", "scale", scale, (copies,))
+        _check_shape("PlainSpectralNorm", "bias", bias, (copies,))
         self.kind, self.eps = kind, float(eps)
         self.copies, self.order, self.trivial_index = copies, order, trivial_index
         self.copy_scale = nn.Parameter(_tensor_clone(scale))
         self.copy_bias = None if bias is None else nn.Parameter(_tensor_clone(bias))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Normalize ``(..., c|G|)`` spectral features; same shape out."""
+        """Normalize ``(..., c|G|)`` spectral features; same shape out.
+
+        Raises:
+            ValueError: If the last axis of ``x`` is not ``c |G|``.
+        """
+        _check_features(type(self).__name__, "x", x, self.copies * self.order)
         return norm_tokens(
             x,
             kind=self.kind,
@@ -346,7 +380,12 @@ class PlainSpectralMultiheadAttention(nn.Module):
         Masks (``True`` or ``-inf`` forbids) and positions as
         :class:`elayers.eSpectralMultiheadAttention`: ``key_padding_mask`` ``(B, S)``,
         ``attn_mask`` ``(L, S)`` or ``(B·H, L, S)``, integer positions ``(L,)``/``(B, L)``.
+
+        Raises:
+            ValueError: If ``query`` or ``key`` is not ``(B, T, c |G|)``.
         """
+        for name, t in (("query", query), ("key", key)):
+            _check_tokens(type(self).__name__, name, t, self.copies * self.order)
         if query.shape[0] == 0:
             # The run layout merges (B, T) and could not split N = 0 back.
             return query.clone()
@@ -481,7 +520,8 @@ class PlainSpectralDecoderLayer(nn.Module):
         and ``memory_is_causal`` (must be ``False``) accept the call of ``torch.nn``'s decoders.
 
         Raises:
-            ValueError: If ``memory_is_causal`` is ``True``.
+            ValueError: If ``memory_is_causal`` is ``True`` or a token tensor is not
+                ``(B, T, c |G|)``.
         """
         return _decoder_forward(
             [self],
@@ -514,6 +554,9 @@ def _decoder_forward(
     tgt_mask: Tensor | None,
     memory_is_causal: bool,
 ) -> Tensor:
+    size = layers[0].copies * layers[0].order
+    _check_tokens("PlainSpectralDecoder", "tgt", tgt, size)
+    _check_tokens("PlainSpectralDecoder", "memory", memory, size)
     if memory_is_causal:
         raise ValueError(
             "The spectral plain decoder masks the memory with memory_mask only; got "
@@ -575,7 +618,8 @@ class PlainSpectralDecoder(nn.Module):
         """Run every layer on ``tgt`` ``(B, T, E)`` and ``memory`` ``(B, S, E)``; ``(B, T, E)``.
 
         Raises:
-            ValueError: If ``memory_is_causal`` is ``True``.
+            ValueError: If ``memory_is_causal`` is ``True`` or a token tensor is not
+                ``(B, T, c |G|)``.
         """
         layers = [_plain_layer(layer) for layer in self.layers]
         return _decoder_forward(
@@ -633,8 +677,13 @@ class PlainSpectralMLP(nn.Module):
         self.transform: Tensor
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(..., c_in |G|)`` spectral features to ``(..., c_out |G|)``."""
+        """``(..., c_in |G|)`` spectral features to ``(..., c_out |G|)``.
+
+        Raises:
+            ValueError: If the last axis of ``x`` is not ``c_in |G|``.
+        """
         layers = [_plain_linear(layer) for layer in self.layers]
+        _check_features(type(self).__name__, "x", x, layers[0].c_in * layers[0].order)
         return mlp_tokens(
             x,
             list(layers),
