@@ -14,8 +14,10 @@ from torch import nn
 
 PLAIN_MODULES = (
     "elayers._plain",
+    "elayers._plain_spectral",
     "elayers._plain_transformer",
     "elayers._positional",
+    "elayers._spectral_ops",
     "eregressors._plain",
     "eregressors._plain_unet",
 )

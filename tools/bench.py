@@ -35,7 +35,10 @@ better):
    ``--spectral-configs`` group and width: training steps, eval forwards (batch ``--batch-size``),
    peak memory, and the trunk's multiply-adds per input token of each execution (dense: the
    baseline's and the regular execution's matrix products; spectral: the block products plus the
-   feed-forward's two changes of basis), so that the gap to the arithmetic limit is visible.
+   feed-forward's two changes of basis), so that the gap to the arithmetic limit is visible; then
+   eval forwards of the two exports of the same weights (``export_spectral()``, the trunk in the
+   spectral basis in plain torch, and the dense ``export()``) beside the spectral execution and
+   the baseline, at batch ``--batch-size`` and at batch 1.
 
 Peak memory is the peak tensor memory of one training step: the parameters, gradients and optimizer
 state held between steps plus the peak of what the step allocates on top (CUDA:
@@ -308,6 +311,10 @@ class SpectralRow:
     peak_mb: dict[str, float]
     macs_dense: int
     macs_spectral: int
+    # Eval forwards of the plain exports (spectral and dense forms) beside the spectral
+    # execution and the baseline, at batch --batch-size and at batch 1.
+    export_eval: dict[str, Timing]
+    export_eval_1: dict[str, Timing]
 
 
 def trunk_macs_per_token(
@@ -386,13 +393,56 @@ def bench_spectral(args: argparse.Namespace, device: torch.device) -> list[Spect
             warmup=args.warmup,
             repeats=args.repeats,
         )
+        # The exports: the spectral form (block products in plain torch) and the dense one.
+        exported = {
+            "spec": spectral,
+            "spec_export": spectral.export_spectral().eval(),
+            "dense_export": regular.export().eval(),
+            "base": base,
+        }
+        export_evals = [
+            interleaved_timings(
+                {
+                    key: regressor_eval(m, x[:size], k[:size], z[:size])
+                    for key, m in exported.items()
+                },
+                device=device,
+                warmup=args.warmup,
+                repeats=args.repeats,
+            )
+            for size in (b, 1)
+        ]
         dense, spec = trunk_macs_per_token(
             group, width // group.order(), args.layers, args.in_horizon, args.cond_horizon
         )
-        rows.append(SpectralRow(name, group.order(), width, train, evals, peak, dense, spec))
+        rows.append(
+            SpectralRow(name, group.order(), width, train, evals, peak, dense, spec, *export_evals)
+        )
         print(f"  spectral {name}:{width}: done", flush=True)
-        del regular, spectral, base, models, optimizers, steps
+        del regular, spectral, base, models, optimizers, steps, exported
     return rows
+
+
+def spectral_export_table(rows: list[SpectralRow], batch: int) -> str:
+    """Markdown table of the exports' eval forwards (ratios to the baseline, lower is better)."""
+    lines = [
+        f"| group | width | eval ms b{batch}: spec / spec export / dense export / base "
+        "| spec export/base | dense export/base "
+        "| eval ms b1: spec / spec export / dense export / base | spec export/base | "
+        "dense export/base |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = []
+        for e in (r.export_eval, r.export_eval_1):
+            cells.append(
+                f"{e['spec'].median_ms:.2f} / {e['spec_export'].median_ms:.2f} / "
+                f"{e['dense_export'].median_ms:.2f} / {e['base'].median_ms:.2f} | "
+                f"{ratio_text(e['spec_export'], e['base'])} | "
+                f"{ratio_text(e['dense_export'], e['base'])}"
+            )
+        lines.append(f"| {r.group} | {r.width} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def spectral_table(rows: list[SpectralRow]) -> str:
@@ -840,6 +890,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "medians of the per-round ratios to the baseline)\n"
         )
         print(spectral_table(spectral_rows), flush=True)
+        print(
+            "\nEval forwards of the exports: export_spectral() (trunk in the spectral basis, plain "
+            "torch) and export() (dense), same weights:",
+            flush=True,
+        )
+        print(spectral_export_table(spectral_rows, args.batch_size), flush=True)
     if args.only == "positions":
         position_rows = bench_positions(args, device)
         document["positions"] = [dataclasses.asdict(r) for r in position_rows]

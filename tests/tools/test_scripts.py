@@ -108,6 +108,10 @@ def test_bench_spectral_runs(capsys: pytest.CaptureFixture[str]) -> None:
     row = document["spectral"][0]
     assert row["train"]["spec"]["median_ms"] > 0
     assert row["eval"]["base"]["median_ms"] > 0
+    # The exports' eval forwards, at the batch size and at batch 1.
+    assert row["export_eval"]["spec_export"]["median_ms"] > 0
+    assert row["export_eval_1"]["dense_export"]["median_ms"] > 0
+    assert "spec export / dense export" in printed
     # C2: Σ d³/e = 2 vs |G|² = 4 per copy pair.
     assert 0 < row["macs_spectral"] < row["macs_dense"]
     with pytest.raises(ValueError, match="group:width"):

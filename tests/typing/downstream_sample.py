@@ -96,6 +96,9 @@ def main() -> None:
     assert_type(baseline(torch.randn(1, 4, 3), torch.tensor(5), torch.randn(1, 2, 3)), Tensor)
     assert_type(export(model), torch.nn.Module)
     assert_type(model.export(), PlainCondTransformer)
+    # The spectral form (a regular-execution model is converted on the way).
+    assert_type(export(model, form="spectral"), torch.nn.Module)
+    assert_type(model.export_spectral(), PlainCondTransformer)
     assert_type(linear.export(), torch.nn.Linear)
     with torch.no_grad(), frozen(model) as same:
         assert_type(same, eCondTransformerRegressor)

@@ -5,8 +5,9 @@ Every module maps features transforming by ``in_rep`` (on the last axis) to feat
 and ``eGroupNorm`` follow their torch counterparts instead: channels first, ``(B, rep.size, T)``.
 
 Inference is explicit: :func:`export` turns any module tree into plain PyTorch (``torch.nn``
-layers, for ``torch.export``, ONNX and machines without escnn), and :func:`frozen` evaluates in
-place with the dense weights built once for the scope.
+layers, for ``torch.export``, ONNX and machines without escnn; ``form="spectral"`` keeps the
+spectral execution's block-diagonal computation, the ``PlainSpectral*`` modules), and
+:func:`frozen` evaluates in place with the dense weights built once for the scope.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from elayers._activation import ACTIVATIONS, Activation
 from elayers._affine import eAffine
 from elayers._attention import eMultiheadAttention, valid_head_counts
 from elayers._conv import PaddingMode, eConv1d, eConvTranspose1d, eGroupNorm
-from elayers._export import Exportable, export, frozen
+from elayers._export import EXPORT_FORMS, Exportable, ExportForm, export, frozen
 from elayers._linear import InvariantBias, eLinear
 from elayers._mlp import eMLP, regular_copies
 from elayers._module import eModule, frozen_twin
@@ -28,6 +29,16 @@ from elayers._parametrization import (
     SpectralBlockParametrization,
     WeightParametrization,
     weight_parametrization,
+)
+from elayers._plain_spectral import (
+    ChangeOfBasis,
+    PlainSpectralDecoder,
+    PlainSpectralDecoderLayer,
+    PlainSpectralLinear,
+    PlainSpectralMLP,
+    PlainSpectralMultiheadAttention,
+    PlainSpectralNorm,
+    ThenChangeOfBasis,
 )
 from elayers._plain_transformer import (
     PositionalTransformerDecoder,
@@ -74,15 +85,24 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "ACTIVATIONS",
     "ATTENTION_POS_ENCODINGS",
+    "EXPORT_FORMS",
     "NORM_MODULES",
     "Activation",
     "AttentionPosEncoding",
+    "ChangeOfBasis",
+    "ExportForm",
     "Exportable",
     "GroupConvParametrization",
     "HomBasisParametrization",
     "InvariantBias",
     "NormModule",
     "PaddingMode",
+    "PlainSpectralDecoder",
+    "PlainSpectralDecoderLayer",
+    "PlainSpectralLinear",
+    "PlainSpectralMLP",
+    "PlainSpectralMultiheadAttention",
+    "PlainSpectralNorm",
     "PositionalMultiheadAttention",
     "PositionalTransformerDecoder",
     "PositionalTransformerDecoderLayer",
@@ -91,6 +111,7 @@ __all__ = [
     "RelativePositionBias",
     "RotaryEmbedding",
     "SpectralBlockParametrization",
+    "ThenChangeOfBasis",
     "WeightParametrization",
     "__version__",
     "copy_dropout",

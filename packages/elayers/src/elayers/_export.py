@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import torch
 from torch import nn
@@ -13,9 +13,14 @@ from torch import nn
 from elayers._module import FrozenTwin, eModule, frozen_registry, watch_frozen
 from elayers._records import drop_guards
 
-__all__ = ["Exportable", "export", "frozen"]
+__all__ = ["EXPORT_FORMS", "ExportForm", "Exportable", "export", "frozen"]
 
 _T = TypeVar("_T", bound=nn.Module)
+
+#: What :func:`export` produces: ``"dense"`` plain ``torch.nn`` layers with dense weights, or
+#: ``"spectral"`` (modules of the spectral execution keep computing in the spectral basis).
+ExportForm = Literal["dense", "spectral"]
+EXPORT_FORMS: tuple[str, ...] = get_args(ExportForm)
 
 
 class Exportable:
@@ -43,7 +48,7 @@ def _topmost_exportables(module: nn.Module, out: dict[int, nn.Module]) -> None:
             _topmost_exportables(child, out)
 
 
-def export(module: nn.Module) -> nn.Module:
+def export(module: nn.Module, *, form: ExportForm = "dense") -> nn.Module:
     """Return a new module computing ``module``'s function in plain PyTorch with its weights.
 
     Walks the tree: every :class:`eModule` (and every :class:`Exportable`, such as the regressors
@@ -60,14 +65,24 @@ def export(module: nn.Module) -> nn.Module:
     ``torch.onnx.export`` without escnn installed. It agrees with ``module`` to rounding (about
     1e-15 relative in float64) in eval mode; in training mode dropout draws differ.
 
+    ``form="spectral"`` replaces each module that has an ``export_spectral()`` method (the spectral
+    execution's modules, :class:`elayers.eSpectralLinear` and the other ``eSpectral*`` classes,
+    and ``eregressors.eCondTransformerRegressor``) by that method's result instead: torch-only
+    modules that keep computing in the spectral basis (block-diagonal batched products and
+    constant ``|G| × |G|`` changes of basis around pointwise activations, fewer multiply-adds
+    than the dense form; see ``elayers._plain_spectral``), with the same guarantees (no escnn or
+    equivariant object, ``torch.export``, ONNX). Every other module exports as with ``"dense"``.
+
     Args:
         module: Any ``torch.nn.Module`` tree.
+        form: Keyword-only. ``"dense"`` (default) or ``"spectral"``.
 
     Returns:
         The exported module (each part keeps the training flag of its source).
 
     Raises:
         TypeError: If ``module`` is not a ``torch.nn.Module``.
+        ValueError: If ``form`` is not ``"dense"`` or ``"spectral"``.
 
     Examples:
         >>> import torch, escnn.group as eg
@@ -78,16 +93,18 @@ def export(module: nn.Module) -> nn.Module:
         >>> type(plain[0]).__name__
         'Linear'
     """
+    if not isinstance(form, str) or form not in EXPORT_FORMS:
+        raise ValueError(f"export expects form to be one of {list(EXPORT_FORMS)}; got {form!r}.")
     if not isinstance(module, nn.Module):
         raise TypeError(f"export expects a torch.nn.Module; got {type(module).__name__}.")
     with torch.no_grad():
         if _is_exportable(module):
-            return _checked_export(module)
+            return _checked_export(module, form)
         found: dict[int, nn.Module] = {}
         _topmost_exportables(module, found)
         # Pre-seeding deepcopy's memo substitutes every exported part wherever the tree refers to
         # it, and keeps the copy from descending into (and deep-copying) the equivariant parts.
-        memo: dict[int, Any] = {key: _checked_export(part) for key, part in found.items()}
+        memo: dict[int, Any] = {key: _checked_export(part, form) for key, part in found.items()}
         plain: nn.Module = copy.deepcopy(module, memo)
     # The copied containers inherited the loading guard of the equivariant tree (a hook into
     # elayers): the plain tree has nothing to guard, and must load where elayers is absent.
@@ -95,11 +112,14 @@ def export(module: nn.Module) -> nn.Module:
     return plain
 
 
-def _checked_export(module: nn.Module) -> nn.Module:
-    out = module.export()  # type: ignore[operator]
+def _checked_export(module: nn.Module, form: str = "dense") -> nn.Module:
+    method = "export"
+    if form == "spectral" and callable(getattr(module, "export_spectral", None)):
+        method = "export_spectral"
+    out = getattr(module, method)()
     if not isinstance(out, nn.Module):
         raise TypeError(
-            f"{type(module).__name__}.export() must return a torch.nn.Module; got "
+            f"{type(module).__name__}.{method}() must return a torch.nn.Module; got "
             f"{type(out).__name__}."
         )
     return out

@@ -24,21 +24,49 @@ Every module here converts from and to its regular-basis counterpart (``from_reg
 from __future__ import annotations
 
 import copy
-import math
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from elayers._activation import apply_activation
+from elayers._activation import apply_activation, plain_activation
 from elayers._attention import eMultiheadAttention
 from elayers._linear import eLinear
 from elayers._mlp import eMLP
-from elayers._module import eModule, transform_active
+from elayers._module import eModule
 from elayers._norm import eLayerNorm, eRMSNorm
 from elayers._parametrization import SpectralBlockParametrization
-from elayers._positional import attend
+from elayers._plain_spectral import (
+    PlainSpectralDecoder,
+    PlainSpectralDecoderLayer,
+    PlainSpectralLinear,
+    PlainSpectralMLP,
+    PlainSpectralMultiheadAttention,
+    PlainSpectralNorm,
+)
+from elayers._spectral_ops import (
+    apply_runs,
+    attention_runs,
+    coord_major_to_runs,
+    coord_outer_to_runs,
+    copy_dropout,
+    decoder_layer_runs,
+    feedforward_runs,
+    from_runs,
+    head_runs_to_heads,
+    heads_to_head_runs,
+    heads_to_runs,
+    linear_tokens,
+    mlp_tokens,
+    norm_runs,
+    norm_tokens,
+    runs_to_coord_major,
+    runs_to_coord_outer,
+    runs_to_heads,
+    to_regular_basis,
+    to_runs,
+    to_spectral_basis,
+)
 from elayers._transformer import eTransformerDecoder, eTransformerDecoderLayer
 from ereps import (
     Group,
@@ -74,209 +102,10 @@ __all__ = [
 ]
 
 
-def to_spectral_basis(x: Tensor, transform: Tensor) -> Tensor:
-    """``(..., c·|G|)`` regular coordinates to spectral ones, copy by copy: ``x_c ↦ T^T x_c``."""
-    n = transform.shape[0]
-    shape = x.shape
-    out = x.reshape(-1, n) @ transform.to(x.dtype)
-    return out.view(shape)
-
-
-def to_regular_basis(x: Tensor, transform: Tensor) -> Tensor:
-    """``(..., c·|G|)`` spectral coordinates to regular ones, copy by copy: ``x_c ↦ T x_c``."""
-    n = transform.shape[0]
-    shape = x.shape
-    out = x.reshape(-1, n) @ transform.to(x.dtype).T
-    return out.view(shape)
-
-
-def _split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> Tensor:
-    """``x`` with axis ``dim`` split into ``sizes`` (a view, also of non-contiguous tensors)."""
-    dim = dim % x.ndim
-    return x.view(*x.shape[:dim], *sizes, *x.shape[dim + 1 :])
-
-
 def _check_copies(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner} expects {name} to be an int >= 1; got {value!r}.")
     return value
-
-
-Run = tuple[int, int, int, int, int]
-"""A run of blocks of one shape: ``(offset, count, rows, multiplicity, endo_dim)``."""
-
-
-def coord_major_to_runs(y: Tensor, runs: list[Run]) -> list[Tensor]:
-    """Coordinate-major spectral features ``(N, |G|, c)`` to the run layout.
-
-    Run ``r`` becomes ``(count_r, N, rows_r, f_r, c)`` (``f_r = m_r e_r``, the copies innermost):
-    there each equivariant map is one batched product without any copy, elementwise operations
-    and per-token reductions act on the runs directly, and moving between layouts copies
-    contiguous chunks of ``rows_r f_r c`` numbers.
-    """
-    _n_tok, _, _copies = y.shape
-    out = []
-    for off, count, rows, m, e in runs:
-        f = m * e
-        seg = _split(y[:, off : off + count * rows * f], 1, (count, rows, f))
-        out.append(seg.transpose(0, 1).contiguous())
-    return out
-
-
-def runs_to_coord_major(parts: list[Tensor], runs: list[Run], order: int) -> Tensor:
-    """The inverse of :func:`coord_major_to_runs`: ``(N, |G|, c)``."""
-    _, n_tok, _, _, copies = parts[0].shape
-    out = parts[0].new_empty(n_tok, order, copies)
-    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
-        f = m * e
-        _split(out[:, off : off + count * rows * f], 1, (count, rows, f)).copy_(
-            part.transpose(0, 1)
-        )
-    return out
-
-
-def runs_to_coord_outer(parts: list[Tensor], runs: list[Run], order: int) -> Tensor:
-    """Run-layout features as ``(|G|, N, c)``: the spectral coordinate outermost.
-
-    There a change of basis per copy is one matrix product ``T @ y.view(|G|, N c)``.
-    """
-    _, n_tok, _, _, copies = parts[0].shape
-    out = parts[0].new_empty(order, n_tok, copies)
-    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
-        f = m * e
-        target = out[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
-        target.copy_(part.permute(0, 2, 3, 1, 4))
-    return out
-
-
-def coord_outer_to_runs(
-    y: Tensor, runs: list[Run], out: list[Tensor] | None = None
-) -> list[Tensor]:
-    """The inverse of :func:`runs_to_coord_outer` (views where ``rows · f = 1``).
-
-    With ``out`` (contiguous run-layout tensors of the right shapes, not recorded by autograd)
-    the runs are written there instead of into new tensors.
-    """
-    _, n_tok, copies = y.shape
-    parts = []
-    for i, (off, count, rows, m, e) in enumerate(runs):
-        f = m * e
-        seg = y[off : off + count * rows * f].view(count, rows, f, n_tok, copies)
-        seg = seg.permute(0, 3, 1, 2, 4)
-        if out is None or seg.is_contiguous():
-            parts.append(seg.contiguous())
-        else:
-            parts.append(out[i].copy_(seg))
-    return parts
-
-
-def to_runs(x: Tensor, runs: list[Run], copies: int, order: int) -> list[Tensor]:
-    """Copy-major spectral features ``(..., c·|G|)`` to the run layout.
-
-    See :func:`coord_major_to_runs`.
-    """
-    xs = x.reshape(-1, copies, order).transpose(1, 2)
-    return coord_major_to_runs(xs, runs)
-
-
-def from_runs(parts: list[Tensor], runs: list[Run], copies: int, order: int) -> Tensor:
-    """The inverse of :func:`to_runs`: ``(N, c·|G|)`` copy-major spectral features."""
-    y = runs_to_coord_major(parts, runs, order)
-    return y.transpose(1, 2).reshape(y.shape[0], copies * order)
-
-
-def runs_to_heads(
-    parts: list[Tensor],
-    runs: list[Run],
-    order: int,
-    batch: int,
-    heads: int,
-    start: int,
-    stop: int,
-) -> Tensor:
-    """Copies ``start:stop`` of run-layout features as attention heads ``(B, H, T, d)``.
-
-    Each head holds ``c_h = (stop - start) / H`` whole copies, laid out coordinate-major
-    ``(|G|, c_h)`` (logits and the attention output do not depend on the order of a head's
-    features, as long as queries and keys share it). One copy of the data.
-    """
-    n_tok = parts[0].shape[1]
-    t = n_tok // batch
-    c_h = (stop - start) // heads
-    out = parts[0].new_empty(batch, heads, t, order * c_h)
-    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
-        f = m * e
-        sel = _split(_split(part[..., start:stop], 1, (batch, t)), -1, (heads, c_h))
-        target = out[..., off * c_h : (off + count * rows * f) * c_h]
-        # sel: (count, B, T, rows, f, H, c_h) -> (B, H, T, count, rows, f, c_h)
-        _split(target, -1, (count, rows, f, c_h)).copy_(sel.permute(1, 5, 2, 0, 3, 4, 6))
-    return out
-
-
-def heads_to_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
-    """Attention output ``(B, H, T, |G|·c_h)`` back to the run layout (``c = H·c_h``)."""
-    batch, heads, t, d = o.shape
-    c_h = d // order
-    parts = []
-    for off, count, rows, m, e in runs:
-        f = m * e
-        seg = o[..., off * c_h : (off + count * rows * f) * c_h]
-        seg = _split(seg, -1, (count, rows, f, c_h))
-        # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, f, H, c_h)
-        part = seg.permute(3, 0, 2, 4, 5, 1, 6)
-        parts.append(part.reshape(count, batch * t, rows, f, heads * c_h))
-    return parts
-
-
-def head_runs_to_heads(
-    parts: list[Tensor], runs: list[Run], order: int, batch: int, index: int
-) -> Tensor:
-    """Slice ``index`` of head-major run features ``(count, N, rows, g, H, f, c_h)`` as heads.
-
-    ``(B, H, T, |G|·c_h)``, each head coordinate-major as in :func:`runs_to_heads`; the copy
-    moves chunks of ``f c_h`` numbers.
-    """
-    _, n_tok, _, _, heads, _, c_h = parts[0].shape
-    t = n_tok // batch
-    out = parts[0].new_empty(batch, heads, t, order * c_h)
-    for (off, count, rows, m, e), part in zip(runs, parts, strict=True):
-        f = m * e
-        sel = _split(part[:, :, :, index], 1, (batch, t))  # (count, B, T, rows, H, f, c_h)
-        target = out[..., off * c_h : (off + count * rows * f) * c_h]
-        _split(target, -1, (count, rows, f, c_h)).copy_(sel.permute(1, 4, 2, 0, 3, 5, 6))
-    return out
-
-
-def heads_to_head_runs(o: Tensor, runs: list[Run], order: int) -> list[Tensor]:
-    """Attention output ``(B, H, T, |G|·c_h)`` to head-major ``(count, N, rows, H, f, c_h)``."""
-    batch, heads, t, d = o.shape
-    c_h = d // order
-    parts = []
-    for off, count, rows, m, e in runs:
-        f = m * e
-        seg = _split(o[..., off * c_h : (off + count * rows * f) * c_h], -1, (count, rows, f, c_h))
-        # (B, H, T, count, rows, f, c_h) -> (count, B, T, rows, H, f, c_h)
-        part = seg.permute(3, 0, 2, 4, 1, 5, 6)
-        parts.append(part.reshape(count, batch * t, rows, heads, f, c_h))
-    return parts
-
-
-def _copy_major_heads(x: Tensor, order: int) -> Tensor:
-    """Heads ``(…, |G|·c_h)`` coordinate-major to copy-major (what rotary embeddings take)."""
-    return _split(x, -1, (order, x.shape[-1] // order)).transpose(-1, -2).flatten(-2)
-
-
-def _records_grad(*tensors: Tensor) -> bool:
-    """Whether autograd (or a tracer/transform) would see an in-place update of ``tensors``."""
-    return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or transform_active()
-
-
-def _copy_mask(p: float, training: bool, n_tok: int, copies: int, like: Tensor) -> Tensor | None:
-    """A dropout mask of whole copies ``(1, N, 1, 1, c)`` (run layout), or ``None``."""
-    if not training or p == 0.0:
-        return None
-    ones = like.new_ones(n_tok, copies)
-    return F.dropout(ones, p, True).view(1, n_tok, 1, 1, copies)
 
 
 class eSpectralLinear(eModule):
@@ -400,9 +229,7 @@ class eSpectralLinear(eModule):
             ``(..., c_out |G|)`` in the spectral basis.
         """
         self._check_input(x)
-        runs, n = self.groups, self.order
-        out = self.apply_runs(to_runs(x, runs, self.c_in, n), self.block_matrices(), 0, self.c_out)
-        return from_runs(out, runs, self.c_out, n).view(*x.shape[:-1], self.c_out * n)
+        return linear_tokens(self, x, self.block_matrices(), self.order)
 
     def apply_runs(
         self,
@@ -416,49 +243,11 @@ class eSpectralLinear(eModule):
     ) -> list[Tensor]:
         """Output copies ``start:stop`` of the map on run-layout features (see :func:`to_runs`).
 
-        One batched product per run, no copy of the data: ``(count, N, rows, f, c_in)`` in,
-        ``(count, N, rows, f, stop - start)`` out. With ``out_heads = (H, c_h)`` the output
-        copies are laid out head-major instead, ``(count, N, rows, g, H, f, c_h)`` with
-        ``stop - start = g H c_h``; with ``in_heads = H`` the input is
-        ``(count, N, rows, H, f, c_h)``. (Attention heads then gather chunks of ``f c_h``
-        numbers instead of ``c_h``; the weights are permuted instead of the data.)
+        :func:`elayers._spectral_ops.apply_runs` with this map's runs and bias: ``mats`` from
+        :meth:`block_matrices`, ``(count, N, rows, f, c_in)`` in, ``(count, N, rows, f,
+        stop - start)`` out (head-major layouts with ``in_heads``/``out_heads``).
         """
-        c_out = stop - start
-        bias = None if self.bias_coeffs is None else self.bias_coeffs[start:stop]
-        out = []
-        for run, ((_off, count, rows, m, e), mat, part) in enumerate(
-            zip(self.groups, mats, parts, strict=True)
-        ):
-            f = m * e
-            n_tok = part.shape[1]
-            rows_in = f * self.c_in
-            if start != 0 or stop != self.c_out:
-                mat = _split(mat, -1, (f, self.c_out))[..., start:stop].flatten(-2)
-            if in_heads is not None:
-                # Rows (f, H, c_h) -> (H, f, c_h).
-                c_h = self.c_in // in_heads
-                mat = _split(mat, 1, (f, in_heads, c_h)).transpose(1, 2).reshape(mat.shape)
-            if out_heads is not None:
-                # Columns (f, g, H, c_h) -> (g, H, f, c_h).
-                c_h = out_heads[1]
-                cols = _split(mat, -1, (f, c_out // c_h, c_h)).transpose(-3, -2)
-                mat = cols.reshape(count, rows_in, f * c_out)
-            inp = part.reshape(count, n_tok * rows, rows_in)
-            if run == 0 and bias is not None:
-                # The trivial irrep: the first block of the first run (1-D, real, f = 1), whose
-                # columns are the copies in order in both layouts.
-                full = part.new_zeros(count, 1, f * c_out)
-                full[0, 0] = bias.to(part.dtype)
-                y = torch.baddbmm(full, inp, mat)
-            else:
-                y = torch.bmm(inp, mat)
-            if out_heads is None:
-                out.append(y.view(count, n_tok, rows, f, c_out))
-            else:
-                heads, c_h = out_heads
-                g = c_out // (heads * c_h)
-                out.append(y.view(count, n_tok, rows, g, heads, f, c_h))
-        return out
+        return apply_runs(self, parts, mats, start, stop, in_heads=in_heads, out_heads=out_heads)
 
     @classmethod
     def from_regular(cls, linear: eLinear) -> eSpectralLinear:
@@ -533,6 +322,24 @@ class eSpectralLinear(eModule):
             if b is not None and layer.bias is not None:
                 layer.bias.copy_(b)
         return layer.train(self.training)
+
+    def export_spectral(self) -> PlainSpectralLinear:
+        """The spectral plain form: a :class:`PlainSpectralLinear` holding this map's blocks.
+
+        The blocks of :meth:`block_matrices` (detached copies) applied by the same batched
+        products as :meth:`forward`: the same function in the same basis, ``c_in c_out Σ_k
+        d_k³/e_k`` multiply-adds per token (:meth:`export` gives the dense ``torch.nn.Linear``).
+        """
+        with torch.no_grad():
+            plain = PlainSpectralLinear(
+                self.groups,
+                self.c_in,
+                self.c_out,
+                self.order,
+                self.block_matrices(),
+                self.bias_coeffs,
+            )
+        return plain.train(self.training)
 
     def extra_repr(self) -> str:
         return (
@@ -626,59 +433,28 @@ class eSpectralNorm(eModule):
     def forward(self, x: Tensor) -> Tensor:
         """Normalize ``(..., c|G|)`` spectral features; same shape out."""
         self._check_input(x)
-        n, c = self.order, self.copies
-        root = math.sqrt(n)
-        if self.kind == "layer":
-            x3 = _split(x, -1, (c, n))
-            t = x3[..., self.trivial_index]
-            shift = t.sum(dim=-1, keepdim=True) * (root * root / (c * n))  # √|G| μ per token
-            x3 = torch.cat(
-                (
-                    x3[..., : self.trivial_index],
-                    (t - shift).unsqueeze(-1),
-                    x3[..., self.trivial_index + 1 :],
-                ),
-                dim=-1,
-            )
-            x = x3.flatten(-2)
-        y = _split(F.rms_norm(x, (c * n,), eps=self.eps), -1, (c, n))
-        y = y * self.copy_scale.to(y.dtype).unsqueeze(-1)
-        if self.copy_bias is not None:
-            i = self.trivial_index
-            b = (self.copy_bias.to(y.dtype) * root).unsqueeze(-1)
-            y = torch.cat((y[..., :i], y[..., i : i + 1] + b, y[..., i + 1 :]), dim=-1)
-        return y.flatten(-2)
+        return norm_tokens(
+            x,
+            kind=self.kind,
+            eps=self.eps,
+            copies=self.copies,
+            order=self.order,
+            trivial_index=self.trivial_index,
+            scale=self.copy_scale,
+            bias=self.copy_bias,
+        )
 
     def forward_runs(self, parts: list[Tensor]) -> list[Tensor]:
-        """The norm on run-layout features (see :func:`to_runs`).
-
-        Per-token statistics summed over the runs, elementwise scaling, the trivial coordinates
-        at ``parts[0][0, :, 0, 0, :]``.
-        """
-        c, n = self.copies, self.order
-        first = parts[0]
-        n_tok = first.shape[1]
-        if self.kind == "layer":
-            # √|G| μ = mean of the trivial coordinates over copies; removed from each of them.
-            shift = first[0, :, 0, 0, :].mean(dim=-1)
-            onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
-            onehot[0] = 1.0
-            first = first - onehot * shift.view(1, n_tok, 1, 1, 1)
-            parts = [first, *parts[1:]]
-        # Contiguous reductions per run (last axis), then over the few blocks of the run.
-        square = sum(
-            (torch.linalg.vecdot(p.flatten(2), p.flatten(2)).sum(dim=0) for p in parts),
-            start=first.new_zeros(n_tok),
+        """The norm on run-layout features (see :func:`elayers._spectral_ops.norm_runs`)."""
+        return norm_runs(
+            parts,
+            kind=self.kind,
+            eps=self.eps,
+            copies=self.copies,
+            order=self.order,
+            scale=self.copy_scale,
+            bias=self.copy_bias,
         )
-        r = torch.rsqrt(square / (c * n) + self.eps)
-        factor = (r.unsqueeze(-1) * self.copy_scale.to(first.dtype)).view(1, n_tok, 1, 1, c)
-        out = [p * factor for p in parts]
-        if self.copy_bias is not None:
-            onehot = torch.zeros_like(first[:, :1, :1, :1, :1])
-            onehot[0] = 1.0
-            b = (self.copy_bias.to(first.dtype) * math.sqrt(n)).view(1, 1, 1, 1, c)
-            out[0] = torch.addcmul(out[0], onehot, b)
-        return out
 
     def export(self) -> nn.Module:
         """A plain module computing this norm in the spectral basis (through the regular one)."""
@@ -686,24 +462,26 @@ class eSpectralNorm(eModule):
 
         return Conjugated(self.to_regular().export(), self.transform_matrix()).train(self.training)
 
+    def export_spectral(self) -> PlainSpectralNorm:
+        """The spectral plain form: a :class:`PlainSpectralNorm` with this norm's affine map."""
+        with torch.no_grad():
+            plain = PlainSpectralNorm(
+                self.kind,
+                self.eps,
+                self.copies,
+                self.order,
+                self.trivial_index,
+                self.copy_scale,
+                self.copy_bias,
+            )
+        return plain.train(self.training)
+
     def transform_matrix(self) -> Tensor:
         """``T`` (float64)."""
         return regular_spectral_basis(self.in_rep.group).transform
 
     if TYPE_CHECKING:
         __call__ = forward
-
-
-def copy_dropout(x: Tensor, p: float, training: bool, copies: int) -> Tensor:
-    """Dropout of whole regular copies: equivariant in distribution in any basis inside copies.
-
-    (Elementwise dropout is equivariant in distribution only in a permutation basis.)
-    """
-    if not training or p == 0.0:
-        return x
-    x3 = _split(x, -1, (copies, x.shape[-1] // copies))
-    mask = F.dropout(torch.ones_like(x3[..., :1]), p, True)
-    return (x3 * mask).flatten(-2)
 
 
 class eSpectralMultiheadAttention(eModule):
@@ -748,6 +526,19 @@ class eSpectralMultiheadAttention(eModule):
         out.relative_bias = copy.deepcopy(self.relative_bias)
         return out.train(self.training)
 
+    def export_spectral(self) -> PlainSpectralMultiheadAttention:
+        """The spectral plain form: block-diagonal projections, the same heads and positions."""
+        with torch.no_grad():
+            plain = PlainSpectralMultiheadAttention(
+                self.in_proj.export_spectral(),
+                self.out_proj.export_spectral(),
+                self.num_heads,
+                self.dropout,
+                self.rotary,
+                self.relative_bias,
+            )
+        return plain.train(self.training)
+
     def forward_runs(
         self,
         query: list[Tensor],
@@ -774,36 +565,24 @@ class eSpectralMultiheadAttention(eModule):
         Returns:
             Run-layout outputs of the queries' shape.
         """
-        runs, n, c, h = self.in_proj.groups, self.in_proj.order, self.copies, self.num_heads
-        mats = self.in_proj.block_matrices()
-        if key is None:
-            qkv = self.in_proj.apply_runs(query, mats, 0, 3 * c, out_heads=(h, c // h))
-            q, k, v = (head_runs_to_heads(qkv, runs, n, batch, i) for i in range(3))
-        else:
-            qp = self.in_proj.apply_runs(query, mats, 0, c, out_heads=(h, c // h))
-            kv = self.in_proj.apply_runs(key, mats, c, 3 * c, out_heads=(h, c // h))
-            q = head_runs_to_heads(qp, runs, n, batch, 0)
-            k = head_runs_to_heads(kv, runs, n, batch, 0)
-            v = head_runs_to_heads(kv, runs, n, batch, 1)
-        if self.rotary is not None:
-            # Rotary embeddings pair whole copies: queries and keys copy-major (one gather).
-            q, k = _copy_major_heads(q, n), _copy_major_heads(k, n)
-        out, _ = attend(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
-            is_causal=is_causal,
+        return attention_runs(
+            self.in_proj,
+            self.in_proj.block_matrices(),
+            self.out_proj,
+            self.out_proj.block_matrices(),
+            query,
+            key,
+            batch,
+            order=self.in_proj.order,
+            num_heads=self.num_heads,
             dropout_p=self.dropout if self.training else 0.0,
-            need_weights=False,
             rotary=self.rotary,
             relative_bias=self.relative_bias,
+            key_padding_mask=key_padding_mask,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
             query_pos=query_pos,
             key_pos=key_pos,
-        )
-        return self.out_proj.apply_runs(
-            heads_to_head_runs(out, runs, n), self.out_proj.block_matrices(), 0, c, in_heads=h
         )
 
     def forward(
@@ -919,6 +698,31 @@ class eSpectralDecoderLayer(eModule):
             plain = ConjugatedDecoder(inner, self.transform, self.pos_encoding is not None)
         return plain.train(self.training)
 
+    def export_spectral(self) -> PlainSpectralDecoderLayer:
+        """The spectral plain form: a :class:`PlainSpectralDecoderLayer` with this layer's blocks.
+
+        It runs the same functions as :meth:`forward` (block products, the feed-forward's two
+        constant changes of basis), with the activation as a ``torch.nn`` module.
+        """
+        with torch.no_grad():
+            plain = PlainSpectralDecoderLayer(
+                self.self_attn.export_spectral(),
+                self.multihead_attn.export_spectral(),
+                self.linear1.export_spectral(),
+                self.linear2.export_spectral(),
+                (
+                    self.norm1.export_spectral(),
+                    self.norm2.export_spectral(),
+                    self.norm3.export_spectral(),
+                ),
+                plain_activation(self.activation, self.activation_name),
+                self.ff_dropout,
+                self.p_residual,
+                self.norm_first,
+                self.transform,
+            )
+        return plain.train(self.training)
+
     def to_regular(self, like: eTransformerDecoderLayer) -> eTransformerDecoderLayer:
         """A copy of ``like`` (same structure) with this layer's weights."""
         out = copy.deepcopy(like)
@@ -932,32 +736,21 @@ class eSpectralDecoderLayer(eModule):
         return out.train(self.training)
 
     def _ff_runs(self, x: list[Tensor]) -> list[Tensor]:
-        lin1, lin2 = self.linear1, self.linear2
-        runs, n, hidden = lin1.groups, lin1.order, lin1.c_out
-        t = self.transform.to(x[0].dtype)
-        # Hidden features coordinate-outer (|G|, N, 4c): the change of basis is one matrix
-        # product, and the activation and dropout are pointwise in any layout.
-        parts = lin1.apply_runs(x, lin1.block_matrices(), 0, hidden)
-        h = runs_to_coord_outer(parts, runs, n)
-        shape = h.shape
-        if _records_grad(h):
-            h = (t @ h.flatten(1)).view(shape)
-            h = apply_activation(self.activation, self.activation_name, h)
-            h = F.dropout(h, self.ff_dropout, self.training)
-            h = (t.T @ h.flatten(1)).view(shape)
-            back = coord_outer_to_runs(h, runs)
-        else:
-            # Inference: the way back writes into the buffers of the way out, which are free by
-            # then. Fresh multi-megabyte tensors are fresh mappings from the allocator, whose
-            # pages fault on first touch on every call (measured in the model, C8:128: the second
-            # change of basis 1.3-1.5 ms into a fresh tensor, 0.4 ms into a reused one).
-            reg = (t @ h.flatten(1)).view(shape)
-            reg = apply_activation(self.activation, self.activation_name, reg)
-            if self.training and self.ff_dropout > 0.0:
-                reg = F.dropout(reg, self.ff_dropout, True, inplace=True)
-            torch.mm(t.T, reg.flatten(1), out=h.flatten(1))
-            back = coord_outer_to_runs(h, runs, out=parts)
-        return lin2.apply_runs(back, lin2.block_matrices(), 0, self.copies)
+        return feedforward_runs(
+            x,
+            self.linear1,
+            self.linear1.block_matrices(),
+            self.linear2,
+            self.linear2.block_matrices(),
+            order=self.order,
+            transform=self.transform,
+            activation=self._activate,
+            dropout_p=self.ff_dropout,
+            training=self.training,
+        )
+
+    def _activate(self, fresh: Tensor) -> Tensor:
+        return apply_activation(self.activation, self.activation_name, fresh)
 
     def forward_runs(
         self,
@@ -972,18 +765,6 @@ class eSpectralDecoderLayer(eModule):
         memory_pos: Tensor | None = None,
     ) -> list[Tensor]:
         """The layer on run-layout tokens (see :func:`to_runs`); arguments as :meth:`forward`."""
-        c, train = self.copies, self.training
-        p1, p2, p3 = self.p_residual
-        n_tok = x[0].shape[1]
-
-        def residual(x: list[Tensor], update: list[Tensor], p: float) -> list[Tensor]:
-            mask = _copy_mask(p, train, n_tok, c, update[0])
-            if mask is None and not _records_grad(x[0], update[0]):
-                # The update is the fresh output of a block: reuse its memory (inference).
-                return [u.add_(a) for a, u in zip(x, update, strict=True)]
-            if mask is None:
-                return [a + u for a, u in zip(x, update, strict=True)]
-            return [torch.addcmul(a, u, mask) for a, u in zip(x, update, strict=True)]
 
         def sa(y: list[Tensor]) -> list[Tensor]:
             return self.self_attn.forward_runs(
@@ -995,15 +776,17 @@ class eSpectralDecoderLayer(eModule):
                 y, memory, batch, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
             )
 
-        if self.norm_first:
-            x = residual(x, sa(self.norm1.forward_runs(x)), p1)
-            x = residual(x, ca(self.norm2.forward_runs(x)), p2)
-            x = residual(x, self._ff_runs(self.norm3.forward_runs(x)), p3)
-        else:
-            x = self.norm1.forward_runs(residual(x, sa(x), p1))
-            x = self.norm2.forward_runs(residual(x, ca(x), p2))
-            x = self.norm3.forward_runs(residual(x, self._ff_runs(x), p3))
-        return x
+        return decoder_layer_runs(
+            x,
+            self_attn=sa,
+            cross_attn=ca,
+            feedforward=self._ff_runs,
+            norms=(self.norm1.forward_runs, self.norm2.forward_runs, self.norm3.forward_runs),
+            norm_first=self.norm_first,
+            p_residual=self.p_residual,
+            training=self.training,
+            copies=self.copies,
+        )
 
     def forward(
         self,
@@ -1098,6 +881,11 @@ class eSpectralDecoder(eModule):
             inner = self.regular_twin().export()
             plain = ConjugatedDecoder(inner, first.transform, first.pos_encoding is not None)
         return plain.train(self.training)
+
+    def export_spectral(self) -> PlainSpectralDecoder:
+        """The spectral plain form: a :class:`PlainSpectralDecoder` of the layers' exports."""
+        layers = [_spectral_layer(layer).export_spectral() for layer in self.layers]
+        return PlainSpectralDecoder(layers).train(self.training)
 
     def to_regular(self, like: eTransformerDecoder) -> eTransformerDecoder:
         """A copy of ``like`` (same structure) with this stack's weights."""
@@ -1212,22 +1000,20 @@ class eSpectralMLP(eModule):
     def forward(self, x: Tensor) -> Tensor:
         """Apply the MLP to ``(..., c_in |G|)`` spectral features; ``(..., c_out |G|)`` out."""
         self._check_input(x)
-        lead = x.shape[:-1]
-        *hidden, last = [_spectral_linear(layer) for layer in self.layers]
-        n = last.order
-        parts = to_runs(x, last.groups, hidden[0].c_in if hidden else last.c_in, n)
-        t = self.transform.to(x.dtype)
-        for layer in hidden:
-            h = layer.apply_runs(parts, layer.block_matrices(), 0, layer.c_out)
-            y = runs_to_coord_outer(h, layer.groups, n)
-            shape = y.shape
-            y = (t @ y.flatten(1)).view(shape)
-            y = apply_activation(self.activation, self.activation_name, y)
-            y = F.dropout(y, self.dropout, self.training)
-            y = (t.T @ y.flatten(1)).view(shape)
-            parts = coord_outer_to_runs(y, layer.groups)
-        out = last.apply_runs(parts, last.block_matrices(), 0, last.c_out)
-        return from_runs(out, last.groups, last.c_out, n).view(*lead, last.c_out * n)
+        layers = [_spectral_linear(layer) for layer in self.layers]
+        return mlp_tokens(
+            x,
+            list(layers),
+            [layer.block_matrices() for layer in layers],
+            order=layers[0].order,
+            transform=self.transform,
+            activation=self._activate,
+            dropout_p=self.dropout,
+            training=self.training,
+        )
+
+    def _activate(self, fresh: Tensor) -> Tensor:
+        return apply_activation(self.activation, self.activation_name, fresh)
 
     def export(self) -> nn.Module:
         """A plain module: the regular twin's export between two changes of basis per copy."""
@@ -1237,6 +1023,17 @@ class eSpectralMLP(eModule):
             plain = Conjugated(self.to_regular().export(), self.transform)
         return plain.train(self.training)
 
+    def export_spectral(self) -> PlainSpectralMLP:
+        """The spectral plain form: a :class:`PlainSpectralMLP` with this MLP's blocks."""
+        with torch.no_grad():
+            plain = PlainSpectralMLP(
+                [_spectral_linear(layer).export_spectral() for layer in self.layers],
+                plain_activation(self.activation, self.activation_name),
+                self.dropout,
+                self.transform,
+            )
+        return plain.train(self.training)
+
     if TYPE_CHECKING:
         __call__ = forward
 
@@ -1244,6 +1041,12 @@ class eSpectralMLP(eModule):
 def _spectral_linear(layer: nn.Module) -> eSpectralLinear:
     if not isinstance(layer, eSpectralLinear):  # an internal invariant
         raise RuntimeError("internal error: built from eSpectralLinear layers")
+    return layer
+
+
+def _spectral_layer(layer: nn.Module) -> eSpectralDecoderLayer:
+    if not isinstance(layer, eSpectralDecoderLayer):  # an internal invariant
+        raise RuntimeError("internal error: built from decoder layers")
     return layer
 
 

@@ -13,7 +13,9 @@ from torch import Tensor
 from torch.nn.modules.module import _IncompatibleKeys
 
 from elayers import (
+    ChangeOfBasis,
     NormModule,
+    ThenChangeOfBasis,
     copy_dropout,
     eLinear,
     eMLP,
@@ -659,13 +661,41 @@ class eCondTransformerRegressor(GenCondRegressor):
         the structure of :class:`CondTransformerRegressor` and agrees with this one to rounding.
 
         A spectral-execution model exports the same dense plain model (through its regular
-        twin, :meth:`with_execution`): it computes the same function.
+        twin, :meth:`with_execution`): it computes the same function. :meth:`export_spectral`
+        (``elayers.export(model, form="spectral")``) gives the spectral form instead.
 
         Returns:
             A new module (this one is left unchanged) in this model's training mode.
         """
         if self.execution != "regular":
             return self.with_execution("regular").export()
+        with torch.no_grad():
+            plain = PlainCondTransformer(
+                in_dim=self.in_dim,
+                out_dim=self.out_dim,
+                cond_dim=self.cond_dim,
+                in_horizon=self.in_horizon,
+                cond_horizon=self.cond_horizon,
+                input_emb=self.input_emb.export(),
+                pos_emb=None if self.pos_emb is None else self._expand_invariant(self.pos_emb),
+                step_emb=self._plain_step_embedding(),
+                cond_emb=None if self.cond_emb is None else self.cond_emb.export(),
+                cond_pos_emb=(
+                    None if self.cond_pos_emb is None else self._expand_invariant(self.cond_pos_emb)
+                ),
+                p_drop_emb=self.drop.p,
+                cond_encoder=self.cond_encoder.export(),
+                decoder=self.decoder.export(),
+                ln_f=self.ln_f.export(),
+                head=self.head.export(),
+                causal_attn=self.causal_attn,
+                pos_encoding=self.pos_encoding,
+                cond_attention=isinstance(self.cond_encoder, eTransformerEncoder),
+            )
+        return plain.train(self.training)
+
+    def _plain_step_embedding(self) -> PlainStepEmbedding:
+        """The step MLP in plain torch, its last layer's rows repeated ``|G|`` times."""
         sinusoid, first, act, last = self.step_emb
         if not isinstance(sinusoid, SinusoidalPosEmb):  # an internal invariant (python -O keeps it)
             raise RuntimeError("internal error: built so in __init__")
@@ -681,29 +711,102 @@ class eCondTransformerRegressor(GenCondRegressor):
             )
             expanded.weight.copy_(last.weight.repeat_interleave(n, dim=0))
             expanded.bias.copy_(last.bias.repeat_interleave(n, dim=0))
+        return PlainStepEmbedding(
+            plain_sinusoid(sinusoid, last.weight),
+            copy.deepcopy(first),
+            copy.deepcopy(act),
+            expanded.train(last.training),
+        )
+
+    def export_spectral(self) -> PlainCondTransformer:
+        """The same function as a :class:`PlainCondTransformer` whose trunk is spectral.
+
+        The spectral form of the export (``elayers.export(model, form="spectral")`` calls this):
+        the trunk keeps the spectral execution's computation in plain torch, block-diagonal
+        batched products and constant changes of basis (``decoder`` an
+        ``elayers.PlainSpectralDecoder``, ``ln_f`` an ``elayers.PlainSpectralNorm``); the input
+        embedding and the head are ``torch.nn.Linear`` layers with ``T`` folded into their
+        weights (``(I ⊗ T)^T W_in``, ``W_out (I ⊗ T)``), as in the spectral execution's forward,
+        and the input positional table sits on the trivial coordinates (``√|G|`` times the
+        per-copy value). The memory is embedded in the regular basis, as the source does, and
+        moves to the spectral basis once: before the spectral MLP (``num_cond_layers=0``,
+        ``torch.nn.Sequential(elayers.ChangeOfBasis, elayers.PlainSpectralMLP)``) or after the
+        dense conditioning encoder (``elayers.ThenChangeOfBasis``). :meth:`export` gives the
+        dense form of the same function.
+
+        A regular-execution model is converted first (:meth:`with_execution` ``("spectral")``,
+        the same function to rounding), so every model has both forms; this model is unchanged.
+
+        In eval mode the result agrees with this model to rounding. In training mode its
+        dropout is elementwise (``torch.nn.Dropout``) where the source drops whole copies of the
+        embedded tokens: exported models are for inference.
+
+        Returns:
+            A new module in this model's training mode.
+        """
+        if self.execution != "spectral":
+            return self.with_execution("spectral").export_spectral()
+        decoder, ln_f = self.decoder, self.ln_f
+        if not isinstance(decoder, eSpectralDecoder) or not isinstance(
+            ln_f, eSpectralNorm
+        ):  # an internal invariant
+            raise RuntimeError("internal error: a spectral model has a spectral trunk")
+        transform = decoder.transform_matrix()
+        n, c = self.group_order, self.num_copies
+        with torch.no_grad():
+            # The folds of _spectral_trunk, in the weights' dtype.
+            w_in = self.input_emb.dense_weight()
+            t = transform.to(w_in.dtype)
+            w_in = torch.einsum("ga,cgi->cai", t, w_in.view(c, n, -1)).reshape(c * n, -1)
+            b_in = self.input_emb.dense_bias()
+            input_emb = torch.nn.Linear(
+                w_in.shape[1],
+                w_in.shape[0],
+                bias=b_in is not None,
+                dtype=w_in.dtype,
+                device=w_in.device,
+            )
+            input_emb.weight.copy_(w_in)
+            if b_in is not None and input_emb.bias is not None:
+                input_emb.bias.copy_((b_in.view(c, n) @ t).reshape(-1))
+            w_out = self.head.dense_weight()
+            b_out = self.head.dense_bias()
+            head = torch.nn.Linear(
+                c * n,
+                w_out.shape[0],
+                bias=b_out is not None,
+                dtype=w_out.dtype,
+                device=w_out.device,
+            )
+            head.weight.copy_((w_out.view(-1, c, n) @ t).reshape(w_out.shape[0], c * n))
+            if b_out is not None and head.bias is not None:
+                head.bias.copy_(b_out)
+            cond_encoder: torch.nn.Module
+            if isinstance(self.cond_encoder, eSpectralMLP):
+                cond_encoder = torch.nn.Sequential(
+                    ChangeOfBasis(self.cond_encoder.transform),
+                    self.cond_encoder.export_spectral(),
+                )
+            else:
+                cond_encoder = ThenChangeOfBasis(self.cond_encoder.export(), transform)
             plain = PlainCondTransformer(
                 in_dim=self.in_dim,
                 out_dim=self.out_dim,
                 cond_dim=self.cond_dim,
                 in_horizon=self.in_horizon,
                 cond_horizon=self.cond_horizon,
-                input_emb=self.input_emb.export(),
-                pos_emb=None if self.pos_emb is None else self._expand_invariant(self.pos_emb),
-                step_emb=PlainStepEmbedding(
-                    plain_sinusoid(sinusoid, last.weight),
-                    copy.deepcopy(first),
-                    copy.deepcopy(act),
-                    expanded.train(last.training),
-                ),
+                input_emb=input_emb.train(self.input_emb.training),
+                pos_emb=None if self.pos_emb is None else self._spectral_invariant(self.pos_emb),
+                step_emb=self._plain_step_embedding(),
                 cond_emb=None if self.cond_emb is None else self.cond_emb.export(),
                 cond_pos_emb=(
                     None if self.cond_pos_emb is None else self._expand_invariant(self.cond_pos_emb)
                 ),
                 p_drop_emb=self.drop.p,
-                cond_encoder=self.cond_encoder.export(),
-                decoder=self.decoder.export(),
-                ln_f=self.ln_f.export(),
-                head=self.head.export(),
+                cond_encoder=cond_encoder,
+                decoder=decoder.export_spectral(),
+                ln_f=ln_f.export_spectral(),
+                head=head.train(self.head.training),
                 causal_attn=self.causal_attn,
                 pos_encoding=self.pos_encoding,
                 cond_attention=isinstance(self.cond_encoder, eTransformerEncoder),
