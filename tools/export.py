@@ -8,7 +8,9 @@ Run it with::
 It loads a ``tools/train.py`` checkpoint (its EMA weights by default) or builds the demo's model,
 then
 
-1. exports it with ``elayers.export`` (plain ``torch.nn`` modules, no escnn at run time),
+1. exports it with ``elayers.export`` (plain ``torch.nn`` modules, no escnn at run time; with
+   ``--form spectral`` the equivariant regressor's trunk stays in the spectral basis, block
+   products in plain torch, see ``eCondTransformerRegressor.export_spectral``),
 2. writes ``<out>/policy.pt2`` (``torch.export`` with a dynamic batch) and ``<out>/policy.onnx``
    (``torch.onnx.export(..., dynamo=True)``, dynamic batch), reloads both and checks that they
    agree with the equivariant model (ONNX Runtime for the ``.onnx`` file),
@@ -173,6 +175,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds per batch")
     parser.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX file and its timing")
+    parser.add_argument(
+        "--form",
+        choices=elayers.EXPORT_FORMS,
+        default="dense",
+        help="dense (torch's layers, the fastest at batch 1) or spectral (the trunk's block "
+        "products in the spectral basis); default: dense",
+    )
     args = parser.parse_args(argv)
     for name in ("warmup", "threads"):
         if getattr(args, name) < (0 if name == "warmup" else 1):
@@ -194,13 +203,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     log(f"[1/5] model: {type(model).__name__} from {source}")
 
-    plain = elayers.export(model).eval()
+    plain = elayers.export(model, form=args.form).eval()
     example = inputs(model, 2, seed=1)
     check = inputs(model, 5, seed=2)
     with torch.no_grad():
         reference = model(*check)
         errors: dict[str, float] = {"exported eager": relative_error(plain(*check), reference)}
-    log(f"[2/5] exported to plain PyTorch: relative error {errors['exported eager']:.1e}")
+    log(
+        f"[2/5] exported to plain PyTorch ({args.form} form): relative error "
+        f"{errors['exported eager']:.1e}"
+    )
 
     pt2 = out / "policy.pt2"
     write_pt2(plain, example, pt2)
@@ -254,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(latency_table(rows))
     document: dict[str, Any] = {
         "source": source,
+        "form": args.form,
         "model_config": config.to_dict(),
         "machine": machine,
         "torch": torch.__version__,

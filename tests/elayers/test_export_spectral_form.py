@@ -184,6 +184,13 @@ def test_spectral_attention_exports_with_masks_and_positions(
         got = plain(q, kv, k_pad, mask, False, q_pos, k_pos)
         expected = spectral(q, kv, k_pad, mask, False, q_pos, k_pos)
         assert X.relative_error(got, expected) <= TOL[dtype]
+        # On its own, the default (dense) form of elayers.export is the same plain module.
+        default = elayers.export(spectral)
+        _check_plain_tree(default)
+        assert (
+            X.relative_error(default(q, kv, k_pad, mask, False, q_pos, k_pos), expected)
+            <= (TOL[dtype])
+        )
 
 
 def _decoder_inputs(

@@ -65,6 +65,27 @@ def test_export_tool_demo_model_without_onnx(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "onnx" not in document["errors"]
     assert document["errors"]["pt2"] < 1e-5
+    assert document["form"] == "dense"
     assert not (tmp_path / "policy.onnx").exists()
     with pytest.raises(SystemExit):
         export.parse_args(["--repeats", "0"])
+
+
+def test_export_tool_spectral_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--form spectral`` writes the trunk in the spectral basis (block products), checked."""
+    document = export.main(
+        ["--group", "C4", "--embedding-dim", "8", "--layers", "1", "--heads", "1",
+         "--in-horizon", "4", "--cond-horizon", "2", "--form", "spectral", "--no-onnx",
+         "--out", str(tmp_path), *TINY]
+    )  # fmt: skip
+    assert document["form"] == "spectral"
+    for name in ("exported eager", "pt2"):  # its ONNX file: tests/eregressors (slow)
+        assert document["errors"][name] < 1e-5, name
+    assert "(spectral form)" in capsys.readouterr().out
+    # The program's decoder holds block matrices (the spectral form), not dense projections.
+    keys = list(torch.export.load(tmp_path / "policy.pt2").state_dict)
+    layer = [k for k in keys if k.startswith("decoder.layers.0.self_attn.")]
+    assert "decoder.layers.0.self_attn.in_proj.block_0" in layer, layer
+    assert not any(k.endswith("in_proj_weight") for k in keys), keys
+    with pytest.raises(SystemExit):
+        export.parse_args(["--form", "blocks"])

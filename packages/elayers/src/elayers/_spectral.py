@@ -526,6 +526,15 @@ class eSpectralMultiheadAttention(eModule):
         out.relative_bias = copy.deepcopy(self.relative_bias)
         return out.train(self.training)
 
+    def export(self) -> PlainSpectralMultiheadAttention:
+        """The plain form of this module alone: its :meth:`export_spectral`.
+
+        The layers and stacks that hold it export a dense form (torch's attention between two
+        changes of basis); on its own, with its own call (``key`` = value), the spectral form is
+        the plain module computing the same function in the same basis.
+        """
+        return self.export_spectral()
+
     def export_spectral(self) -> PlainSpectralMultiheadAttention:
         """The spectral plain form: block-diagonal projections, the same heads and positions."""
         with torch.no_grad():
