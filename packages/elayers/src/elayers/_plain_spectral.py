@@ -24,16 +24,15 @@ from torch import Tensor, nn
 
 from elayers._positional import RelativePositionBias, RotaryEmbedding
 from elayers._spectral_ops import (
+    AttentionRuns,
+    DecoderLayerRuns,
     Run,
-    attention_runs,
-    decoder_layer_runs,
+    decoder_stack_tokens,
     feedforward_runs,
-    from_runs,
     linear_tokens,
     mlp_tokens,
     norm_runs,
     norm_tokens,
-    to_runs,
     to_spectral_basis,
 )
 
@@ -300,7 +299,7 @@ class PlainSpectralNorm(nn.Module):
         __call__ = forward
 
 
-class PlainSpectralMultiheadAttention(nn.Module):
+class PlainSpectralMultiheadAttention(AttentionRuns, nn.Module):
     """Multi-head attention on spectral-basis copies, in plain torch (batch first).
 
     What :meth:`elayers.eSpectralMultiheadAttention.export_spectral` returns: block-diagonal
@@ -333,38 +332,6 @@ class PlainSpectralMultiheadAttention(nn.Module):
         self.rotary = copy.deepcopy(rotary)
         self.relative_bias = copy.deepcopy(relative_bias)
 
-    def forward_runs(
-        self,
-        query: list[Tensor],
-        key: list[Tensor] | None,
-        batch: int,
-        key_padding_mask: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = False,
-        query_pos: Tensor | None = None,
-        key_pos: Tensor | None = None,
-    ) -> list[Tensor]:
-        """Attention on run-layout tokens; ``key=None`` for self-attention."""
-        return attention_runs(
-            self.in_proj,
-            self.in_proj.block_matrices(),
-            self.out_proj,
-            self.out_proj.block_matrices(),
-            query,
-            key,
-            batch,
-            order=self.order,
-            num_heads=self.num_heads,
-            dropout_p=self.dropout if self.training else 0.0,
-            rotary=self.rotary,
-            relative_bias=self.relative_bias,
-            key_padding_mask=key_padding_mask,
-            attn_mask=attn_mask,
-            is_causal=is_causal,
-            query_pos=query_pos,
-            key_pos=key_pos,
-        )
-
     def forward(
         self,
         query: Tensor,
@@ -386,22 +353,15 @@ class PlainSpectralMultiheadAttention(nn.Module):
         """
         for name, t in (("query", query), ("key", key)):
             _check_tokens(type(self).__name__, name, t, self.copies * self.order)
-        if query.shape[0] == 0:
-            # The run layout merges (B, T) and could not split N = 0 back.
-            return query.clone()
-        runs, n, c = self.in_proj.groups, self.order, self.copies
-        qr = to_runs(query, runs, c, n)
-        kr = None if key is query else to_runs(key, runs, c, n)
-        out = self.forward_runs(
-            qr, kr, query.shape[0], key_padding_mask, attn_mask, is_causal, query_pos, key_pos
+        return self.attend_tokens(
+            query, key, key_padding_mask, attn_mask, is_causal, query_pos, key_pos
         )
-        return from_runs(out, runs, c, n).view(query.shape)
 
     if TYPE_CHECKING:
         __call__ = forward
 
 
-class PlainSpectralDecoderLayer(nn.Module):
+class PlainSpectralDecoderLayer(DecoderLayerRuns, nn.Module):
     """A transformer decoder layer on spectral-basis copies, in plain torch (batch first).
 
     What :meth:`elayers.eSpectralDecoderLayer.export_spectral` returns: self- and
@@ -459,43 +419,6 @@ class PlainSpectralDecoderLayer(nn.Module):
             activation=self.activation,
             dropout_p=self.ff_dropout,
             training=self.training,
-        )
-
-    def forward_runs(
-        self,
-        x: list[Tensor],
-        memory: list[Tensor],
-        batch: int,
-        memory_mask: Tensor | None = None,
-        tgt_key_padding_mask: Tensor | None = None,
-        memory_key_padding_mask: Tensor | None = None,
-        tgt_is_causal: bool = False,
-        tgt_pos: Tensor | None = None,
-        memory_pos: Tensor | None = None,
-        tgt_mask: Tensor | None = None,
-    ) -> list[Tensor]:
-        """The layer on run-layout tokens; arguments as :meth:`forward`."""
-
-        def sa(y: list[Tensor]) -> list[Tensor]:
-            return self.self_attn.forward_runs(
-                y, None, batch, tgt_key_padding_mask, tgt_mask, tgt_is_causal, tgt_pos, tgt_pos
-            )
-
-        def ca(y: list[Tensor]) -> list[Tensor]:
-            return self.multihead_attn.forward_runs(
-                y, memory, batch, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
-            )
-
-        return decoder_layer_runs(
-            x,
-            self_attn=sa,
-            cross_attn=ca,
-            feedforward=self._ff_runs,
-            norms=(self.norm1.forward_runs, self.norm2.forward_runs, self.norm3.forward_runs),
-            norm_first=self.norm_first,
-            p_residual=self.p_residual,
-            training=self.training,
-            copies=self.copies,
         )
 
     def forward(
@@ -562,27 +485,18 @@ def _decoder_forward(
             "The spectral plain decoder masks the memory with memory_mask only; got "
             "memory_is_causal=True (pass memory_mask instead)."
         )
-    if tgt.shape[0] == 0:
-        # The run layout merges (B, T) and could not split N = 0 back.
-        return tgt.clone()
-    first = layers[0]
-    runs, n, c = first.linear1.groups, first.order, first.copies
-    x = to_runs(tgt, runs, c, n)
-    mem = to_runs(memory, runs, c, n)
-    for layer in layers:
-        x = layer.forward_runs(
-            x,
-            mem,
-            tgt.shape[0],
-            memory_mask,
-            tgt_key_padding_mask,
-            memory_key_padding_mask,
-            tgt_is_causal,
-            tgt_pos,
-            memory_pos,
-            tgt_mask,
-        )
-    return from_runs(x, runs, c, n).view(tgt.shape)
+    return decoder_stack_tokens(
+        list(layers),
+        tgt,
+        memory,
+        memory_mask,
+        tgt_key_padding_mask,
+        memory_key_padding_mask,
+        tgt_is_causal,
+        tgt_pos,
+        memory_pos,
+        tgt_mask,
+    )
 
 
 class PlainSpectralDecoder(nn.Module):

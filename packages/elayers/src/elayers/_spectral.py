@@ -45,12 +45,13 @@ from elayers._plain_spectral import (
     PlainSpectralNorm,
 )
 from elayers._spectral_ops import (
+    AttentionRuns,
+    DecoderLayerRuns,
     apply_runs,
-    attention_runs,
     coord_major_to_runs,
     coord_outer_to_runs,
     copy_dropout,
-    decoder_layer_runs,
+    decoder_stack_tokens,
     feedforward_runs,
     from_runs,
     head_runs_to_heads,
@@ -484,7 +485,7 @@ class eSpectralNorm(eModule):
         __call__ = forward
 
 
-class eSpectralMultiheadAttention(eModule):
+class eSpectralMultiheadAttention(AttentionRuns, eModule):
     """Multi-head attention of :class:`eMultiheadAttention` on spectral-basis tokens.
 
     Heads take whole copies (contiguous in both bases), logits are inner products, hence equal in
@@ -494,6 +495,9 @@ class eSpectralMultiheadAttention(eModule):
     Args:
         attention: The regular-basis attention whose weights (and positional modules) to take.
     """
+
+    in_proj: eSpectralLinear
+    out_proj: eSpectralLinear
 
     def __init__(self, attention: eMultiheadAttention) -> None:
         copies = regular_multiplicity(attention.in_rep)
@@ -548,52 +552,6 @@ class eSpectralMultiheadAttention(eModule):
             )
         return plain.train(self.training)
 
-    def forward_runs(
-        self,
-        query: list[Tensor],
-        key: list[Tensor] | None,
-        batch: int,
-        key_padding_mask: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = False,
-        query_pos: Tensor | None = None,
-        key_pos: Tensor | None = None,
-    ) -> list[Tensor]:
-        """Attention on run-layout tokens (see :func:`to_runs`); ``key=None`` for self-attention.
-
-        Args:
-            query: Run-layout queries of ``batch · L`` tokens.
-            key: Run-layout keys (= values) of ``batch · S`` tokens, or ``None`` (``query``).
-            batch: ``B``.
-            key_padding_mask: ``(B, S)``.
-            attn_mask: ``(L, S)`` or ``(B·H, L, S)``.
-            is_causal: Causal attention when ``attn_mask`` is ``None``.
-            query_pos: Positions of the queries (``pos_encoding`` only).
-            key_pos: Positions of the keys.
-
-        Returns:
-            Run-layout outputs of the queries' shape.
-        """
-        return attention_runs(
-            self.in_proj,
-            self.in_proj.block_matrices(),
-            self.out_proj,
-            self.out_proj.block_matrices(),
-            query,
-            key,
-            batch,
-            order=self.in_proj.order,
-            num_heads=self.num_heads,
-            dropout_p=self.dropout if self.training else 0.0,
-            rotary=self.rotary,
-            relative_bias=self.relative_bias,
-            key_padding_mask=key_padding_mask,
-            attn_mask=attn_mask,
-            is_causal=is_causal,
-            query_pos=query_pos,
-            key_pos=key_pos,
-        )
-
     def forward(
         self,
         query: Tensor,
@@ -610,23 +568,15 @@ class eSpectralMultiheadAttention(eModule):
         """
         self._check_input(query, "query")
         self._check_input(key, "key")
-        if query.shape[0] == 0:
-            # An empty batch: the run layout merges (B, T) into N = B·T and could not split
-            # N = 0 back (nor check the masks against it); the output is as empty as the input.
-            return query.clone()
-        runs, n, c = self.in_proj.groups, self.in_proj.order, self.copies
-        qr = to_runs(query, runs, c, n)
-        kr = None if key is query else to_runs(key, runs, c, n)
-        out = self.forward_runs(
-            qr, kr, query.shape[0], key_padding_mask, attn_mask, is_causal, query_pos, key_pos
+        return self.attend_tokens(
+            query, key, key_padding_mask, attn_mask, is_causal, query_pos, key_pos
         )
-        return from_runs(out, runs, c, n).view(query.shape)
 
     if TYPE_CHECKING:
         __call__ = forward
 
 
-class eSpectralDecoderLayer(eModule):
+class eSpectralDecoderLayer(DecoderLayerRuns, eModule):
     """:class:`eTransformerDecoderLayer` executed on spectral-basis tokens.
 
     Self-attention, cross-attention and the feed-forward block with :class:`eSpectralLinear`
@@ -638,6 +588,14 @@ class eSpectralDecoderLayer(eModule):
     Args:
         layer: The regular-basis layer whose weights to take.
     """
+
+    self_attn: eSpectralMultiheadAttention
+    multihead_attn: eSpectralMultiheadAttention
+    linear1: eSpectralLinear
+    linear2: eSpectralLinear
+    norm1: eSpectralNorm
+    norm2: eSpectralNorm
+    norm3: eSpectralNorm
 
     def __init__(self, layer: eTransformerDecoderLayer) -> None:
         copies = regular_multiplicity(layer.in_rep)
@@ -761,42 +719,6 @@ class eSpectralDecoderLayer(eModule):
     def _activate(self, fresh: Tensor) -> Tensor:
         return apply_activation(self.activation, self.activation_name, fresh)
 
-    def forward_runs(
-        self,
-        x: list[Tensor],
-        memory: list[Tensor],
-        batch: int,
-        memory_mask: Tensor | None = None,
-        tgt_key_padding_mask: Tensor | None = None,
-        memory_key_padding_mask: Tensor | None = None,
-        tgt_is_causal: bool = False,
-        tgt_pos: Tensor | None = None,
-        memory_pos: Tensor | None = None,
-    ) -> list[Tensor]:
-        """The layer on run-layout tokens (see :func:`to_runs`); arguments as :meth:`forward`."""
-
-        def sa(y: list[Tensor]) -> list[Tensor]:
-            return self.self_attn.forward_runs(
-                y, None, batch, tgt_key_padding_mask, None, tgt_is_causal, tgt_pos, tgt_pos
-            )
-
-        def ca(y: list[Tensor]) -> list[Tensor]:
-            return self.multihead_attn.forward_runs(
-                y, memory, batch, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
-            )
-
-        return decoder_layer_runs(
-            x,
-            self_attn=sa,
-            cross_attn=ca,
-            feedforward=self._ff_runs,
-            norms=(self.norm1.forward_runs, self.norm2.forward_runs, self.norm3.forward_runs),
-            norm_first=self.norm_first,
-            p_residual=self.p_residual,
-            training=self.training,
-            copies=self.copies,
-        )
-
     def forward(
         self,
         tgt: Tensor,
@@ -815,15 +737,10 @@ class eSpectralDecoderLayer(eModule):
         """
         self._check_input(tgt, "tgt")
         self._check_input(memory, "memory")
-        if tgt.shape[0] == 0:
-            # An empty batch: the run layout merges (B, T) into N = B·T and could not split
-            # N = 0 back (nor check the masks against it); the output is as empty as the input.
-            return tgt.clone()
-        runs, n, c = self.linear1.groups, self.order, self.copies
-        out = self.forward_runs(
-            to_runs(tgt, runs, c, n),
-            to_runs(memory, runs, c, n),
-            tgt.shape[0],
+        return decoder_stack_tokens(
+            [self],
+            tgt,
+            memory,
             memory_mask,
             tgt_key_padding_mask,
             memory_key_padding_mask,
@@ -831,7 +748,6 @@ class eSpectralDecoderLayer(eModule):
             tgt_pos,
             memory_pos,
         )
-        return from_runs(out, runs, c, n).view(tgt.shape)
 
     if TYPE_CHECKING:
         __call__ = forward
@@ -924,31 +840,17 @@ class eSpectralDecoder(eModule):
         """
         self._check_input(tgt, "tgt")
         self._check_input(memory, "memory")
-        if tgt.shape[0] == 0:
-            # An empty batch: the run layout merges (B, T) into N = B·T and could not split
-            # N = 0 back (nor check the masks against it); the output is as empty as the input.
-            return tgt.clone()
-        first = self.layers[0]
-        if not isinstance(first, eSpectralDecoderLayer):  # an internal invariant
-            raise RuntimeError("internal error: built from decoder layers")
-        runs, n, c = first.linear1.groups, first.order, first.copies
-        x = to_runs(tgt, runs, c, n)
-        mem = to_runs(memory, runs, c, n)
-        for layer in self.layers:
-            if not isinstance(layer, eSpectralDecoderLayer):  # an internal invariant
-                raise RuntimeError("internal error: built from decoder layers")
-            x = layer.forward_runs(
-                x,
-                mem,
-                tgt.shape[0],
-                memory_mask,
-                tgt_key_padding_mask,
-                memory_key_padding_mask,
-                tgt_is_causal,
-                tgt_pos,
-                memory_pos,
-            )
-        return from_runs(x, runs, c, n).view(tgt.shape)
+        return decoder_stack_tokens(
+            [_spectral_layer(layer) for layer in self.layers],
+            tgt,
+            memory,
+            memory_mask,
+            tgt_key_padding_mask,
+            memory_key_padding_mask,
+            tgt_is_causal,
+            tgt_pos,
+            memory_pos,
+        )
 
     if TYPE_CHECKING:
         __call__ = forward

@@ -28,7 +28,11 @@ from torch import Tensor
 from elayers._positional import RelativePositionBias, RotaryEmbedding, attend
 
 __all__ = [
+    "AttentionRuns",
     "BlockMap",
+    "BlockProducts",
+    "DecoderLayerRuns",
+    "NormRuns",
     "Run",
     "apply_runs",
     "attention_runs",
@@ -38,6 +42,7 @@ __all__ = [
     "copy_major_heads",
     "copy_mask",
     "decoder_layer_runs",
+    "decoder_stack_tokens",
     "feedforward_runs",
     "from_runs",
     "head_runs_to_heads",
@@ -680,3 +685,213 @@ def mlp_tokens(
         parts = coord_outer_to_runs(y, layer.groups)
     out = apply_runs(last, parts, mats[-1], 0, last.c_out)
     return from_runs(out, last.groups, last.c_out, n).view(*lead, last.c_out * n)
+
+
+class BlockProducts(BlockMap, Protocol):
+    """A block map that also gives its blocks (synthesized by a module, held by an export)."""
+
+    @property
+    def order(self) -> int:
+        """``|G|``."""
+        ...
+
+    def block_matrices(self) -> list[Tensor]:
+        """Per run: ``(count, f c_in, f c_out)``."""
+        ...
+
+
+class NormRuns(Protocol):
+    """A spectral norm on run-layout features."""
+
+    def forward_runs(self, parts: list[Tensor]) -> list[Tensor]:
+        """The normalized features, in the same layout."""
+        ...
+
+
+class AttentionRuns:
+    """The forwards of the spectral attention, equivariant and plain.
+
+    ``eSpectralMultiheadAttention`` and its plain export differ only in where their projections'
+    blocks come from. The class using it sets these attributes (and is an ``nn.Module``).
+    """
+
+    in_proj: BlockProducts
+    out_proj: BlockProducts
+    num_heads: int
+    dropout: float
+    training: bool
+    rotary: RotaryEmbedding | None
+    relative_bias: RelativePositionBias | None
+
+    def forward_runs(
+        self,
+        query: list[Tensor],
+        key: list[Tensor] | None,
+        batch: int,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        query_pos: Tensor | None = None,
+        key_pos: Tensor | None = None,
+    ) -> list[Tensor]:
+        """Attention on run-layout tokens (see :func:`to_runs`); ``key=None`` for self-attention.
+
+        Args:
+            query: Run-layout queries of ``batch · L`` tokens.
+            key: Run-layout keys (= values) of ``batch · S`` tokens, or ``None`` (``query``).
+            batch: ``B``.
+            key_padding_mask: ``(B, S)``.
+            attn_mask: ``(L, S)`` or ``(B·H, L, S)``.
+            is_causal: Causal attention when ``attn_mask`` is ``None``.
+            query_pos: Positions of the queries (``pos_encoding`` only).
+            key_pos: Positions of the keys.
+
+        Returns:
+            Run-layout outputs of the queries' shape.
+        """
+        return attention_runs(
+            self.in_proj,
+            self.in_proj.block_matrices(),
+            self.out_proj,
+            self.out_proj.block_matrices(),
+            query,
+            key,
+            batch,
+            order=self.in_proj.order,
+            num_heads=self.num_heads,
+            dropout_p=self.dropout if self.training else 0.0,
+            rotary=self.rotary,
+            relative_bias=self.relative_bias,
+            key_padding_mask=key_padding_mask,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            query_pos=query_pos,
+            key_pos=key_pos,
+        )
+
+    def attend_tokens(
+        self,
+        query: Tensor,
+        key: Tensor,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
+        is_causal: bool,
+        query_pos: Tensor | None,
+        key_pos: Tensor | None,
+    ) -> Tensor:
+        """:meth:`forward_runs` on validated ``(B, L, E)`` / ``(B, S, E)`` tokens."""
+        if query.shape[0] == 0:
+            # An empty batch: the run layout merges (B, T) into N = B·T and could not split
+            # N = 0 back (nor check the masks against it); the output is as empty as the input.
+            return query.clone()
+        runs, n, c = self.in_proj.groups, self.in_proj.order, self.in_proj.c_in
+        qr = to_runs(query, runs, c, n)
+        kr = None if key is query else to_runs(key, runs, c, n)
+        out = self.forward_runs(
+            qr, kr, query.shape[0], key_padding_mask, attn_mask, is_causal, query_pos, key_pos
+        )
+        return from_runs(out, runs, c, n).view(query.shape)
+
+
+class DecoderLayerRuns:
+    """The run-layout forward of a spectral decoder layer, equivariant and plain.
+
+    Shared by ``eSpectralDecoderLayer`` and its plain export. The class using it sets the
+    attributes below and ``_ff_runs`` (the feed-forward block: the two differ in how they hold
+    the activation).
+    """
+
+    self_attn: AttentionRuns
+    multihead_attn: AttentionRuns
+    linear1: BlockProducts
+    norm1: NormRuns
+    norm2: NormRuns
+    norm3: NormRuns
+    norm_first: bool
+    p_residual: tuple[float, float, float]
+    copies: int
+    training: bool
+
+    def _ff_runs(self, x: list[Tensor]) -> list[Tensor]:
+        raise NotImplementedError
+
+    def forward_runs(
+        self,
+        x: list[Tensor],
+        memory: list[Tensor],
+        batch: int,
+        memory_mask: Tensor | None = None,
+        tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        tgt_is_causal: bool = False,
+        tgt_pos: Tensor | None = None,
+        memory_pos: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The layer on run-layout tokens (see :func:`to_runs`).
+
+        Masks and positions as the layer's ``forward``; ``tgt_mask`` (``(T, T)`` or
+        ``(B·H, T, T)``) comes only from torch-style calls of the plain export.
+        """
+
+        def sa(y: list[Tensor]) -> list[Tensor]:
+            return self.self_attn.forward_runs(
+                y, None, batch, tgt_key_padding_mask, tgt_mask, tgt_is_causal, tgt_pos, tgt_pos
+            )
+
+        def ca(y: list[Tensor]) -> list[Tensor]:
+            return self.multihead_attn.forward_runs(
+                y, memory, batch, memory_key_padding_mask, memory_mask, False, tgt_pos, memory_pos
+            )
+
+        return decoder_layer_runs(
+            x,
+            self_attn=sa,
+            cross_attn=ca,
+            feedforward=self._ff_runs,
+            norms=(self.norm1.forward_runs, self.norm2.forward_runs, self.norm3.forward_runs),
+            norm_first=self.norm_first,
+            p_residual=self.p_residual,
+            training=self.training,
+            copies=self.copies,
+        )
+
+
+def decoder_stack_tokens(
+    layers: list[DecoderLayerRuns],
+    tgt: Tensor,
+    memory: Tensor,
+    memory_mask: Tensor | None,
+    tgt_key_padding_mask: Tensor | None,
+    memory_key_padding_mask: Tensor | None,
+    tgt_is_causal: bool,
+    tgt_pos: Tensor | None,
+    memory_pos: Tensor | None,
+    tgt_mask: Tensor | None = None,
+) -> Tensor:
+    """Decoder layers on validated ``(B, T, E)`` / ``(B, S, E)`` spectral tokens.
+
+    The tokens enter the run layout once and leave it once.
+    """
+    if tgt.shape[0] == 0:
+        # An empty batch: the run layout merges (B, T) into N = B·T and could not split N = 0
+        # back (nor check the masks against it); the output is as empty as the input.
+        return tgt.clone()
+    first = layers[0]
+    runs, n, c = first.linear1.groups, first.linear1.order, first.copies
+    x = to_runs(tgt, runs, c, n)
+    mem = to_runs(memory, runs, c, n)
+    for layer in layers:
+        x = layer.forward_runs(
+            x,
+            mem,
+            tgt.shape[0],
+            memory_mask,
+            tgt_key_padding_mask,
+            memory_key_padding_mask,
+            tgt_is_causal,
+            tgt_pos,
+            memory_pos,
+            tgt_mask,
+        )
+    return from_runs(x, runs, c, n).view(tgt.shape)
