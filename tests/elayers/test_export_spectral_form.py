@@ -414,6 +414,7 @@ def _wrapped(name: str, module: nn.Module) -> nn.Module:
     return module if name == "mlp" else _Padded(module).train(module.training)
 
 
+@pytest.mark.slow  # 10-15 s each (tracing, a fresh interpreter)
 @pytest.mark.parametrize("name", ["mlp", "decoder"])
 def test_spectral_export_through_torch_export_saved_and_loaded_without_the_project(
     name: str, tmp_path: Path
@@ -443,6 +444,7 @@ def test_spectral_export_through_torch_export_saved_and_loaded_without_the_proje
     assert X.relative_error(torch.load(tmp_path / "out.pt"), expected) <= 1e-5
 
 
+@pytest.mark.slow  # 5-35 s each (the ONNX exporter)
 @pytest.mark.filterwarnings("ignore:# The axis name:UserWarning")
 @pytest.mark.parametrize("name", ["mlp", "decoder"])
 def test_spectral_export_runs_in_onnx_runtime(name: str, tmp_path: Path) -> None:
